@@ -1,0 +1,130 @@
+//! HTTP byte ranges: the `Range` request header of blob GETs (RFC 9110, a single range) and the
+//! `Content-Range` header of chunked upload PATCHes (`<start>-<end>`, inclusive).
+
+/// An inclusive byte range `start..=end`, always within the resource it was resolved against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeError {
+    /// Syntactically invalid, or several ranges: RFC 9110 lets a server ignore it and send 200.
+    Malformed,
+    /// Valid but outside the resource: 416.
+    Unsatisfiable,
+}
+
+/// Resolves a `Range` header against a resource of `size` bytes.
+pub fn parse_range(header: &str, size: u64) -> Result<ByteRange, RangeError> {
+    let spec = header.trim().strip_prefix("bytes=").ok_or(RangeError::Malformed)?;
+    if spec.contains(',') {
+        return Err(RangeError::Malformed);
+    }
+    let (a, b) = spec.split_once('-').ok_or(RangeError::Malformed)?;
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        // Suffix range: the last n bytes.
+        let n = parse_u64(b)?;
+        if n == 0 || size == 0 {
+            return Err(RangeError::Unsatisfiable);
+        }
+        let n = n.min(size);
+        return Ok(ByteRange { start: size - n, end: size - 1 });
+    }
+    let start = parse_u64(a)?;
+    let end = if b.is_empty() { u64::MAX } else { parse_u64(b)? };
+    if end < start {
+        return Err(RangeError::Malformed);
+    }
+    if start >= size {
+        return Err(RangeError::Unsatisfiable);
+    }
+    Ok(ByteRange { start, end: end.min(size - 1) })
+}
+
+fn parse_u64(s: &str) -> Result<u64, RangeError> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(RangeError::Malformed);
+    }
+    s.parse().map_err(|_| RangeError::Malformed)
+}
+
+/// The `Content-Range` of an upload chunk: `<start>-<end>` inclusive (also accepted with a
+/// `bytes ` prefix and a `/<total>` suffix, as some clients send).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ContentRange {
+    pub fn parse(header: &str) -> Result<ContentRange, RangeError> {
+        let s = header.trim();
+        let s = s.strip_prefix("bytes ").unwrap_or(s).trim();
+        let s = s.split_once('/').map_or(s, |(r, _)| r);
+        let (a, b) = s.split_once('-').ok_or(RangeError::Malformed)?;
+        let (start, end) = (parse_u64(a.trim())?, parse_u64(b.trim())?);
+        if end < start {
+            return Err(RangeError::Malformed);
+        }
+        Ok(ContentRange { start, end })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Ok(ByteRange { start: 0, end: 9 }));
+        assert_eq!(parse_range("bytes=90-", 100), Ok(ByteRange { start: 90, end: 99 }));
+        assert_eq!(parse_range("bytes=90-1000", 100), Ok(ByteRange { start: 90, end: 99 }));
+        assert_eq!(parse_range("bytes=-10", 100), Ok(ByteRange { start: 90, end: 99 }));
+        assert_eq!(parse_range("bytes=-1000", 100), Ok(ByteRange { start: 0, end: 99 }));
+        assert_eq!(parse_range("bytes=100-", 100), Err(RangeError::Unsatisfiable));
+        assert_eq!(parse_range("bytes=-0", 100), Err(RangeError::Unsatisfiable));
+        assert_eq!(parse_range("bytes=0-0", 0), Err(RangeError::Unsatisfiable));
+        for bad in [
+            "",
+            "bytes=",
+            "bytes=a-b",
+            "bytes=5-1",
+            "items=0-1",
+            "bytes=0-1,3-4",
+            "bytes=-",
+            "bytes=+1-2",
+            "bytes=99999999999999999999999-",
+        ] {
+            assert_eq!(parse_range(bad, 100), Err(RangeError::Malformed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(ContentRange::parse("0-99"), Ok(ContentRange { start: 0, end: 99 }));
+        assert_eq!(ContentRange::parse("bytes 100-199/*"), Ok(ContentRange { start: 100, end: 199 }));
+        assert_eq!(ContentRange::parse("5-5").map(|r| r.len()), Ok(1));
+        for bad in ["", "-", "1-", "-1", "9-1", "a-b", "0-1-2"] {
+            assert!(ContentRange::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `HttpError`: the one place where failures of every layer become OCI error JSON
+//! (`{"errors":[{"code","message","detail"}]}`) with the right HTTP status.
+
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+
+use super::body::ResponseBody;
+use crate::core::manifest::ManifestError;
+use crate::core::{DigestError, ErrorCode, NameError};
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct HttpError {
+    pub code: ErrorCode,
+    pub status: u16,
+    pub message: String,
+    pub detail: Option<serde_json::Value>,
+    pub headers: Vec<(HeaderName, String)>,
+}
+
+impl HttpError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        HttpError { code, status: code.status(), message: message.into(), detail: None, headers: Vec::new() }
+    }
+    pub fn code(code: ErrorCode) -> Self {
+        Self::new(code, code.message())
+    }
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+    pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+    pub fn internal(what: impl std::fmt::Display) -> Self {
+        log::error!("internal error: {what}");
+        Self::code(ErrorCode::InternalError)
+    }
+
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let mut err = serde_json::json!({"code": self.code.as_str(), "message": self.message});
+        if let Some(d) = self.detail {
+            err["detail"] = d;
+        }
+        let body = serde_json::to_vec(&serde_json::json!({ "errors": [err] })).unwrap_or_default();
+        let mut resp = Response::new(ResponseBody::full(body));
+        *resp.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let h = resp.headers_mut();
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.append(k, v);
+            }
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NameUnknown => HttpError::code(ErrorCode::NameUnknown),
+            StoreError::BlobUnknown => HttpError::code(ErrorCode::BlobUnknown),
+            StoreError::ManifestUnknown => HttpError::code(ErrorCode::ManifestUnknown),
+            StoreError::UploadUnknown => HttpError::code(ErrorCode::BlobUploadUnknown),
+            StoreError::DigestMismatch { expected, actual } => {
+                HttpError::new(ErrorCode::DigestInvalid, format!("content has digest {actual}, not {expected}"))
+                    .detail(serde_json::json!({"expected": expected.as_str(), "actual": actual.as_str()}))
+            }
+            StoreError::ManifestBlobUnknown(d) => {
+                HttpError::new(ErrorCode::ManifestBlobUnknown, format!("{d} is not in this repository"))
+                    .detail(serde_json::json!({"digest": d.as_str()}))
+            }
+            StoreError::DeleteDisabled => {
+                HttpError::new(ErrorCode::Unsupported, "deletion is disabled on this registry (storage.delete.enabled)")
+            }
+            e @ (StoreError::Io(_) | StoreError::Db(_)) => HttpError::internal(e),
+        }
+    }
+}
+
+impl From<NameError> for HttpError {
+    fn from(e: NameError) -> Self {
+        HttpError::new(ErrorCode::NameInvalid, e.to_string())
+    }
+}
+
+impl From<DigestError> for HttpError {
+    fn from(e: DigestError) -> Self {
+        HttpError::new(ErrorCode::DigestInvalid, e.to_string())
+    }
+}
+
+impl From<ManifestError> for HttpError {
+    fn from(e: ManifestError) -> Self {
+        HttpError::new(ErrorCode::ManifestInvalid, e.to_string())
+    }
+}

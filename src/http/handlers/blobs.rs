@@ -1,0 +1,53 @@
+//! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`, with single-range requests.
+
+use http::{header, Method, StatusCode};
+
+use super::super::body::{stream_file, ResponseBody};
+use super::super::error::HttpError;
+use super::super::{blocking, finish, reply, Ctx, HttpResult, CONTENT_DIGEST};
+use crate::core::range::{parse_range, RangeError};
+use crate::core::ErrorCode;
+
+pub async fn get(ctx: &Ctx<'_>, name: &str, digest: &str) -> HttpResult {
+    let repo = ctx.repo(name)?;
+    let digest = ctx.digest(digest)?;
+    let store = ctx.state.store.clone();
+    let (file, size) = {
+        let (repo, digest) = (repo.clone(), digest.clone());
+        blocking(move || store.open_blob(&repo, &digest)).await?
+    };
+    let (status, start, len) = match ctx.header(header::RANGE) {
+        None => (StatusCode::OK, 0, size),
+        Some(r) => match parse_range(r, size) {
+            Ok(range) => (StatusCode::PARTIAL_CONTENT, range.start, range.len()),
+            // RFC 9110: a server may ignore a range it cannot parse.
+            Err(RangeError::Malformed) => (StatusCode::OK, 0, size),
+            Err(RangeError::Unsatisfiable) => {
+                return Err(HttpError::new(ErrorCode::BlobUnknown, "requested range not satisfiable")
+                    .status(416)
+                    .header(header::CONTENT_RANGE, format!("bytes */{size}")));
+            }
+        },
+    };
+    let mut b = reply(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, len)
+        .header(CONTENT_DIGEST, digest.as_str())
+        .header(header::ETAG, format!("\"{digest}\""))
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CACHE_CONTROL, "max-age=31536000");
+    if status == StatusCode::PARTIAL_CONTENT {
+        b = b.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", start, start + len - 1));
+    }
+    let body =
+        if ctx.method == Method::HEAD || len == 0 { ResponseBody::empty() } else { stream_file(file, start, len) };
+    finish(b, body)
+}
+
+pub async fn delete(ctx: &Ctx<'_>, name: &str, digest: &str) -> HttpResult {
+    let repo = ctx.repo(name)?;
+    let digest = ctx.digest(digest)?;
+    let store = ctx.state.store.clone();
+    blocking(move || store.delete_blob(&repo, &digest)).await?;
+    finish(reply(StatusCode::ACCEPTED).header(header::CONTENT_LENGTH, 0), ResponseBody::empty())
+}

@@ -1,0 +1,100 @@
+//! Listings: `GET /v2/_catalog`, `GET /v2/<name>/tags/list` (both with `n`/`last` pagination
+//! and RFC 5988 `Link` headers) and `GET /v2/<name>/referrers/<digest>`.
+
+use http::{header, StatusCode};
+
+use super::super::body::ResponseBody;
+use super::super::error::HttpError;
+use super::super::{blocking, finish, reply, Ctx, HttpResult, OCI_FILTERS_APPLIED};
+use crate::core::manifest::OCI_INDEX;
+use crate::core::ErrorCode;
+use crate::store::Page;
+
+/// Parses `n` (absent = everything).
+fn page_size(ctx: &Ctx<'_>) -> Result<Option<usize>, HttpError> {
+    match ctx.query("n") {
+        None | Some("") => Ok(None),
+        Some(n) => n
+            .parse::<usize>()
+            .map(Some)
+            .map_err(|_| HttpError::new(ErrorCode::Unsupported, format!("n={n:?} is not a number")).status(400)),
+    }
+}
+
+/// Percent-encodes a query value (for `Link` headers).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn json_page(ctx: &Ctx<'_>, path: &str, n: Option<usize>, page: &Page, body: serde_json::Value) -> HttpResult {
+    let mut b = reply(StatusCode::OK).header(header::CONTENT_TYPE, "application/json");
+    if let (true, Some(n), Some(last)) = (page.more, n, page.items.last()) {
+        let prefix = &ctx.state.config.prefix;
+        b = b.header(header::LINK, format!("<{prefix}{path}?n={n}&last={}>; rel=\"next\"", encode(last)));
+    }
+    let bytes = serde_json::to_vec(&body).map_err(HttpError::internal)?;
+    finish(b.header(header::CONTENT_LENGTH, bytes.len()), ResponseBody::full(bytes))
+}
+
+pub async fn catalog(ctx: &Ctx<'_>) -> HttpResult {
+    let n = page_size(ctx)?;
+    let last = ctx.query("last").map(str::to_string);
+    let store = ctx.state.store.clone();
+    let page = blocking(move || store.catalog(n, last.as_deref())).await?;
+    json_page(ctx, "/v2/_catalog", n, &page, serde_json::json!({ "repositories": page.items }))
+}
+
+pub async fn tags(ctx: &Ctx<'_>, name: &str) -> HttpResult {
+    let repo = ctx.repo(name)?;
+    let n = page_size(ctx)?;
+    let last = ctx.query("last").map(str::to_string);
+    let store = ctx.state.store.clone();
+    let r = repo.clone();
+    let page = blocking(move || store.tags(&r, n, last.as_deref())).await?;
+    json_page(
+        ctx,
+        &format!("/v2/{repo}/tags/list"),
+        n,
+        &page,
+        serde_json::json!({ "name": repo.as_str(), "tags": page.items }),
+    )
+}
+
+pub async fn referrers(ctx: &Ctx<'_>, name: &str, digest: &str) -> HttpResult {
+    let repo = ctx.repo(name)?;
+    let subject = ctx.digest(digest)?;
+    let filter = ctx.query("artifactType").map(str::to_string);
+    let store = ctx.state.store.clone();
+    let f = filter.clone();
+    let list = blocking(move || store.referrers(&repo, &subject, f.as_deref())).await?;
+    let manifests: Vec<_> = list
+        .iter()
+        .map(|r| {
+            let mut d = serde_json::json!({"mediaType": r.record.media_type, "digest": r.digest.as_str(), "size": r.record.size});
+            if let Some(a) = &r.record.artifact_type {
+                d["artifactType"] = serde_json::Value::String(a.clone());
+            }
+            if !r.record.annotations.is_empty() {
+                d["annotations"] = serde_json::json!(r.record.annotations);
+            }
+            d
+        })
+        .collect();
+    let body =
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}))
+            .map_err(HttpError::internal)?;
+    let mut b =
+        reply(StatusCode::OK).header(header::CONTENT_TYPE, OCI_INDEX).header(header::CONTENT_LENGTH, body.len());
+    if filter.is_some() {
+        b = b.header(OCI_FILTERS_APPLIED, "artifactType");
+    }
+    finish(b, ResponseBody::full(body))
+}

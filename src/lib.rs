@@ -1,0 +1,29 @@
+//! pier: a lean OCI container image registry.
+//!
+//! Layering (each layer only calls the ones below it):
+//! - [`core`]: pure, `no_std` + `alloc` vocabulary: digests, names, references, manifests,
+//!   byte ranges, OCI error codes. No I/O.
+//! - `store`: the only code that touches disk (redb metadata + content-addressed blob files +
+//!   per-repository OCI image layouts).
+//! - `http`: the OCI Distribution API on hyper; maps every error to OCI error JSON once.
+//! - `cli`: the `pier` subcommands.
+//!
+//! Everything except `core` sits behind the default `server` feature, so
+//! `cargo build --lib --no-default-features` builds the core alone, as `no_std`.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod core;
+
+#[cfg(feature = "server")]
+pub mod cli;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+pub mod http;
+#[cfg(feature = "server")]
+pub mod logging;
+#[cfg(feature = "server")]
+pub mod store;

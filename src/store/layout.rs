@@ -1,0 +1,60 @@
+//! Paths of the data directory and the OCI image layout of each repository.
+//!
+//! ```text
+//! <root>/meta.redb
+//! <root>/blobs/<alg>/<hex>                      the one copy of each blob (mode 0444)
+//! <root>/repositories/<name>/oci-layout
+//! <root>/repositories/<name>/index.json         derived from meta.redb
+//! <root>/repositories/<name>/blobs/<alg>/<hex>  hardlinks to <root>/blobs/<alg>/<hex>
+//! <root>/uploads/<uuid>                         partial uploads (same file system)
+//! ```
+//! A `RepoName` is a safe relative path (see `core::name`), a `Digest`'s hex is a safe file name
+//! and upload ids are parsed UUIDs, so no path built here can leave `<root>`.
+
+use std::path::{Path, PathBuf};
+
+use crate::core::{Digest, RepoName};
+
+pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+/// `index.json` of a repository without manifests yet.
+pub const EMPTY_INDEX: &[u8] =
+    br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+
+#[derive(Clone, Debug)]
+pub struct Paths {
+    root: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root: &Path) -> Paths {
+        Paths { root: root.to_path_buf() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn db(&self) -> PathBuf {
+        self.root.join("meta.redb")
+    }
+    pub fn blobs(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+    pub fn blob(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs").join(d.algorithm().name()).join(d.hex())
+    }
+    pub fn repositories(&self) -> PathBuf {
+        self.root.join("repositories")
+    }
+    pub fn repo(&self, r: &RepoName) -> PathBuf {
+        self.root.join("repositories").join(r.as_str())
+    }
+    pub fn repo_blob(&self, r: &RepoName, d: &Digest) -> PathBuf {
+        self.repo(r).join("blobs").join(d.algorithm().name()).join(d.hex())
+    }
+    pub fn uploads(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+    /// `id` must be a canonical UUID string (see `Store::parse_upload_id`).
+    pub fn upload(&self, id: &str) -> PathBuf {
+        self.root.join("uploads").join(id)
+    }
+}

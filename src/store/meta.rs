@@ -1,0 +1,61 @@
+//! The redb schema: every table, its key and value, and the invariants between them.
+//!
+//! Invariants (kept by `Store`, checked by the start-up sweep):
+//! - `REPO_BLOBS[(repo, digest)]` exists ⇒ `blobs/<alg>/<hex>` and
+//!   `repositories/<repo>/blobs/<alg>/<hex>` are complete, verified, fsynced files (hardlinks of
+//!   one inode).
+//! - `BLOBS[digest].1` == number of `REPO_BLOBS` rows for that digest.
+//! - `MANIFESTS[(repo, digest)]` exists ⇒ `REPO_BLOBS[(repo, digest)]` exists (the manifest bytes
+//!   are a blob of the repository) and every blob it references was in the repository when it
+//!   was stored.
+//! - `TAGS[(repo, tag)] = digest` ⇒ `MANIFESTS[(repo, digest)]` exists.
+//! - `REFERRERS[(repo, subject, referrer)]` ⇒ `MANIFESTS[(repo, referrer)]` exists and its
+//!   subject is `subject` (the subject itself need not exist).
+
+use std::collections::BTreeMap;
+
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize};
+
+/// repo → creation time (unix seconds).
+pub const REPOS: TableDefinition<&str, u64> = TableDefinition::new("repos");
+/// digest → (size, number of repositories linking it).
+pub const BLOBS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("blobs");
+/// (repo, digest) → size.
+pub const REPO_BLOBS: TableDefinition<(&str, &str), u64> = TableDefinition::new("repo_blobs");
+/// (repo, manifest digest) → [`ManifestRecord`] as JSON.
+pub const MANIFESTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("manifests");
+/// (repo, tag) → manifest digest.
+pub const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags");
+/// (repo, subject digest, referrer manifest digest) → ().
+pub const REFERRERS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("referrers");
+/// upload uuid → (repo, digest algorithm, start time in unix seconds).
+pub const UPLOADS: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::new("uploads");
+
+/// What the registry remembers about a stored manifest (its bytes live in the blob files).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ManifestRecord {
+    pub media_type: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Digests of the child manifests (indexes only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
+    /// Digests of the referenced blobs (config and layers; images only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<String>,
+}
+
+impl ManifestRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+    pub fn decode(bytes: &[u8]) -> Option<ManifestRecord> {
+        serde_json::from_slice(bytes).ok()
+    }
+}

@@ -1,0 +1,202 @@
+//! Upload sessions: `uploads/<uuid>` files that grow by PATCH/PUT and become blobs on commit.
+//!
+//! Invariants:
+//! - A session's file holds exactly the bytes acknowledged so far, and `offset` is its length.
+//! - `hasher`, when present, has been fed exactly those bytes, so each byte is hashed once.
+//!   After a restart (or an I/O error) it is `None` and is rebuilt by re-reading the file.
+//! - `UPLOADS[uuid]` exists ⇔ the session is live; the start-up sweep removes files without a
+//!   record and records without a file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redb::ReadableDatabase;
+
+use super::meta::UPLOADS;
+use super::{files, now_unix, Result, Store, StoreError};
+use crate::core::{Algorithm, Digest, Hasher, RepoName};
+
+/// The in-memory state of one upload.
+pub struct UploadSession {
+    pub id: String,
+    pub repo: RepoName,
+    pub algorithm: Algorithm,
+    pub hasher: Option<Hasher>,
+    pub offset: u64,
+}
+
+/// Write buffer of the upload writer: few large writes instead of many small ones.
+const WRITE_BUFFER: usize = 1 << 20;
+/// Read buffer for re-hashing a partial upload.
+const READ_BUFFER: usize = 1 << 20;
+
+impl UploadSession {
+    /// Appends every chunk received from `rx` to the upload file, hashing each byte once.
+    /// Runs on a blocking thread. On return `offset`/`hasher` describe the file exactly, even
+    /// after an error (the client can resume from `offset`).
+    pub fn append_stream(
+        &mut self,
+        path: &std::path::Path,
+        rx: &mut tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> io::Result<u64> {
+        if self.hasher.is_none() {
+            self.rehash(path)?;
+        }
+        let file = OpenOptions::new().append(true).open(path)?;
+        let mut out = io::BufWriter::with_capacity(WRITE_BUFFER, file);
+        let mut written = 0u64;
+        let result = (|| {
+            while let Some(chunk) = rx.blocking_recv() {
+                out.write_all(&chunk)?;
+                if let Some(h) = self.hasher.as_mut() {
+                    h.update(&chunk);
+                }
+                written += chunk.len() as u64;
+            }
+            out.flush()
+        })();
+        self.offset += written;
+        if result.is_err() {
+            // What reached the file is unknown: re-derive both from the file next time.
+            drop(out);
+            self.hasher = None;
+            self.offset = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        }
+        result.map(|()| written)
+    }
+
+    /// Rebuilds `hasher` and `offset` from the file.
+    pub fn rehash(&mut self, path: &std::path::Path) -> io::Result<()> {
+        let (hasher, len) = hash_file(path, self.algorithm)?;
+        self.hasher = Some(hasher);
+        self.offset = len;
+        Ok(())
+    }
+
+    /// The digest of the content so far under `algorithm` (re-reading the file only if the
+    /// session hashes with another algorithm).
+    pub fn digest(&mut self, path: &std::path::Path, algorithm: Algorithm) -> io::Result<Digest> {
+        if algorithm == self.algorithm {
+            if self.hasher.is_none() {
+                self.rehash(path)?;
+            }
+            if let Some(h) = &self.hasher {
+                return Ok(h.clone().finish());
+            }
+        }
+        Ok(hash_file(path, algorithm)?.0.finish())
+    }
+}
+
+fn hash_file(path: &std::path::Path, algorithm: Algorithm) -> io::Result<(Hasher, u64)> {
+    let mut f = File::open(path)?;
+    let mut h = algorithm.hasher();
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok((h, len));
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+}
+
+impl Store {
+    /// Canonicalises an upload id from a URL; anything that is not a UUID is unknown.
+    pub fn parse_upload_id(s: &str) -> Option<String> {
+        uuid::Uuid::parse_str(s).ok().map(|u| u.hyphenated().to_string())
+    }
+
+    /// Starts an upload session for `repo`, hashing with `algorithm`.
+    pub fn create_upload(
+        &self,
+        repo: &RepoName,
+        algorithm: Algorithm,
+    ) -> Result<Arc<tokio::sync::Mutex<UploadSession>>> {
+        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let path = self.paths.upload(&id);
+        OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(UPLOADS)?.insert(id.as_str(), (repo.as_str(), algorithm.name(), now_unix()))?;
+        txn.commit()?;
+        let session = Arc::new(tokio::sync::Mutex::new(UploadSession {
+            id: id.clone(),
+            repo: repo.clone(),
+            algorithm,
+            hasher: Some(algorithm.hasher()),
+            offset: 0,
+        }));
+        self.sessions_lock().insert(id, session.clone());
+        Ok(session)
+    }
+
+    fn sessions_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<tokio::sync::Mutex<UploadSession>>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Finds the session `id` of `repo` (loading it from metadata after a restart).
+    pub fn upload(&self, repo: &RepoName, id: &str) -> Result<Arc<tokio::sync::Mutex<UploadSession>>> {
+        let id = Self::parse_upload_id(id).ok_or(StoreError::UploadUnknown)?;
+        let txn = self.db.begin_read()?;
+        let (owner, algorithm) = match txn.open_table(UPLOADS)?.get(id.as_str())? {
+            Some(v) => {
+                let (r, a, _) = v.value();
+                (r.to_string(), a.to_string())
+            }
+            None => return Err(StoreError::UploadUnknown),
+        };
+        if owner != repo.as_str() {
+            return Err(StoreError::UploadUnknown);
+        }
+        let mut sessions = self.sessions_lock();
+        if let Some(s) = sessions.get(&id) {
+            return Ok(s.clone());
+        }
+        let algorithm = Algorithm::from_name(&algorithm).unwrap_or(Algorithm::Sha256);
+        let offset = fs::metadata(self.paths.upload(&id)).map(|m| m.len()).map_err(|_| StoreError::UploadUnknown)?;
+        let session = Arc::new(tokio::sync::Mutex::new(UploadSession {
+            id: id.clone(),
+            repo: repo.clone(),
+            algorithm,
+            hasher: None,
+            offset,
+        }));
+        sessions.insert(id, session.clone());
+        Ok(session)
+    }
+
+    /// Ends a session: forgets it and removes its file.
+    pub fn cancel_upload(&self, session: &UploadSession) -> Result<()> {
+        self.sessions_lock().remove(&session.id);
+        let txn = self.db.begin_write()?;
+        txn.open_table(UPLOADS)?.remove(session.id.as_str())?;
+        txn.commit()?;
+        files::remove_if_exists(&self.paths.upload(&session.id))?;
+        Ok(())
+    }
+
+    /// Verifies the session's content against `expected` and commits it as a blob of the
+    /// session's repository. On a mismatch the session is cancelled (nothing becomes visible).
+    pub fn commit_upload(&self, session: &mut UploadSession, expected: &Digest) -> Result<()> {
+        let path = self.paths.upload(&session.id);
+        let actual = session.digest(&path, expected.algorithm())?;
+        if &actual != expected {
+            self.cancel_upload(session)?;
+            return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
+        }
+        File::open(&path)?.sync_all()?;
+        let size = session.offset;
+        self.commit_blob_file(&path, &session.repo, expected, size)?;
+        self.sessions_lock().remove(&session.id);
+        let txn = self.db.begin_write()?;
+        txn.open_table(UPLOADS)?.remove(session.id.as_str())?;
+        txn.commit()?;
+        Ok(())
+    }
+}
