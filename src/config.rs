@@ -33,6 +33,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// `storage.digests.blake3` (pier): accept `blake3:` digests (image-spec main only).
     pub blake3: bool,
+    /// `storage.maintenance.uploadpurging`: purge uploads idle longer than `age`, every
+    /// `interval` (`None` when disabled).
+    pub upload_purging: Option<UploadPurging>,
     /// Problems found while loading, to be logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -50,10 +53,25 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             idle_timeout: Duration::from_secs(300),
             blake3: false,
+            upload_purging: Some(UploadPurging {
+                age: Duration::from_secs(168 * 3600),
+                interval: Duration::from_secs(24 * 3600),
+            }),
             warnings: Vec::new(),
         }
     }
 }
+
+/// When abandoned uploads are removed (Distribution's `storage.maintenance.uploadpurging`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadPurging {
+    pub age: Duration,
+    pub interval: Duration,
+}
+
+/// Distribution's defaults: uploads older than a week, checked daily.
+pub const DEFAULT_UPLOAD_PURGING: UploadPurging =
+    UploadPurging { age: Duration::from_secs(168 * 3600), interval: Duration::from_secs(24 * 3600) };
 
 #[derive(Debug)]
 pub enum ConfigError {
@@ -97,7 +115,8 @@ const IGNORED: &[&str] = &[
     "log.accesslog",
     "health",
     "notifications",
-    "storage.maintenance",
+    "storage.maintenance.uploadpurging.dryrun",
+    "storage.maintenance.readonly",
     "http.http2",
 ];
 
@@ -169,6 +188,32 @@ impl Config {
                 self.delete_enabled = boolean(v).ok_or_else(|| bad("expected true or false"))?
             }
             "storage.digests.blake3" => self.blake3 = boolean(v).ok_or_else(|| bad("expected true or false"))?,
+            "storage.maintenance.uploadpurging.enabled" => {
+                if boolean(v).ok_or_else(|| bad("expected true or false"))? {
+                    self.upload_purging.get_or_insert(
+                        Config::default()
+                            .upload_purging
+                            .unwrap_or(UploadPurging { age: Duration::ZERO, interval: Duration::ZERO }),
+                    );
+                } else {
+                    self.upload_purging = None;
+                }
+            }
+            "storage.maintenance.uploadpurging.age" => {
+                let age = duration(v).ok_or_else(|| bad("expected a duration such as 168h"))?;
+                if let Some(p) = self.upload_purging.as_mut() {
+                    p.age = age;
+                }
+            }
+            "storage.maintenance.uploadpurging.interval" => {
+                let interval = duration(v).ok_or_else(|| bad("expected a duration such as 24h"))?;
+                if interval.is_zero() {
+                    return Err(bad("must be longer than zero"));
+                }
+                if let Some(p) = self.upload_purging.as_mut() {
+                    p.interval = interval;
+                }
+            }
             "http.addr" => self.addr = string(v).ok_or_else(|| bad("expected host:port"))?,
             "http.prefix" => {
                 let p = string(v).unwrap_or_default();
@@ -306,5 +351,14 @@ mod tests {
         }
         assert!(matches!(c.apply_yaml("storage:\n  delete:\n    enabled: perhaps\n"), Err(ConfigError::Value { .. })));
         assert_eq!(duration(&Yaml::String("5m".into())), Some(Duration::from_secs(300)));
+
+        let mut c = Config::default();
+        c.apply_yaml("storage:\n  maintenance:\n    uploadpurging:\n      age: 2h\n      interval: 10m\n").unwrap();
+        assert_eq!(
+            c.upload_purging,
+            Some(UploadPurging { age: Duration::from_secs(7200), interval: Duration::from_secs(600) })
+        );
+        c.apply_yaml("storage:\n  maintenance:\n    uploadpurging:\n      enabled: false\n").unwrap();
+        assert_eq!(c.upload_purging, None);
     }
 }

@@ -4,12 +4,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, UploadPurging};
 use crate::http::{server, State};
 use crate::store::Store;
 
 /// How long in-flight requests may run after a stop signal.
 const DRAIN: Duration = Duration::from_secs(30);
+/// Each streaming upload or download holds one blocking thread for its duration.
+const MAX_BLOCKING_THREADS: usize = 512;
 
 pub fn run(args: &[String]) -> i32 {
     let mut config_path: Option<PathBuf> = None;
@@ -53,7 +55,7 @@ pub fn run(args: &[String]) -> i32 {
     store.blake3 = config.blake3;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4))
-        .max_blocking_threads(64)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .thread_keep_alive(Duration::from_secs(10))
         .enable_all()
         .build()
@@ -79,7 +81,11 @@ pub fn run(args: &[String]) -> i32 {
             if config.delete_enabled { "enabled" } else { "disabled" }
         );
         log::info!("listening on {shown}");
-        let state = Arc::new(State::new(Arc::new(store), config));
+        let store = Arc::new(store);
+        if let Some(purging) = config.upload_purging {
+            tokio::spawn(purge_uploads(store.clone(), purging));
+        }
+        let state = Arc::new(State::new(store, config));
         match server::serve(state, listener, stop_signal(), DRAIN).await {
             Ok(()) => 0,
             Err(e) => {
@@ -88,6 +94,20 @@ pub fn run(args: &[String]) -> i32 {
             }
         }
     })
+}
+
+/// Purges abandoned uploads at start and then every `interval`.
+async fn purge_uploads(store: Arc<Store>, purging: UploadPurging) {
+    loop {
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.purge_uploads(purging.age)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => log::info!("purged {n} upload(s) idle for more than {}s", purging.age.as_secs()),
+            Ok(Err(e)) => log::warn!("upload purging failed: {e}"),
+            Err(e) => log::warn!("upload purging failed: {e}"),
+        }
+        tokio::time::sleep(purging.interval).await;
+    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

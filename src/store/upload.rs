@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTable};
 
 use super::meta::UPLOADS;
 use super::{files, now_unix, Result, Store, StoreError};
@@ -169,6 +169,42 @@ impl Store {
         }));
         sessions.insert(id, session.clone());
         Ok(session)
+    }
+
+    /// Removes uploads whose file has not been written to for `age` (abandoned pushes).
+    /// Returns how many were purged. Sessions in use right now are skipped.
+    pub fn purge_uploads(&self, age: std::time::Duration) -> Result<usize> {
+        let ids: Vec<String> = {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(UPLOADS)?;
+            let mut v = Vec::new();
+            for e in table.iter()? {
+                v.push(e?.0.value().to_string());
+            }
+            v
+        };
+        let mut purged = 0;
+        for id in ids {
+            let idle = fs::metadata(self.paths.upload(&id))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or(std::time::Duration::MAX);
+            if idle < age {
+                continue;
+            }
+            let in_use = self.sessions_lock().get(&id).is_some_and(|s| s.try_lock().is_err());
+            if in_use {
+                continue;
+            }
+            self.sessions_lock().remove(&id);
+            let txn = self.db.begin_write()?;
+            txn.open_table(UPLOADS)?.remove(id.as_str())?;
+            txn.commit()?;
+            files::remove_if_exists(&self.paths.upload(&id))?;
+            purged += 1;
+        }
+        Ok(purged)
     }
 
     /// Ends a session: forgets it and removes its file.
