@@ -22,8 +22,6 @@ pub enum ErrorCode {
     TooManyRequests,
     /// Not a spec code: a request the server could not serve because of its own failure.
     InternalError,
-    /// Not a spec code: a route that does not exist.
-    NotFound,
 }
 
 impl ErrorCode {
@@ -45,7 +43,6 @@ impl ErrorCode {
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::InternalError => "UNKNOWN",
-            ErrorCode::NotFound => "NOT_FOUND",
         }
     }
 
@@ -55,8 +52,7 @@ impl ErrorCode {
             ErrorCode::BlobUnknown
             | ErrorCode::BlobUploadUnknown
             | ErrorCode::ManifestUnknown
-            | ErrorCode::NameUnknown
-            | ErrorCode::NotFound => 404,
+            | ErrorCode::NameUnknown => 404,
             ErrorCode::BlobUploadInvalid
             | ErrorCode::DigestInvalid
             | ErrorCode::ManifestBlobUnknown
@@ -91,7 +87,6 @@ impl ErrorCode {
             ErrorCode::Unsupported => "the operation is unsupported",
             ErrorCode::TooManyRequests => "too many requests",
             ErrorCode::InternalError => "internal server error",
-            ErrorCode::NotFound => "no such route",
         }
     }
 }

@@ -78,6 +78,10 @@ impl From<StoreError> for HttpError {
             StoreError::DeleteDisabled => {
                 HttpError::new(ErrorCode::Unsupported, "deletion is disabled on this registry (storage.delete.enabled)")
             }
+            StoreError::IsManifest => HttpError::new(
+                ErrorCode::Unsupported,
+                "this digest is a manifest of the repository: delete it with DELETE /v2/<name>/manifests/<digest>",
+            ),
             e @ (StoreError::Io(_) | StoreError::Db(_)) => HttpError::internal(e),
         }
     }

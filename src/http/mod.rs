@@ -196,7 +196,7 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> HttpResult {
         "" => raw_path.as_str(),
         p => match raw_path.strip_prefix(p) {
             Some(rest) if rest.starts_with('/') => rest,
-            _ => return Err(HttpError::code(ErrorCode::NotFound)),
+            _ => return Err(not_found()),
         },
     };
     let route = router::route(path);
@@ -225,8 +225,27 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> HttpResult {
         Route::Manifest(name, r) if m == Method::GET || m == Method::HEAD => manifests::get(&ctx, name, r).await,
         Route::Manifest(name, r) if m == Method::PUT => manifests::put(&ctx, name, r, body).await,
         Route::Manifest(name, r) if m == Method::DELETE => manifests::delete(&ctx, name, r).await,
-        Route::NotFound => Err(HttpError::code(ErrorCode::NotFound)),
-        _ => Err(HttpError::new(ErrorCode::Unsupported, format!("method {m} is not allowed here"))),
+        Route::NotFound => Err(not_found()),
+        route => Err(HttpError::new(ErrorCode::Unsupported, format!("method {m} is not allowed here"))
+            .header(http::header::ALLOW, allowed_methods(&route))),
+    }
+}
+
+/// A path that is not part of the API: 404 with the spec's `UNSUPPORTED` code.
+fn not_found() -> HttpError {
+    HttpError::new(ErrorCode::Unsupported, "no such endpoint in the OCI distribution API").status(404)
+}
+
+/// The `Allow` header of a 405.
+fn allowed_methods(route: &Route<'_>) -> &'static str {
+    match route {
+        Route::Base => "GET, HEAD",
+        Route::Catalog | Route::Tags(_) | Route::Referrers(..) => "GET",
+        Route::Blob(..) => "GET, HEAD, DELETE",
+        Route::UploadStart(_) => "POST",
+        Route::Upload(..) => "GET, PATCH, PUT, DELETE",
+        Route::Manifest(..) => "GET, HEAD, PUT, DELETE",
+        Route::NotFound => "",
     }
 }
 

@@ -46,6 +46,8 @@ pub enum StoreError {
     ManifestBlobUnknown(Digest),
     /// Deletion is disabled by configuration.
     DeleteDisabled,
+    /// A blob delete named a manifest (which must be deleted through the manifest endpoint).
+    IsManifest,
     Io(io::Error),
     Db(redb::Error),
 }
@@ -60,6 +62,9 @@ impl fmt::Display for StoreError {
             StoreError::DigestMismatch { expected, actual } => write!(f, "content has digest {actual}, not {expected}"),
             StoreError::ManifestBlobUnknown(d) => write!(f, "referenced content {d} is not in this repository"),
             StoreError::DeleteDisabled => f.write_str("deletion is disabled (storage.delete.enabled)"),
+            StoreError::IsManifest => {
+                f.write_str("this digest is a manifest; delete it through the manifests endpoint")
+            }
             StoreError::Io(e) => write!(f, "storage I/O error: {e}"),
             StoreError::Db(e) => write!(f, "metadata error: {e}"),
         }
@@ -352,6 +357,9 @@ impl Store {
         }
         let _guard = self.lock();
         let txn = self.db.begin_write()?;
+        if txn.open_table(MANIFESTS)?.get((repo.as_str(), digest.as_str()))?.is_some() {
+            return Err(StoreError::IsManifest);
+        }
         if !Self::unrecord_repo_blob(&txn, repo, digest)? {
             return Err(if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() {
                 StoreError::NameUnknown
