@@ -1,0 +1,451 @@
+//! Crash safety: the daemon is SIGKILLed at awkward moments (mid chunked upload, mid manifest
+//! PUT, right after acknowledged pushes) and restarted on the same data directory. Whatever was
+//! acknowledged must still be served byte for byte; nothing partial may become visible; the blob
+//! store must never hold an incomplete file; interrupted uploads must resume or be cleanly
+//! unknown.
+
+mod common;
+#[path = "e2e/util.rs"]
+mod util;
+
+use common::*;
+use std::sync::mpsc;
+use std::time::Duration;
+use util::*;
+
+/// Pushes `img` as `repo:tag` with skopeo from a freshly written OCI layout.
+fn push_with_skopeo(p: &Pier, repo: &str, tag: &str, img: &Image) {
+    let src = tmpdir();
+    write_image_layout(src.path(), tag, img);
+    skopeo_push(p, src.path(), tag, &format!("{repo}:{tag}"));
+}
+
+/// Pulls `repo:tag` with skopeo and compares every byte with `img`; also checks raw GETs.
+fn assert_pulls_identical(p: &Pier, repo: &str, tag: &str, img: &Image) {
+    assert_image_served(p, repo, tag, img);
+    let dst = tmpdir();
+    skopeo_pull(p, &format!("{repo}:{tag}"), dst.path(), tag).assert_has_image(tag, img);
+}
+
+/// After a crash, `repo:tag` must be absent (404 MANIFEST_UNKNOWN, or NAME_UNKNOWN for a
+/// repository that never got a manifest) or serve exactly one of `allowed` completely. Returns
+/// the index of the image it serves, if any.
+fn assert_absent_or_complete(p: &Pier, repo: &str, tag: &str, allowed: &[&Image]) -> Option<usize> {
+    let r = get_manifest(p, repo, tag);
+    match r.status {
+        404 => {
+            let code = r.error_code();
+            assert!(code == "MANIFEST_UNKNOWN" || code == "NAME_UNKNOWN", "{repo}:{tag}: {}", r.text());
+            None
+        }
+        200 => {
+            let i = allowed.iter().position(|img| img.manifest == r.body).unwrap_or_else(|| {
+                panic!(
+                    "{repo}:{tag} serves a manifest that was never completely pushed: {:?}\n{}",
+                    r.text(),
+                    log_tail(p)
+                )
+            });
+            assert_image_served(p, repo, tag, allowed[i]);
+            Some(i)
+        }
+        s => panic!("GET {repo}:{tag} after crash: {s} {}\n{}", r.text(), log_tail(p)),
+    }
+}
+
+const CHUNK: usize = 4 << 20;
+const BIG: usize = 96 << 20;
+const ACKED_CHUNKS_BEFORE_KILL: usize = 5;
+
+#[test]
+fn kill9_during_chunked_upload() {
+    let mut p = Pier::start();
+    let img = Image::new("acked", "amd64", &[700_000, 300_000], 51);
+    push_with_skopeo(&p, "crash/acked", "v1", &img);
+
+    // A large chunked upload, streamed from a thread.
+    let big = random_bytes(BIG, 52);
+    let big_digest = fast_sha256(&big);
+    let loc = start_upload(&p, "crash/big");
+    // The thread reports each acknowledged PATCH as (bytes held, upload location to use next).
+    let (tx, rx) = mpsc::channel::<Result<(u64, String), String>>();
+    let addr = p.addr;
+    let data = big.clone();
+    let mut next_loc = loc.clone();
+    let uploader = std::thread::spawn(move || {
+        let mut sent = 0usize;
+        for (i, chunk) in data.chunks(CHUNK).enumerate() {
+            let start = i * CHUNK;
+            let end = start + chunk.len() - 1;
+            let cr = format!("{start}-{end}");
+            sent = end + 1;
+            let headers = [("Content-Type", "application/octet-stream"), ("Content-Range", cr.as_str())];
+            let msg = match try_request(addr, "PATCH", &next_loc, &headers, chunk) {
+                Ok(r) if r.status == 202 && r.header("range").is_some() => {
+                    if let Some(l) = r.header("location") {
+                        next_loc = strip_origin(l);
+                    }
+                    Ok((range_len(&r), next_loc.clone()))
+                }
+                Ok(r) => Err(format!("PATCH {cr}: {} {:?} {}", r.status, r.headers, r.text())),
+                Err(_) => break, // the daemon was killed under us
+            };
+            let failed = msg.is_err();
+            if tx.send(msg).is_err() || failed {
+                break;
+            }
+        }
+        sent
+    });
+    let mut acked = 0u64;
+    let mut loc = loc;
+    for i in 0..ACKED_CHUNKS_BEFORE_KILL {
+        let (held, l) = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => panic!("{e}\n{}", log_tail(&p)),
+            Err(_) => panic!("PATCH not acknowledged\n{}", log_tail(&p)),
+        };
+        assert_eq!(held, ((i + 1) * CHUNK) as u64, "Range after PATCH #{i}");
+        acked = held;
+        loc = l;
+    }
+    p.kill9();
+    drop(rx);
+    let sent = uploader.join().expect("uploader thread") as u64;
+    assert!(acked < BIG as u64, "the upload must be interrupted before it completes");
+    p.restart();
+
+    // The acknowledged image is intact.
+    assert_pulls_identical(&p, "crash/acked", "v1", &img);
+    // The interrupted blob is not visible anywhere.
+    for repo in ["crash/big", "crash/acked"] {
+        let r = p.get(&format!("/v2/{repo}/blobs/{big_digest}"));
+        assert_eq!(r.status, 404, "GET of the never-completed blob in {repo}: {}", r.text());
+        let r = p.req("HEAD", &format!("/v2/{repo}/blobs/{big_digest}"), &[], b"");
+        assert_eq!(r.status, 404, "HEAD of the never-completed blob in {repo}");
+    }
+    assert!(!store_blob_path(&p.root, &big_digest).exists(), "partial blob in the store");
+    assert_store_blobs_complete(&p.root);
+    assert_store_links_consistent(&p.root);
+
+    // The upload either resumes where the server says it is, or is cleanly unknown.
+    let r = p.get(&loc);
+    match r.status {
+        204 => {
+            let held = range_len(&r);
+            eprintln!("interrupted upload resumes at {held} ({acked} acknowledged, {sent} sent)");
+            assert!(
+                held >= acked,
+                "server lost acknowledged upload data: holds {held} bytes, {acked} were acknowledged"
+            );
+            assert!(held <= sent, "server claims {held} bytes but only {sent} were sent");
+            let mut off = held as usize;
+            let mut loc = r.header("location").map(strip_origin).unwrap_or(loc);
+            while off < BIG {
+                let end = (off + CHUNK).min(BIG);
+                let cr = format!("{off}-{}", end - 1);
+                let r = p.req(
+                    "PATCH",
+                    &loc,
+                    &[("Content-Type", "application/octet-stream"), ("Content-Range", &cr)],
+                    &big[off..end],
+                );
+                assert_eq!(r.status, 202, "resumed PATCH {cr}: {}\n{}", r.text(), log_tail(&p));
+                assert_eq!(range_len(&r), end as u64, "Range after resumed PATCH {cr}");
+                if let Some(l) = r.header("location") {
+                    loc = strip_origin(l);
+                }
+                off = end;
+            }
+            let r = p.req("PUT", &with_digest(&loc, &big_digest), &[], b"");
+            assert_eq!(r.status, 201, "PUT completing the resumed upload: {}\n{}", r.text(), log_tail(&p));
+        }
+        404 => {
+            eprintln!("interrupted upload is unknown after restart ({acked} acknowledged, {sent} sent)");
+            assert_eq!(r.error_code(), "BLOB_UPLOAD_UNKNOWN", "{}", r.text());
+            // A fresh upload of the same blob works.
+            let loc = start_upload(&p, "crash/big");
+            let r =
+                p.req("PUT", &with_digest(&loc, &big_digest), &[("Content-Type", "application/octet-stream")], &big);
+            assert_eq!(r.status, 201, "fresh monolithic upload after the crash: {}", r.text());
+        }
+        s => panic!("GET upload location after crash: {s} {} {:?}\n{}", r.text(), r.headers, log_tail(&p)),
+    }
+    let r = p.get(&format!("/v2/crash/big/blobs/{big_digest}"));
+    assert_eq!(r.status, 200, "completed blob: {}", r.text());
+    assert_eq!(r.body.len(), BIG, "length of the completed blob");
+    assert_eq!(fast_sha256(&r.body), big_digest, "content of the completed blob");
+    assert_store_blobs_complete(&p.root);
+    assert_store_links_consistent(&p.root);
+    assert_pulls_identical(&p, "crash/acked", "v1", &img);
+}
+
+#[test]
+fn kill9_during_manifest_put() {
+    let mut p = Pier::start();
+    let repo = "crash/manifest";
+    let a = Image::new("mput-a", "amd64", &[200_000, 100_000], 61);
+    let b = Image::new("mput-b", "amd64", &[150_000, 50_000], 62);
+    push_with_skopeo(&p, repo, "a", &a);
+    for blob in b.blobs() {
+        push_blob(&p, repo, blob);
+    }
+    let headers = [("Content-Type", OCI_MANIFEST)];
+
+    // (1) Half of b's manifest for a new tag, then SIGKILL.
+    let half = &b.manifest[..b.manifest.len() / 2];
+    let conn = send_partial(p.addr, "PUT", &format!("/v2/{repo}/manifests/b"), &headers, half, b.manifest.len());
+    std::thread::sleep(Duration::from_millis(300));
+    p.kill9();
+    drop(conn);
+    p.restart();
+    assert_eq!(assert_absent_or_complete(&p, repo, "b", &[&b]), None, "a half-sent manifest must not be stored");
+    assert_pulls_identical(&p, repo, "a", &a);
+
+    // (2) Half of b's manifest re-pointing the existing tag `a`: `a` still serves a complete image.
+    let conn = send_partial(p.addr, "PUT", &format!("/v2/{repo}/manifests/a"), &headers, half, b.manifest.len());
+    std::thread::sleep(Duration::from_millis(300));
+    p.kill9();
+    drop(conn);
+    p.restart();
+    assert_eq!(assert_absent_or_complete(&p, repo, "a", &[&a, &b]), Some(0), "tag a keeps its old manifest");
+    assert_pulls_identical(&p, repo, "a", &a);
+
+    // (3) The whole body sent and the daemon killed at once, racing the commit.
+    for i in 0..3 {
+        let tag = format!("race{i}");
+        let conn = send_partial(
+            p.addr,
+            "PUT",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &headers,
+            &b.manifest,
+            b.manifest.len(),
+        );
+        std::thread::sleep(Duration::from_millis(i * 5));
+        p.kill9();
+        drop(conn);
+        p.restart();
+        assert_absent_or_complete(&p, repo, &tag, &[&b]);
+        assert_pulls_identical(&p, repo, "a", &a);
+    }
+
+    // The repository still works normally, and its on-disk layout is consistent.
+    push_manifest(&p, repo, "b", OCI_MANIFEST, &b.manifest);
+    assert_pulls_identical(&p, repo, "b", &b);
+    let tags = assert_layout_consistent(&p.root.join("repositories").join(repo));
+    assert!(tags.contains(&"a".to_string()) && tags.contains(&"b".to_string()), "on-disk tags: {tags:?}");
+    let (disk, _keep) = disk_layout_copy(&p, repo, "a", false);
+    disk.assert_has_image("a", &a);
+    assert_store_blobs_complete(&p.root);
+    assert_store_links_consistent(&p.root);
+}
+
+#[test]
+fn kill9_after_each_push_loop() {
+    let mut p = Pier::start();
+    let repo = "crash/loop";
+    // Every image shares a base layer, so dedup and reference bookkeeping get exercised too.
+    let n = nonce();
+    let base = tar_archive(&[
+        ("pier-e2e/", b""),
+        ("pier-e2e/base.txt", format!("shared base {n}\n").as_bytes()),
+        ("pier-e2e/base.bin", &random_bytes(400_000, 70)),
+    ]);
+    let mut images: Vec<Image> = Vec::new();
+    for i in 0..5u64 {
+        let top = tar_archive(&[
+            ("pier-e2e/", b""),
+            (&format!("pier-e2e/loop-{i}.txt"), format!("loop image {i} {n}\n").as_bytes()),
+            (&format!("pier-e2e/loop-{i}.bin"), &random_bytes(150_000 + 10_000 * i as usize, 71 + i)),
+        ]);
+        let img = Image::from_layers(&format!("loop-{i}"), "amd64", vec![base.clone(), top]);
+        push_with_skopeo(&p, repo, &format!("v{i}"), &img);
+        // A second repository gets the same image (cross-repo dedup of every blob).
+        push_with_skopeo(&p, &format!("crash/loop-copy-{i}"), "latest", &img);
+        images.push(img);
+        p.kill9();
+        p.restart();
+        for (j, img) in images.iter().enumerate() {
+            assert_image_served(&p, repo, &format!("v{j}"), img);
+            assert_image_served(&p, &format!("crash/loop-copy-{j}"), "latest", img);
+        }
+    }
+    for (j, img) in images.iter().enumerate() {
+        assert_pulls_identical(&p, repo, &format!("v{j}"), img);
+    }
+    let r = p.get(&format!("/v2/{repo}/tags/list"));
+    assert_eq!(r.status, 200);
+    let mut tags: Vec<String> =
+        r.json()["tags"].as_array().expect("tags").iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    tags.sort();
+    assert_eq!(tags, ["v0", "v1", "v2", "v3", "v4"]);
+    let on_disk = assert_layout_consistent(&p.root.join("repositories").join(repo));
+    assert_eq!(on_disk, ["v0", "v1", "v2", "v3", "v4"], "on-disk index.json tags");
+    let (disk, _keep) = disk_layout_copy(&p, repo, "v4", false);
+    disk.assert_has_image("v4", &images[4]);
+    assert_store_blobs_complete(&p.root);
+    assert_store_links_consistent(&p.root);
+}
+
+#[test]
+fn kill9_during_skopeo_push() {
+    let mut p = Pier::start();
+    let repo = "crash/skopeo";
+    let before = Image::new("before", "amd64", &[300_000], 81);
+    push_with_skopeo(&p, "crash/before", "v1", &before);
+    let img = Image::new("midpush", "amd64", &[6 << 20, 6 << 20, 6 << 20], 82);
+    let src = tmpdir();
+    write_image_layout(src.path(), "v1", &img);
+    let src_ref = format!("oci:{}:v1", src.path().display());
+
+    for (round, delay_ms) in [50u64, 300, 900].into_iter().enumerate() {
+        let dst_ref = format!("docker://{}/{repo}:v1", p.host());
+        let mut child = std::process::Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "--preserve-digests", "--retry-times", "0", "--dest-tls-verify=false"])
+            .args([&src_ref, &dst_ref])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run skopeo (is it installed? .ci/run installs it)");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        p.kill9();
+        // skopeo now fails (or finished before the kill); don't let it linger either way.
+        if !wait_until(Duration::from_secs(30), || child.try_wait().ok().flatten().is_some()) {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        p.restart();
+        let state = assert_absent_or_complete(&p, repo, "v1", &[&img]);
+        eprintln!("round {round}: killed after {delay_ms} ms; tag afterwards: {state:?}");
+        assert_pulls_identical(&p, "crash/before", "v1", &before);
+        assert_store_blobs_complete(&p.root);
+        assert_store_links_consistent(&p.root);
+    }
+    // Pushing again completes the image (reusing whatever blobs did make it).
+    push_with_skopeo(&p, repo, "v1", &img);
+    assert_pulls_identical(&p, repo, "v1", &img);
+    assert_layout_consistent(&p.root.join("repositories").join(repo));
+    assert_store_blobs_complete(&p.root);
+    assert_store_links_consistent(&p.root);
+}
+
+#[test]
+fn kill9_during_monolithic_blob_put() {
+    let mut p = Pier::start();
+    let repo = "crash/monolithic";
+    let big = random_bytes(48 << 20, 91);
+    let digest = fast_sha256(&big);
+    let headers = [("Content-Type", "application/octet-stream")];
+
+    // (1) Half the body, then SIGKILL.
+    let loc = start_upload(&p, repo);
+    let conn = send_partial(p.addr, "PUT", &with_digest(&loc, &digest), &headers, &big[..big.len() / 2], big.len());
+    std::thread::sleep(Duration::from_millis(300));
+    p.kill9();
+    drop(conn);
+    p.restart();
+    let r = p.get(&format!("/v2/{repo}/blobs/{digest}"));
+    assert_eq!(r.status, 404, "half-uploaded blob must not be visible: {}", r.text());
+    assert!(!store_blob_path(&p.root, &digest).exists(), "half-uploaded blob in the store");
+    assert_store_blobs_complete(&p.root);
+    assert_store_links_consistent(&p.root);
+
+    // (2) The whole body, killed while pier verifies/commits it.
+    for delay in [0u64, 20, 100] {
+        let loc = start_upload(&p, repo);
+        let conn = send_partial(p.addr, "PUT", &with_digest(&loc, &digest), &headers, &big, big.len());
+        std::thread::sleep(Duration::from_millis(delay));
+        p.kill9();
+        drop(conn);
+        p.restart();
+        let r = p.get(&format!("/v2/{repo}/blobs/{digest}"));
+        match r.status {
+            404 => {}
+            200 => {
+                assert_eq!(r.body.len(), big.len(), "committed blob length");
+                assert_eq!(fast_sha256(&r.body), digest, "committed blob content");
+            }
+            s => panic!("GET blob after crash: {s} {}", r.text()),
+        }
+        assert_store_blobs_complete(&p.root);
+        assert_store_links_consistent(&p.root);
+    }
+
+    // A normal upload works afterwards (or the blob is already there).
+    let loc = start_upload(&p, repo);
+    let r = p.req("PUT", &with_digest(&loc, &digest), &headers, &big);
+    assert_eq!(r.status, 201, "upload after the crashes: {}", r.text());
+    let r = p.get(&format!("/v2/{repo}/blobs/{digest}"));
+    assert_eq!(r.status, 200);
+    assert_eq!(fast_sha256(&r.body), digest);
+    assert_store_blobs_complete(&p.root);
+    assert_store_links_consistent(&p.root);
+}
+
+#[test]
+fn kill9_during_concurrent_pushes() {
+    let mut p = Pier::start();
+    let n = nonce();
+    let base = tar_archive(&[
+        ("pier-e2e/", b""),
+        ("pier-e2e/base.txt", format!("shared base {n}\n").as_bytes()),
+        ("pier-e2e/base.bin", &random_bytes(4 << 20, 120)),
+    ]);
+    let images: Vec<Image> = (0..3u64)
+        .map(|i| {
+            let top =
+                tar_archive(&[("pier-e2e/", b""), (&format!("pier-e2e/cc-{i}.bin"), &random_bytes(3 << 20, 121 + i))]);
+            Image::from_layers(&format!("cc-{i}"), "amd64", vec![base.clone(), top])
+        })
+        .collect();
+    let dirs: Vec<tempfile::TempDir> = images
+        .iter()
+        .map(|img| {
+            let d = tmpdir();
+            write_image_layout(d.path(), "v1", img);
+            d
+        })
+        .collect();
+    for delay_ms in [150u64, 400] {
+        let children: Vec<_> = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                std::process::Command::new("skopeo")
+                    .args(["--insecure-policy", "copy", "--preserve-digests", "--retry-times", "0"])
+                    .arg("--dest-tls-verify=false")
+                    .arg(format!("oci:{}:v1", d.path().display()))
+                    .arg(format!("docker://{}/crash/cc-{i}:v1", p.host()))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("run skopeo (is it installed? .ci/run installs it)")
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        p.kill9();
+        for mut c in children {
+            if !wait_until(Duration::from_secs(30), || c.try_wait().ok().flatten().is_some()) {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        p.restart();
+        for (i, img) in images.iter().enumerate() {
+            assert_absent_or_complete(&p, &format!("crash/cc-{i}"), "v1", &[img]);
+        }
+        assert_store_blobs_complete(&p.root);
+        assert_store_links_consistent(&p.root);
+    }
+    for (i, img) in images.iter().enumerate() {
+        push_with_skopeo(&p, &format!("crash/cc-{i}"), "v1", img);
+    }
+    for (i, img) in images.iter().enumerate() {
+        assert_pulls_identical(&p, &format!("crash/cc-{i}"), "v1", img);
+    }
+    let global = store_blob_path(&p.root, &sha256_digest(&base));
+    assert_eq!(nlink(&global), 4, "shared base layer: global + 3 repositories");
+    assert_store_blobs_complete(&p.root);
+    assert_store_links_consistent(&p.root);
+}
