@@ -136,6 +136,10 @@ pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Config media types of ordinary images (as opposed to artifacts).
+const IMAGE_CONFIG_TYPES: &[&str] =
+    &["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
+
 /// redb's page cache: small, because blob data never goes through redb.
 const DB_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -623,8 +627,9 @@ impl Store {
         let mut entries = Vec::new();
         let descriptor = |digest: &str, rec: &ManifestRecord| {
             let mut d = serde_json::json!({"mediaType": rec.media_type, "digest": digest, "size": rec.size});
-            if let Some(a) = &rec.artifact_type {
-                d["artifactType"] = serde_json::Value::String(a.clone());
+            // Plain images carry no artifactType in an image index; artifacts do.
+            if let Some(a) = rec.artifact_type.as_deref().filter(|a| !IMAGE_CONFIG_TYPES.contains(a)) {
+                d["artifactType"] = serde_json::Value::String(a.to_string());
             }
             d
         };
