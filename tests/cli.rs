@@ -1,0 +1,163 @@
+//! The `pier` command line and configuration, against the real binary: embedded defaults,
+//! Distribution config keys, `REGISTRY_*` overrides, clear failures, idle (not total) timeouts.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn pier() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pier"))
+}
+
+#[test]
+fn unparsable_yaml_exits_2_with_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(&cfg, "version: 0.1\nhttp:\n  addr: [127.0.0.1:0\nstorage: {}\n").unwrap();
+    let out = pier().arg("serve").arg("--config").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line") && err.contains("column"), "no position in: {err}");
+}
+
+#[test]
+fn bad_values_and_missing_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(&cfg, "storage:\n  delete:\n    enabled: sometimes\n").unwrap();
+    let out = pier().args(["serve", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("storage.delete.enabled"));
+
+    let out = pier().args(["serve", "--config", "/nonexistent/pier.yml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pier.yml"));
+
+    let out = pier().arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = pier().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("pier "));
+}
+
+#[test]
+fn unknown_keys_are_named_in_a_warning() {
+    let p = Pier::start_with(Options {
+        extra_yaml: "  frobnicate: true\nnotifications:\n  endpoints: []\n".into(),
+        env: vec![("REGISTRY_HTTP_FROBNICATE".into(), "1".into())],
+        ..Default::default()
+    });
+    assert_eq!(p.get("/v2/").status, 200);
+    let log = p.log();
+    assert!(log.contains("http.frobnicate"), "{log}");
+    assert!(log.contains("REGISTRY_HTTP_FROBNICATE"), "{log}");
+    assert!(log.contains("notifications") && log.contains("ignored"), "{log}");
+}
+
+/// `pier serve` without a file: embedded defaults (data in ./pier-data), with the listen address
+/// moved by the Distribution-style environment override so the test does not need port 5000.
+#[test]
+fn embedded_defaults_and_env_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = pier()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
+        .env("REGISTRY_STORAGE_DELETE_ENABLED", "true")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let mut buf = [0u8; 512];
+        let n = stderr.read(&mut buf).unwrap();
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if let Some(pos) = seen.find("listening on ") {
+            let rest = &seen[pos + 13..];
+            if let Some(end) = rest.find('\n') {
+                break rest[..end].trim().to_string();
+            }
+        }
+        assert!(n > 0 && Instant::now() < deadline, "no address in: {seen}");
+    };
+    let addr = addr.parse().unwrap();
+    let r = request(addr, "GET", "/v2/", &[], b"");
+    assert_eq!(r.status, 200);
+    // Data lands in ./pier-data, and delete is enabled by the override.
+    let r = request(addr, "POST", &format!("/v2/x/blobs/uploads/?digest={}", sha256_digest(b"hi")), &[], b"hi");
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(dir.path().join("pier-data/meta.redb").is_file());
+    assert!(dir.path().join("pier-data/repositories/x/oci-layout").is_file());
+    let r = request(addr, "DELETE", &format!("/v2/x/blobs/{}", sha256_digest(b"hi")), &[], b"");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn extra_headers_and_relative_urls() {
+    let p = Pier::start_with(Options {
+        extra_yaml: "  relativeurls: true\n  headers:\n    X-Content-Type-Options: [nosniff]\n".into(),
+        ..Default::default()
+    });
+    let r = p.req("POST", "/v2/r/blobs/uploads/", &[], b"");
+    assert_eq!(r.status, 202);
+    assert!(r.header("location").unwrap().starts_with("/v2/r/blobs/uploads/"), "{:?}", r.headers);
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+}
+
+#[test]
+fn prefix_applies_to_every_route_and_location() {
+    let p = Pier::start_with(Options { extra_yaml: "  prefix: /registry/\n".into(), ..Default::default() });
+    assert_eq!(p.get("/v2/").status, 404);
+    assert_eq!(p.get("/registry/v2/").status, 200);
+    let r = p.req("POST", "/registry/v2/r/blobs/uploads/", &[], b"");
+    assert_eq!(r.status, 202);
+    let loc = strip_origin(r.header("location").unwrap());
+    assert!(loc.starts_with("/registry/v2/r/blobs/uploads/"), "{loc}");
+    let d = sha256_digest(b"data");
+    let r = p.req("PUT", &format!("{loc}?digest={d}"), &[], b"data");
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(strip_origin(r.header("location").unwrap()), format!("/registry/v2/r/blobs/{d}"));
+    assert_eq!(p.get(&format!("/registry/v2/r/blobs/{d}")).body, b"data");
+}
+
+/// The timeout is on idleness, not on the total: a slow upload that keeps bytes moving for
+/// longer than the timeout succeeds; a stalled one is cut.
+#[test]
+fn idle_timeout_is_not_a_total_timeout() {
+    let p = Pier::start_with(Options { extra_yaml: "  idletimeout: 1s\n".into(), ..Default::default() });
+    let data = random_bytes(40, 7);
+    let d = sha256_digest(&data);
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "POST /v2/slow/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", data.len()).unwrap();
+    let started = Instant::now();
+    for chunk in data.chunks(4) {
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_all(chunk).unwrap();
+    }
+    assert!(started.elapsed() > Duration::from_secs(2), "the upload must outlast the idle timeout");
+    let r = read_response(&mut s, false);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(p.get(&format!("/v2/slow/blobs/{d}")).body, data);
+
+    // A stalled body: the server drops the connection after ~1 s of silence.
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "POST /v2/slow/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc").unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(800) && waited < Duration::from_secs(10), "closed after {waited:?}");
+    assert!(p.get(&format!("/v2/slow/blobs/{d}")).status == 200, "the earlier blob is still there");
+}
