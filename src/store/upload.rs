@@ -25,6 +25,9 @@ pub struct UploadSession {
     pub algorithm: Algorithm,
     pub hasher: Option<Hasher>,
     pub offset: u64,
+    /// Set once the session is committed or cancelled: a request that was waiting for the
+    /// session's lock must then answer `BLOB_UPLOAD_UNKNOWN`.
+    pub closed: bool,
 }
 
 /// Write buffer of the upload writer: few large writes instead of many small ones.
@@ -129,6 +132,7 @@ impl Store {
             algorithm,
             hasher: Some(algorithm.hasher()),
             offset: 0,
+            closed: false,
         }));
         self.sessions_lock().insert(id, session.clone());
         Ok(session)
@@ -166,6 +170,7 @@ impl Store {
             algorithm,
             hasher: None,
             offset,
+            closed: false,
         }));
         sessions.insert(id, session.clone());
         Ok(session)
@@ -193,11 +198,16 @@ impl Store {
             if idle < age {
                 continue;
             }
-            let in_use = self.sessions_lock().get(&id).is_some_and(|s| s.try_lock().is_err());
-            if in_use {
-                continue;
+            {
+                let mut sessions = self.sessions_lock();
+                if let Some(s) = sessions.get(&id) {
+                    match s.try_lock() {
+                        Ok(mut session) => session.closed = true,
+                        Err(_) => continue, // in use right now
+                    }
+                }
+                sessions.remove(&id);
             }
-            self.sessions_lock().remove(&id);
             let txn = self.db.begin_write()?;
             txn.open_table(UPLOADS)?.remove(id.as_str())?;
             txn.commit()?;
@@ -208,7 +218,8 @@ impl Store {
     }
 
     /// Ends a session: forgets it and removes its file.
-    pub fn cancel_upload(&self, session: &UploadSession) -> Result<()> {
+    pub fn cancel_upload(&self, session: &mut UploadSession) -> Result<()> {
+        session.closed = true;
         self.sessions_lock().remove(&session.id);
         let txn = self.db.begin_write()?;
         txn.open_table(UPLOADS)?.remove(session.id.as_str())?;
@@ -229,6 +240,7 @@ impl Store {
         File::open(&path)?.sync_all()?;
         let size = session.offset;
         self.commit_blob_file(&path, &session.repo, expected, size)?;
+        session.closed = true;
         self.sessions_lock().remove(&session.id);
         let txn = self.db.begin_write()?;
         txn.open_table(UPLOADS)?.remove(session.id.as_str())?;

@@ -103,7 +103,8 @@ pub async fn start(ctx: &Ctx<'_>, name: &str, body: Incoming) -> HttpResult {
             let (session, res) = append(ctx, session, body).await?;
             if let Err(e) = res {
                 let store = ctx.state.store.clone();
-                blocking(move || store.cancel_upload(&session)).await?;
+                let mut session = session;
+                blocking(move || store.cancel_upload(&mut session)).await?;
                 return Err(e);
             }
             commit(ctx, session, digest).await
@@ -169,6 +170,16 @@ async fn session(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<Arc<Mutex<Upload
     blocking(move || store.upload(&repo, &id)).await
 }
 
+/// Finds a session and waits for exclusive use of it; it may have been committed or cancelled
+/// meanwhile by the request that held it.
+async fn open(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<Session, HttpError> {
+    let session = session(ctx, name, id).await?.lock_owned().await;
+    if session.closed {
+        return Err(HttpError::code(ErrorCode::BlobUploadUnknown));
+    }
+    Ok(session)
+}
+
 /// Checks a chunk's `Content-Range` against the session: it must start where the upload ends.
 fn check_range(ctx: &Ctx<'_>, session: &UploadSession) -> Result<Option<ContentRange>, HttpError> {
     let Some(h) = ctx.header(header::CONTENT_RANGE) else { return Ok(None) };
@@ -222,13 +233,12 @@ async fn append_chunk(ctx: &Ctx<'_>, session: Session, body: Incoming) -> Result
 }
 
 pub async fn patch(ctx: &Ctx<'_>, name: &str, id: &str, body: Incoming) -> HttpResult {
-    let session = session(ctx, name, id).await?.lock_owned().await;
+    let session = open(ctx, name, id).await?;
     let session = append_chunk(ctx, session, body).await?;
     accepted(ctx, &session)
 }
 
 pub async fn put(ctx: &Ctx<'_>, name: &str, id: &str, body: Incoming) -> HttpResult {
-    let s = session(ctx, name, id).await?;
     let digest = match ctx.query("digest") {
         Some(d) => ctx.digest(d)?,
         None => {
@@ -238,14 +248,13 @@ pub async fn put(ctx: &Ctx<'_>, name: &str, id: &str, body: Incoming) -> HttpRes
             ))
         }
     };
-    let session = s.lock_owned().await;
+    let session = open(ctx, name, id).await?;
     let session = append_chunk(ctx, session, body).await?;
     commit(ctx, session, digest).await
 }
 
 pub async fn status(ctx: &Ctx<'_>, name: &str, id: &str) -> HttpResult {
-    let session = session(ctx, name, id).await?;
-    let session = session.lock().await;
+    let session = open(ctx, name, id).await?;
     finish(
         reply(StatusCode::NO_CONTENT)
             .header(header::LOCATION, ctx.url(&format!("/v2/{}/blobs/uploads/{}", session.repo, session.id)))
@@ -257,8 +266,8 @@ pub async fn status(ctx: &Ctx<'_>, name: &str, id: &str) -> HttpResult {
 }
 
 pub async fn cancel(ctx: &Ctx<'_>, name: &str, id: &str) -> HttpResult {
-    let session = session(ctx, name, id).await?.lock_owned().await;
+    let mut session = open(ctx, name, id).await?;
     let store = ctx.state.store.clone();
-    blocking(move || store.cancel_upload(&session)).await?;
+    blocking(move || store.cancel_upload(&mut session)).await?;
     finish(reply(StatusCode::NO_CONTENT).header(header::CONTENT_LENGTH, 0), ResponseBody::empty())
 }
