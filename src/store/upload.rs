@@ -32,6 +32,8 @@ pub struct UploadSession {
 
 /// Write buffer of the upload writer: few large writes instead of many small ones.
 const WRITE_BUFFER: usize = 1 << 20;
+/// Bytes written between background flushes of an upload to disk.
+const SYNC_EVERY: u64 = 32 << 20;
 /// Read buffer for re-hashing a partial upload.
 const READ_BUFFER: usize = 1 << 20;
 
@@ -48,18 +50,59 @@ impl UploadSession {
             self.rehash(path)?;
         }
         let file = OpenOptions::new().append(true).open(path)?;
+        let syncer = file.try_clone()?;
         let mut out = io::BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut written = 0u64;
-        let result = (|| {
-            while let Some(chunk) = rx.blocking_recv() {
-                out.write_all(&chunk)?;
-                if let Some(h) = self.hasher.as_mut() {
-                    h.update(&chunk);
+        let result = std::thread::scope(|scope| {
+            // Flushing in the background every SYNC_EVERY bytes keeps the amount of dirty page
+            // cache small (past a few GiB the kernel makes every write expensive) and leaves
+            // little for the final fsync of the commit. The rendezvous channel allows one flush
+            // in progress at a time, so the writer waits only if the disk falls behind.
+            let mut flusher: Option<(
+                std::sync::mpsc::SyncSender<()>,
+                std::thread::ScopedJoinHandle<'_, io::Result<()>>,
+            )> = None;
+            let mut unsynced = 0u64;
+            let streamed = (|| {
+                while let Some(chunk) = rx.blocking_recv() {
+                    out.write_all(&chunk)?;
+                    if let Some(h) = self.hasher.as_mut() {
+                        h.update(&chunk);
+                    }
+                    written += chunk.len() as u64;
+                    unsynced += chunk.len() as u64;
+                    if unsynced >= SYNC_EVERY {
+                        out.flush()?;
+                        unsynced = 0;
+                        let (tx, _) = flusher.get_or_insert_with(|| {
+                            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(0);
+                            let file = &syncer;
+                            (
+                                tx,
+                                scope.spawn(move || {
+                                    while rx.recv().is_ok() {
+                                        file.sync_data()?;
+                                    }
+                                    Ok(())
+                                }),
+                            )
+                        });
+                        if tx.send(()).is_err() {
+                            break; // the flusher failed; its error is reported below
+                        }
+                    }
                 }
-                written += chunk.len() as u64;
-            }
-            out.flush()
-        })();
+                out.flush()
+            })();
+            let flushed = match flusher {
+                Some((tx, handle)) => {
+                    drop(tx);
+                    handle.join().unwrap_or_else(|_| Err(io::Error::other("upload flusher panicked")))
+                }
+                None => Ok(()),
+            };
+            streamed.and(flushed)
+        });
         self.offset += written;
         if result.is_err() {
             // What reached the file is unknown: re-derive both from the file next time.
