@@ -161,3 +161,41 @@ fn idle_timeout_is_not_a_total_timeout() {
     assert!(waited >= Duration::from_millis(800) && waited < Duration::from_secs(10), "closed after {waited:?}");
     assert!(p.get(&format!("/v2/slow/blobs/{d}")).status == 200, "the earlier blob is still there");
 }
+
+/// `storage.maintenance.uploadpurging` (set here through its `REGISTRY_*` variables): an
+/// abandoned upload disappears after `age`; one that keeps receiving data does not.
+#[test]
+fn abandoned_uploads_are_purged_by_age() {
+    let p = Pier::start_with(Options {
+        env: vec![
+            ("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE".into(), "2s".into()),
+            ("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL".into(), "500ms".into()),
+        ],
+        ..Default::default()
+    });
+    let start = |p: &Pier| {
+        let r = p.req("POST", "/v2/r/blobs/uploads/", &[], b"");
+        assert_eq!(r.status, 202);
+        strip_origin(r.header("location").unwrap())
+    };
+    let abandoned = start(&p);
+    let active = start(&p);
+    let mut sent = 0u64;
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(500));
+        let end = sent + 9;
+        let r = p.req(
+            "PATCH",
+            &active,
+            &[("Content-Range", &format!("{sent}-{end}")), ("Content-Type", "application/octet-stream")],
+            b"0123456789",
+        );
+        assert_eq!(r.status, 202, "active upload was purged: {}", r.text());
+        sent += 10;
+    }
+    let r = p.get(&abandoned);
+    assert_eq!(r.status, 404, "abandoned upload still there after 4 s: {}", r.text());
+    assert_eq!(r.error_code(), "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(std::fs::read_dir(p.root.join("uploads")).unwrap().count(), 1, "only the active upload's file is left");
+    assert!(p.log().contains("purged 1 upload"), "{}", p.log());
+}

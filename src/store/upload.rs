@@ -190,6 +190,9 @@ impl Store {
     /// Finds the session `id` of `repo` (loading it from metadata after a restart).
     pub fn upload(&self, repo: &RepoName, id: &str) -> Result<Arc<tokio::sync::Mutex<UploadSession>>> {
         let id = Self::parse_upload_id(id).ok_or(StoreError::UploadUnknown)?;
+        // The map lock is held across the metadata lookup so that a session being forgotten
+        // (see `forget`) cannot be resurrected from a stale record.
+        let mut sessions = self.sessions_lock();
         let txn = self.db.begin_read()?;
         let (owner, algorithm) = match txn.open_table(UPLOADS)?.get(id.as_str())? {
             Some(v) => {
@@ -201,7 +204,6 @@ impl Store {
         if owner != repo.as_str() {
             return Err(StoreError::UploadUnknown);
         }
-        let mut sessions = self.sessions_lock();
         if let Some(s) = sessions.get(&id) {
             return Ok(s.clone());
         }
@@ -217,6 +219,18 @@ impl Store {
         }));
         sessions.insert(id, session.clone());
         Ok(session)
+    }
+
+    /// Ends a session's life in memory and in metadata (not its file). Requests waiting for
+    /// the session see `closed`; later lookups find no record.
+    fn forget(&self, session: &mut UploadSession) -> Result<()> {
+        session.closed = true;
+        let mut sessions = self.sessions_lock();
+        sessions.remove(&session.id);
+        let txn = self.db.begin_write()?;
+        txn.open_table(UPLOADS)?.remove(session.id.as_str())?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// Removes uploads whose file has not been written to for `age` (abandoned pushes).
@@ -241,32 +255,25 @@ impl Store {
             if idle < age {
                 continue;
             }
-            {
-                let mut sessions = self.sessions_lock();
-                if let Some(s) = sessions.get(&id) {
-                    match s.try_lock() {
-                        Ok(mut session) => session.closed = true,
-                        Err(_) => continue, // in use right now
-                    }
-                }
-                sessions.remove(&id);
-            }
-            let txn = self.db.begin_write()?;
-            txn.open_table(UPLOADS)?.remove(id.as_str())?;
-            txn.commit()?;
-            files::remove_if_exists(&self.paths.upload(&id))?;
+            let Some(repo) = self.upload_owner(&id)? else { continue };
+            let session = self.upload(&repo, &id)?;
+            // A session in use right now is not abandoned.
+            let Ok(mut session) = session.try_lock() else { continue };
+            self.cancel_upload(&mut session)?;
             purged += 1;
         }
         Ok(purged)
     }
 
+    fn upload_owner(&self, id: &str) -> Result<Option<RepoName>> {
+        let txn = self.db.begin_read()?;
+        let owner = txn.open_table(UPLOADS)?.get(id)?.map(|v| v.value().0.to_string());
+        Ok(owner.and_then(|o| RepoName::parse(&o).ok()))
+    }
+
     /// Ends a session: forgets it and removes its file.
     pub fn cancel_upload(&self, session: &mut UploadSession) -> Result<()> {
-        session.closed = true;
-        self.sessions_lock().remove(&session.id);
-        let txn = self.db.begin_write()?;
-        txn.open_table(UPLOADS)?.remove(session.id.as_str())?;
-        txn.commit()?;
+        self.forget(session)?;
         files::remove_if_exists(&self.paths.upload(&session.id))?;
         Ok(())
     }
@@ -283,11 +290,6 @@ impl Store {
         File::open(&path)?.sync_all()?;
         let size = session.offset;
         self.commit_blob_file(&path, &session.repo, expected, size)?;
-        session.closed = true;
-        self.sessions_lock().remove(&session.id);
-        let txn = self.db.begin_write()?;
-        txn.open_table(UPLOADS)?.remove(session.id.as_str())?;
-        txn.commit()?;
-        Ok(())
+        self.forget(session)
     }
 }
