@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Format bench/run.sh results as a markdown table (stdlib only).
+
+  report.py RESULTS_TSV OUT_MD
+
+RESULTS_TSV holds `key<TAB>value` lines: `meta.*` (header facts), `note` (free text,
+repeatable), `pier.*` / `distribution.*` / `nginx.*` (numbers). Prints the markdown and
+writes it to OUT_MD.
+"""
+import sys
+
+MiB = 1024.0
+
+# key, label, unit, scale (value / scale is shown), better ("high"/"low"), decimals
+METRICS = [
+    ("start_ms", "cold start: exec -> first 200 on GET /v2/ (median)", "ms", 1, "low", 1),
+    ("idle_rss_kb", "idle RSS ~1 s after start", "MiB", MiB, "low", 1),
+    ("push_small_mbs", "skopeo push {small} MiB image", "MiB/s", 1, "high", 1),
+    ("push_small_peak_kb", "peak RSS during push {small} MiB image", "MiB", MiB, "low", 1),
+    ("push_large_mbs", "skopeo push {large} MiB image", "MiB/s", 1, "high", 1),
+    ("push_large_peak_kb", "peak RSS during push {large} MiB image", "MiB", MiB, "low", 1),
+    ("put_mbs", "curl monolithic PUT {large} MiB blob", "MiB/s", 1, "high", 1),
+    ("put_cpu_s_per_gib", "server CPU during PUT (utime+stime)", "s/GiB", 1, "low", 3),
+    ("put_peak_kb", "peak RSS during PUT", "MiB", MiB, "low", 1),
+    ("get_mbs", "GET {large} MiB blob, curl -o /dev/null (best of {getn})", "MiB/s", 1, "high", 1),
+    ("get_py_mbs", "GET {large} MiB blob, 4 MiB-buffer client get.py (best of {getn})",
+     "MiB/s", 1, "high", 1),
+    ("get_peak_kb", "peak RSS during GET", "MiB", MiB, "low", 1),
+    ("wrk_rps", "manifest GET by tag, wrk {wrk}", "req/s", 1, "high", 0),
+    ("wrk_p99_ms", "manifest GET by tag, p99 latency", "ms", 1, "low", 2),
+    ("wrk_peak_kb", "peak RSS during wrk", "MiB", MiB, "low", 1),
+    ("binary_kb", "binary size", "MiB", MiB, "low", 1),
+]
+
+
+def load(path):
+    vals, notes = {}, []
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            k, _, v = line.partition("\t")
+            if k == "note":
+                notes.append(v)
+            else:
+                vals[k] = v
+    return vals, notes
+
+
+def num(vals, key):
+    try:
+        return float(vals[key])
+    except (KeyError, ValueError):
+        return None
+
+
+def fmt(v, scale, dec):
+    return "—" if v is None else "{:,.{d}f}".format(v / scale, d=dec)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "—"
+    return "{:.2f}".format(a / b)
+
+
+def main():
+    src, out = sys.argv[1], sys.argv[2]
+    vals, notes = load(src)
+    m = lambda k, d="?": vals.get("meta." + k, d)
+    ctx = {"small": m("small_mb"), "large": m("large_mb"), "getn": m("get_repeat"),
+           "wrk": m("wrk_args")}
+    lines = []
+    lines.append("# pier vs Distribution benchmark")
+    lines.append("")
+    lines.append("- machine: {} | nproc {} | {} | kernel {}".format(
+        m("cpu"), m("nproc"), m("date"), m("kernel")))
+    lines.append("- pier {} | Distribution {} | skopeo {} | nginx {} | curl {}".format(
+        m("pier_version"), m("distribution_version"), m("skopeo_version"),
+        m("nginx_version"), m("curl_version")))
+    lines.append("- data: {} MiB and {} MiB single-layer images, {} MiB raw blob "
+                 "(incompressible); MiB/s = 2^20 bytes/s; same machine, one run, "
+                 "registries run one after the other".format(
+                     m("small_mb"), m("large_mb"), m("large_mb")))
+    lines.append("")
+    lines.append("| metric | unit | better | pier | distribution | ratio (pier/dist) |")
+    lines.append("| --- | --- | --- | ---: | ---: | ---: |")
+    for key, label, unit, scale, better, dec in METRICS:
+        p, d = num(vals, "pier." + key), num(vals, "distribution." + key)
+        if p is None and d is None:
+            continue
+        lines.append("| {} | {} | {} | {} | {} | {} |".format(
+            label.format(**ctx), unit, "higher" if better == "high" else "lower",
+            fmt(p, scale, dec), fmt(d, scale, dec), ratio(p, d)))
+    ng, ngp = num(vals, "nginx.get_mbs"), num(vals, "nginx.get_py_mbs")
+    if ng is not None or ngp is not None:
+        lines.append("")
+        lines.append("| GET {} MiB blob vs nginx sendfile (ceiling) | curl MiB/s | ratio to nginx "
+                     "| get.py MiB/s | ratio to nginx |".format(m("large_mb")))
+        lines.append("| --- | ---: | ---: | ---: | ---: |")
+        for who in ("nginx", "pier", "distribution"):
+            g, gp = num(vals, who + ".get_mbs"), num(vals, who + ".get_py_mbs")
+            if g is None and gp is None:
+                continue
+            lines.append("| {} | {} | {} | {} | {} |".format(
+                who, fmt(g, 1, 1), ratio(g, ng), fmt(gp, 1, 1), ratio(gp, ngp)))
+    if notes:
+        lines.append("")
+        lines.append("Notes:")
+        for n in notes:
+            lines.append("- " + n)
+    text = "\n".join(lines) + "\n"
+    with open(out, "w") as f:
+        f.write(text)
+    sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()
