@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
+use crate::core::access::{AccessRule, Action};
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// `storage.filesystem.rootdirectory`
@@ -28,6 +30,8 @@ pub struct Config {
     pub headers: Vec<(String, String)>,
     /// `log.level`
     pub log_level: log::LevelFilter,
+    /// `log.accesslog.disabled` (inverted): one log line per request.
+    pub access_log: bool,
     /// `http.idletimeout` (pier): a connection with no bytes moving for this long is closed.
     /// Never a cap on total request time.
     pub idle_timeout: Duration,
@@ -36,6 +40,14 @@ pub struct Config {
     /// `storage.maintenance.uploadpurging`: purge uploads idle longer than `age`, every
     /// `interval` (`None` when disabled).
     pub upload_purging: Option<UploadPurging>,
+    /// `auth.htpasswd`: basic authentication against an htpasswd file of bcrypt entries.
+    pub htpasswd: Option<HtpasswdConfig>,
+    /// `access` (pier): rules granting pull/push/delete per user and repository glob.
+    pub access: Option<Vec<AccessRule>>,
+    /// `http.tls`: serve HTTPS with these PEM files.
+    pub tls: Option<TlsConfig>,
+    /// `storage.maintenance.readonly.enabled`: refuse every write.
+    pub read_only: bool,
     /// Problems found while loading, to be logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -51,12 +63,14 @@ impl Default for Config {
             relative_urls: false,
             headers: Vec::new(),
             log_level: log::LevelFilter::Info,
+            access_log: true,
             idle_timeout: Duration::from_secs(300),
             blake3: false,
-            upload_purging: Some(UploadPurging {
-                age: Duration::from_secs(168 * 3600),
-                interval: Duration::from_secs(24 * 3600),
-            }),
+            upload_purging: Some(DEFAULT_UPLOAD_PURGING),
+            htpasswd: None,
+            access: None,
+            tls: None,
+            read_only: false,
             warnings: Vec::new(),
         }
     }
@@ -67,6 +81,20 @@ impl Default for Config {
 pub struct UploadPurging {
     pub age: Duration,
     pub interval: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HtpasswdConfig {
+    pub realm: String,
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    /// CA certificates that client certificates must chain to (mTLS); empty = no client auth.
+    pub client_cas: Vec<PathBuf>,
 }
 
 /// Distribution's defaults: uploads older than a week, checked daily.
@@ -112,11 +140,9 @@ const IGNORED: &[&str] = &[
     "http.draintimeout",
     "log.fields",
     "log.formatter",
-    "log.accesslog",
     "health",
     "notifications",
     "storage.maintenance.uploadpurging.dryrun",
-    "storage.maintenance.readonly",
     "http.http2",
 ];
 
@@ -138,6 +164,7 @@ impl Config {
                 cfg.set(&key, &Yaml::String(v.clone()), true)?;
             }
         }
+        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -177,6 +204,29 @@ impl Config {
         Ok(())
     }
 
+    /// Cross-key checks, after every source has been applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let missing = |key: &str, why: &str| Err(ConfigError::Value { key: key.to_string(), message: why.to_string() });
+        if let Some(h) = &self.htpasswd {
+            if h.path.as_os_str().is_empty() {
+                return missing("auth.htpasswd.path", "is required with htpasswd authentication");
+            }
+        }
+        if self.access.is_some() && self.htpasswd.is_none() {
+            return missing("access", "needs authentication (auth.htpasswd) to be configured");
+        }
+        if let Some(t) = &self.tls {
+            if t.certificate.as_os_str().is_empty() || t.key.as_os_str().is_empty() {
+                return missing("http.tls", "needs both certificate and key");
+            }
+        }
+        Ok(())
+    }
+
+    fn htpasswd_mut(&mut self) -> &mut HtpasswdConfig {
+        self.htpasswd.get_or_insert_with(|| HtpasswdConfig { realm: String::from("pier"), path: PathBuf::new() })
+    }
+
     fn set(&mut self, key: &str, v: &Yaml, from_env: bool) -> Result<(), ConfigError> {
         let bad = |m: &str| ConfigError::Value { key: key.to_string(), message: m.to_string() };
         match key {
@@ -214,6 +264,76 @@ impl Config {
                     p.interval = interval;
                 }
             }
+            "auth" => match string(v).as_deref() {
+                Some("htpasswd") => {
+                    self.htpasswd_mut();
+                }
+                _ => return Err(bad("only htpasswd authentication is supported")),
+            },
+            "auth.htpasswd.realm" => self.htpasswd_mut().realm = string(v).ok_or_else(|| bad("expected a string"))?,
+            "auth.htpasswd.path" => {
+                self.htpasswd_mut().path = PathBuf::from(string(v).ok_or_else(|| bad("expected a path"))?)
+            }
+            k if k.starts_with("auth.") => {
+                return Err(bad(
+                    "only auth.htpasswd (realm, path) is supported; token and silly authentication are not",
+                ))
+            }
+            "access" => {
+                let Yaml::Array(list) = v else { return Err(bad("expected a list of {user, repos, actions} rules")) };
+                let mut rules = Vec::new();
+                for (i, rule) in list.iter().enumerate() {
+                    let field = |name: &str| match rule {
+                        Yaml::Hash(h) => h.get(&Yaml::String(name.to_string())),
+                        _ => None,
+                    };
+                    let list_of = |name: &str| -> Result<Vec<String>, ConfigError> {
+                        match field(name) {
+                            Some(Yaml::Array(items)) => items
+                                .iter()
+                                .map(|item| {
+                                    string(item).ok_or_else(|| bad(&format!("rule {i}: {name} must be strings")))
+                                })
+                                .collect(),
+                            Some(other) => string(other)
+                                .map(|s| vec![s])
+                                .ok_or_else(|| bad(&format!("rule {i}: {name} must be a list"))),
+                            None => Err(bad(&format!("rule {i} has no {name}"))),
+                        }
+                    };
+                    let user = field("user").and_then(string).ok_or_else(|| bad(&format!("rule {i} has no user")))?;
+                    let repos = list_of("repos")?;
+                    let actions = list_of("actions")?
+                        .iter()
+                        .map(|a| {
+                            Action::parse(a)
+                                .ok_or_else(|| bad(&format!("rule {i}: unknown action {a:?} (pull, push, delete)")))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    rules.push(AccessRule { user, repos, actions });
+                }
+                self.access = Some(rules);
+            }
+            "http.tls.certificate" => {
+                self.tls.get_or_insert_with(TlsConfig::default).certificate =
+                    PathBuf::from(string(v).ok_or_else(|| bad("expected a path"))?)
+            }
+            "http.tls.key" => {
+                self.tls.get_or_insert_with(TlsConfig::default).key =
+                    PathBuf::from(string(v).ok_or_else(|| bad("expected a path"))?)
+            }
+            "http.tls.clientcas" => {
+                let cas = match v {
+                    Yaml::Array(items) => items.iter().filter_map(string).map(PathBuf::from).collect(),
+                    other => {
+                        string(other).map(|s| vec![PathBuf::from(s)]).ok_or_else(|| bad("expected a list of paths"))?
+                    }
+                };
+                self.tls.get_or_insert_with(TlsConfig::default).client_cas = cas;
+            }
+            "storage.maintenance.readonly.enabled" => {
+                self.read_only = boolean(v).ok_or_else(|| bad("expected true or false"))?
+            }
             "http.addr" => self.addr = string(v).ok_or_else(|| bad("expected host:port"))?,
             "http.prefix" => {
                 let p = string(v).unwrap_or_default();
@@ -231,6 +351,7 @@ impl Config {
             "http.idletimeout" => {
                 self.idle_timeout = duration(v).ok_or_else(|| bad("expected a duration such as 300s or 5m"))?
             }
+            "log.accesslog.disabled" => self.access_log = !boolean(v).ok_or_else(|| bad("expected true or false"))?,
             "log.level" => {
                 self.log_level = match string(v).unwrap_or_default().to_ascii_lowercase().as_str() {
                     "error" | "fatal" | "panic" => log::LevelFilter::Error,

@@ -1,5 +1,6 @@
 //! The `pier` subcommands. Each returns the process exit code.
 
+pub mod htpasswd;
 pub mod serve;
 
 pub const USAGE: &str = "\
@@ -8,6 +9,7 @@ pier: a lean OCI container image registry
 usage:
   pier serve [--config FILE | FILE]   run the registry (embedded defaults without a file:
                                       listen on :5000, data in ./pier-data)
+  pier htpasswd add|remove|list ...   manage the htpasswd file (bcrypt), see `pier htpasswd`
   pier --version                      print the version
   pier help                           this text
 
@@ -21,6 +23,7 @@ pub const EXIT_USAGE: i32 = 2;
 pub fn main(args: Vec<String>) -> i32 {
     match args.first().map(String::as_str) {
         Some("serve") => serve::run(&args[1..]),
+        Some("htpasswd") => htpasswd::run(&args[1..]),
         Some("--version") | Some("-V") | Some("version") => {
             println!("pier {}", env!("CARGO_PKG_VERSION"));
             0

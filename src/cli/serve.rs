@@ -5,9 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, UploadPurging};
+use crate::http::auth::Authenticator;
+use crate::http::tls::{self, CertReloader};
 use crate::http::{server, State};
 use crate::store::Store;
+use tokio_rustls::TlsAcceptor;
 
+/// How often the htpasswd file and TLS certificates are checked for changes.
+const RELOAD_POLL: Duration = Duration::from_secs(2);
 /// How long in-flight requests may run after a stop signal.
 const DRAIN: Duration = Duration::from_secs(30);
 /// Each streaming upload or download holds one blocking thread for its duration.
@@ -51,6 +56,39 @@ pub fn run(args: &[String]) -> i32 {
             return 1;
         }
     };
+    let auth = match &config.htpasswd {
+        None => None,
+        Some(h) => match Authenticator::load(h) {
+            Ok(a) => {
+                log::info!("htpasswd authentication: {} user(s) from {}", a.user_count(), h.path.display());
+                Some(Arc::new(a))
+            }
+            Err(e) => {
+                log::error!("{e}");
+                return 1;
+            }
+        },
+    };
+    let certs = match &config.tls {
+        None => None,
+        Some(t) => match CertReloader::load(&t.certificate, &t.key) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                log::error!("{e}");
+                return 1;
+            }
+        },
+    };
+    let tls = match (&config.tls, &certs) {
+        (Some(t), Some(c)) => match tls::server_config(t, c.clone()) {
+            Ok(cfg) => Some(TlsAcceptor::from(cfg)),
+            Err(e) => {
+                log::error!("{e}");
+                return 1;
+            }
+        },
+        _ => None,
+    };
     store.delete_enabled = config.delete_enabled;
     store.blake3 = config.blake3;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -75,6 +113,7 @@ pub fn run(args: &[String]) -> i32 {
             }
         };
         let shown = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| config.addr.clone());
+        tokio::spawn(reload_loop(auth.clone(), certs.clone()));
         log::info!(
             "data in {}; delete {}",
             config.root.display(),
@@ -85,8 +124,11 @@ pub fn run(args: &[String]) -> i32 {
         if let Some(purging) = config.upload_purging {
             tokio::spawn(purge_uploads(store.clone(), purging));
         }
-        let state = Arc::new(State::new(store, config));
-        match server::serve(state, listener, stop_signal(), DRAIN).await {
+        let state = Arc::new(State::new(store, config, auth));
+        if tls.is_some() {
+            log::info!("serving HTTPS (TLS 1.2/1.3, h2 and http/1.1)");
+        }
+        match server::serve(state, listener, tls, stop_signal(), DRAIN).await {
             Ok(()) => 0,
             Err(e) => {
                 log::error!("server failed: {e}");
@@ -107,6 +149,34 @@ async fn purge_uploads(store: Arc<Store>, purging: UploadPurging) {
             Err(e) => log::warn!("upload purging failed: {e}"),
         }
         tokio::time::sleep(purging.interval).await;
+    }
+}
+
+/// Re-reads the htpasswd file and the TLS certificate when they change (polled) and on SIGHUP.
+async fn reload_loop(auth: Option<Arc<Authenticator>>, certs: Option<Arc<CertReloader>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    if auth.is_none() && certs.is_none() {
+        return;
+    }
+    let mut hup = signal(SignalKind::hangup()).ok();
+    loop {
+        let forced = tokio::select! {
+            () = tokio::time::sleep(RELOAD_POLL) => false,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                log::info!("SIGHUP: reloading htpasswd and TLS certificates");
+                true
+            }
+        };
+        let (a, c) = (auth.clone(), certs.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(a) = a {
+                a.reload(forced);
+            }
+            if let Some(c) = c {
+                c.reload(forced);
+            }
+        })
+        .await;
     }
 }
 

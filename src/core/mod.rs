@@ -3,6 +3,7 @@
 //! Nothing here performs I/O or depends on `std`; every function is deterministic and total
 //! (malformed input is an `Err`, never a panic), which makes the module a natural fuzz target.
 
+pub mod access;
 pub mod digest;
 pub mod error;
 pub mod manifest;

@@ -3,13 +3,16 @@
 //! `server` accepts connections, `router` maps paths to routes, `handlers` implement them on
 //! top of `store::Store`, and `error` turns every failure into OCI error JSON exactly once.
 
+pub mod auth;
 pub mod body;
 pub mod error;
 pub mod handlers;
 pub mod router;
 pub mod server;
+pub mod tls;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,8 +20,10 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::config::Config;
+use crate::core::access::{Action, Identity, Policy};
 use crate::core::{Digest, ErrorCode, RepoName};
 use crate::store::{Store, StoreError};
+use auth::{Authenticator, Verdict};
 use body::ResponseBody;
 use error::HttpError;
 use router::Route;
@@ -36,29 +41,43 @@ pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters
 pub struct State {
     pub store: Arc<Store>,
     pub config: Config,
+    /// `None` when authentication is off.
+    pub auth: Option<Arc<Authenticator>>,
+    pub policy: Policy,
     extra_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl State {
-    pub fn new(store: Arc<Store>, config: Config) -> State {
+    pub fn new(store: Arc<Store>, config: Config, auth: Option<Arc<Authenticator>>) -> State {
         let extra_headers = config
             .headers
             .iter()
             .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
             .collect();
-        State { store, config, extra_headers }
+        let policy = match (&auth, &config.access) {
+            (None, _) => Policy::Open,
+            (Some(_), None) => Policy::AuthenticatedOnly,
+            (Some(_), Some(rules)) => Policy::Rules(rules.clone()),
+        };
+        State { store, config, auth, policy, extra_headers }
     }
 }
 
 /// What a handler needs to know about the request besides its body.
 pub struct Ctx<'a> {
     pub state: &'a State,
+    pub identity: Identity,
     pub method: Method,
     pub headers: http::HeaderMap,
     pub query: Vec<(String, String)>,
 }
 
 impl Ctx<'_> {
+    /// Whether the caller may do `action` to `repo`.
+    pub fn may(&self, action: Action, repo: &str) -> bool {
+        self.state.policy.allows(&self.identity, action, repo)
+    }
+
     pub fn query(&self, key: &str) -> Option<&str> {
         self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
@@ -86,7 +105,7 @@ impl Ctx<'_> {
             .header("x-forwarded-proto")
             .map(first)
             .filter(|p| p == "http" || p == "https")
-            .unwrap_or_else(|| "http".into());
+            .unwrap_or_else(|| if cfg.tls.is_some() { "https".into() } else { "http".into() });
         let host =
             self.header("x-forwarded-host").map(first).or_else(|| self.header(http::header::HOST).map(str::to_string));
         match host {
@@ -167,30 +186,96 @@ fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The hyper service: dispatch, then the headers every response carries, then the request log.
-pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+/// The hyper service: authentication, dispatch, the headers every response carries, the
+/// request log.
+pub async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let mut resp = match dispatch(&state, req).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    let (user, result) = match authenticate(&state, &req, peer).await {
+        Ok(identity) => {
+            let user = match &identity {
+                Identity::User(u) => u.clone(),
+                Identity::Anonymous => String::from("-"),
+            };
+            (user, dispatch(&state, req, identity).await)
+        }
+        Err(e) => (String::from("-"), Err(e)),
     };
+    let mut resp = result.unwrap_or_else(HttpError::into_response);
     let h = resp.headers_mut();
     h.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     for (k, v) in &state.extra_headers {
         h.append(k.clone(), v.clone());
     }
-    log::info!(
-        target: "pier::request",
-        "{method} {path} {} {:.1}ms",
-        resp.status().as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    if state.config.access_log {
+        log::info!(
+            target: "pier::request",
+            "{} {user} {method} {path} {} {:.1}ms",
+            peer.ip(),
+            resp.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     Ok(resp)
 }
 
-async fn dispatch(state: &State, req: Request<Incoming>) -> HttpResult {
+/// 401 with the Basic challenge.
+fn unauthorized(state: &State, message: &str) -> HttpError {
+    let realm = state.auth.as_ref().map_or("pier", |a| a.realm.as_str());
+    HttpError::new(ErrorCode::Unauthorized, message)
+        .header(http::header::WWW_AUTHENTICATE, format!("Basic realm=\"{}\"", realm.replace('"', "'")))
+}
+
+/// Who sent the request: anonymous, a verified user, or an error for bad credentials (answered
+/// late when the address keeps failing).
+async fn authenticate(state: &State, req: &Request<Incoming>, peer: SocketAddr) -> Result<Identity, HttpError> {
+    let Some(auth) = &state.auth else { return Ok(Identity::Anonymous) };
+    let header = req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
+    let verdict = match auth.verify_fast(header.as_deref()) {
+        Some(v) => v,
+        None => {
+            let (a, h) = (auth.clone(), header.clone());
+            tokio::task::spawn_blocking(move || a.verify_blocking(h.as_deref())).await.map_err(HttpError::internal)?
+        }
+    };
+    match verdict {
+        Verdict::Anonymous => Ok(Identity::Anonymous),
+        Verdict::User(u) => Ok(Identity::User(u)),
+        Verdict::Invalid => {
+            let who = header.as_deref().and_then(auth::parse_basic).map(|(u, _)| u);
+            match &who {
+                Some(u) => log::warn!("authentication failed for user {u:?} from {}", peer.ip()),
+                None => log::warn!("malformed Authorization header from {}", peer.ip()),
+            }
+            let delay = auth.record_failure(peer.ip());
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Err(unauthorized(state, "invalid credentials"))
+        }
+    }
+}
+
+/// The repository action a route needs (`None`: not about one repository).
+fn required_action<'r>(route: &Route<'r>, method: &Method) -> Option<(Action, &'r str)> {
+    let write = |name| if *method == Method::DELETE { (Action::Delete, name) } else { (Action::Push, name) };
+    match *route {
+        Route::Tags(n) | Route::Referrers(n, _) => Some((Action::Pull, n)),
+        Route::Blob(n, _) | Route::Manifest(n, _) if *method == Method::GET || *method == Method::HEAD => {
+            Some((Action::Pull, n))
+        }
+        Route::Blob(n, _) | Route::Manifest(n, _) => Some(write(n)),
+        Route::UploadStart(n) | Route::Upload(n, _) => Some((Action::Push, n)),
+        Route::Base | Route::Catalog | Route::NotFound => None,
+    }
+}
+
+async fn dispatch(state: &State, req: Request<Incoming>, identity: Identity) -> HttpResult {
     let raw_path = req.uri().path().to_string();
     let path = match state.config.prefix.as_str() {
         "" => raw_path.as_str(),
@@ -201,8 +286,45 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> HttpResult {
     };
     let route = router::route(path);
     let (parts, body) = req.into_parts();
-    let ctx =
-        Ctx { state, method: parts.method.clone(), headers: parts.headers, query: parse_query(parts.uri.query()) };
+    let m = &parts.method;
+    // Authorization: 401 when anonymous (so clients send credentials), 403 when authenticated.
+    let deny = |what: &str| match identity {
+        Identity::Anonymous => unauthorized(state, &format!("authentication required to {what}")),
+        Identity::User(_) => HttpError::new(ErrorCode::Denied, format!("not allowed to {what}")),
+    };
+    if state.auth.is_some() {
+        match route {
+            Route::Base if identity == Identity::Anonymous => {
+                return Err(unauthorized(state, "authentication required"))
+            }
+            Route::Catalog if !state.policy.may_pull_somewhere(&identity) => return Err(deny("list repositories")),
+            _ => {}
+        }
+        if let Some((action, name)) = required_action(&route, m) {
+            if !state.policy.allows(&identity, action, name) {
+                let verb = match action {
+                    Action::Pull => "pull from",
+                    Action::Push => "push to",
+                    Action::Delete => "delete from",
+                };
+                return Err(deny(&format!("{verb} this repository")));
+            }
+        }
+    }
+    let writes = matches!(*m, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    if state.config.read_only && writes && route != Route::NotFound {
+        return Err(HttpError::new(
+            ErrorCode::Unsupported,
+            "the registry is in read-only mode (storage.maintenance.readonly)",
+        ));
+    }
+    let ctx = Ctx {
+        state,
+        identity,
+        method: parts.method.clone(),
+        headers: parts.headers,
+        query: parse_query(parts.uri.query()),
+    };
     let m = &ctx.method;
     use handlers::{blobs, listing, manifests, uploads};
     match route {

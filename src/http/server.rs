@@ -17,8 +17,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 
 use super::State;
 
@@ -33,11 +34,12 @@ pub async fn bind(addr: &str) -> io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves connections from `listener` until `shutdown` resolves, then waits up to `drain` for
-/// in-flight requests.
+/// Serves connections from `listener` (over TLS when `tls` is set) until `shutdown` resolves,
+/// then waits up to `drain` for in-flight requests.
 pub async fn serve(
     state: Arc<State>,
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> io::Result<()> {
@@ -61,14 +63,34 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let io = TokioIo::new(IdleTimeout::new(stream, state.config.idle_timeout));
-        let service = service_fn(move |req| super::handle(state.clone(), req));
-        let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
-        let conn = graceful.watch(conn);
+        let (state, builder, watcher, tls) = (state.clone(), builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                log::debug!("connection from {peer}: {e}");
+            let timeout = state.config.idle_timeout;
+            match tls {
+                None => serve_connection(state, &builder, watcher, IdleTimeout::new(stream, timeout), peer).await,
+                Some(acceptor) => {
+                    // A client speaking plain HTTP to the TLS port gets a readable answer.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+                        Ok(Ok(1)) if first[0] != 0x16 => {
+                            use tokio::io::AsyncWriteExt;
+                            let mut stream = stream;
+                            let _ = stream.write_all(super::tls::PLAIN_HTTP_ON_TLS_PORT).await;
+                            let _ = stream.shutdown().await;
+                            return;
+                        }
+                        Ok(Ok(1)) => {}
+                        _ => return,
+                    }
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(state, &builder, watcher, IdleTimeout::new(tls_stream, timeout), peer)
+                                .await
+                        }
+                        Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
+                        Err(_) => log::debug!("TLS handshake with {peer} timed out"),
+                    }
+                }
             }
         });
     }
@@ -80,21 +102,33 @@ pub async fn serve(
     Ok(())
 }
 
+async fn serve_connection<S>(
+    state: Arc<State>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: IdleTimeout<S>,
+    peer: SocketAddr,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| super::handle(state.clone(), req, peer));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        log::debug!("connection from {peer}: {e}");
+    }
+}
+
 /// A stream that fails with `TimedOut` when a read or write has waited `timeout` without any
 /// progress. Any progress in either direction restarts the clock.
-pub struct IdleTimeout {
-    inner: TcpStream,
+pub struct IdleTimeout<S> {
+    inner: S,
     timeout: Duration,
     sleep: Pin<Box<Sleep>>,
 }
 
-impl IdleTimeout {
-    pub fn new(inner: TcpStream, timeout: Duration) -> Self {
+impl<S> IdleTimeout<S> {
+    pub fn new(inner: S, timeout: Duration) -> Self {
         IdleTimeout { inner, timeout, sleep: Box::pin(tokio::time::sleep(timeout)) }
-    }
-
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.peer_addr()
     }
 
     fn progress(&mut self) {
@@ -109,7 +143,7 @@ impl IdleTimeout {
     }
 }
 
-impl AsyncRead for IdleTimeout {
+impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -122,7 +156,7 @@ impl AsyncRead for IdleTimeout {
     }
 }
 
-impl AsyncWrite for IdleTimeout {
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_write(cx, buf) {

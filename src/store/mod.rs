@@ -195,8 +195,9 @@ impl Store {
         Ok(txn.open_table(REPOS)?.len()?)
     }
 
-    /// Repositories in lexical order, `n` at most, strictly after `last`.
-    pub fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+    /// Repositories for which `visible` holds, in lexical order, `n` at most, strictly after
+    /// `last`.
+    pub fn catalog(&self, n: Option<usize>, last: Option<&str>, visible: &dyn Fn(&str) -> bool) -> Result<Page> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(REPOS)?;
         let iter = match last {
@@ -207,6 +208,9 @@ impl Store {
         let mut page = Page::default();
         for entry in iter {
             let (k, _) = entry?;
+            if !visible(k.value()) {
+                continue;
+            }
             if page.items.len() == limit {
                 page.more = true;
                 break;

@@ -6,6 +6,7 @@ use http::{header, StatusCode};
 use super::super::body::ResponseBody;
 use super::super::error::HttpError;
 use super::super::{blocking, finish, reply, Ctx, HttpResult, OCI_FILTERS_APPLIED};
+use crate::core::access::Action;
 use crate::core::manifest::OCI_INDEX;
 use crate::core::ErrorCode;
 use crate::store::Page;
@@ -48,7 +49,10 @@ pub async fn catalog(ctx: &Ctx<'_>) -> HttpResult {
     let n = page_size(ctx)?;
     let last = ctx.query("last").map(str::to_string);
     let store = ctx.state.store.clone();
-    let page = blocking(move || store.catalog(n, last.as_deref())).await?;
+    // Only what the caller may pull is listed (pagination counts listed names only).
+    let (policy, identity) = (ctx.state.policy.clone(), ctx.identity.clone());
+    let visible = move |repo: &str| policy.allows(&identity, Action::Pull, repo);
+    let page = blocking(move || store.catalog(n, last.as_deref(), &visible)).await?;
     json_page(ctx, "/v2/_catalog", n, &page, serde_json::json!({ "repositories": page.items }))
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use super::super::body::ResponseBody;
 use super::super::error::HttpError;
 use super::super::{blocking, finish, reply, Ctx, HttpResult, CHUNK_MIN_LENGTH, CONTENT_DIGEST, UPLOAD_UUID};
+use crate::core::access::Action;
 use crate::core::range::ContentRange;
 use crate::core::{Algorithm, Digest, ErrorCode, RepoName};
 use crate::store::UploadSession;
@@ -79,7 +80,8 @@ pub async fn start(ctx: &Ctx<'_>, name: &str, body: Incoming) -> HttpResult {
     let repo = ctx.repo(name)?;
     if let Some(mount) = ctx.query("mount") {
         let digest = ctx.digest(mount)?;
-        if let Some(from) = ctx.query("from") {
+        // A mount copies access: it needs pull on the source (else a normal upload follows).
+        if let Some(from) = ctx.query("from").filter(|from| ctx.may(Action::Pull, from)) {
             let from = ctx.repo(from)?;
             let store = ctx.state.store.clone();
             let (r, d) = (repo.clone(), digest.clone());
