@@ -32,6 +32,10 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     /// `log.accesslog.disabled` (inverted): one log line per request.
     pub access_log: bool,
+    /// `log.formatter`: `text` (default) or `json`, for stderr (the journal gets fields).
+    pub log_format: crate::logging::Format,
+    /// `http.draintimeout`: how long in-flight requests may run after SIGTERM.
+    pub drain_timeout: Duration,
     /// `http.idletimeout` (pier): a connection with no bytes moving for this long is closed.
     /// Never a cap on total request time.
     pub idle_timeout: Duration,
@@ -64,6 +68,8 @@ impl Default for Config {
             headers: Vec::new(),
             log_level: log::LevelFilter::Info,
             access_log: true,
+            log_format: crate::logging::Format::Text,
+            drain_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             blake3: false,
             upload_purging: Some(DEFAULT_UPLOAD_PURGING),
@@ -137,9 +143,7 @@ const IGNORED: &[&str] = &[
     "storage.redirect",
     "http.secret",
     "http.debug",
-    "http.draintimeout",
     "log.fields",
-    "log.formatter",
     "health",
     "notifications",
     "storage.maintenance.uploadpurging.dryrun",
@@ -350,6 +354,17 @@ impl Config {
             "http.relativeurls" => self.relative_urls = boolean(v).ok_or_else(|| bad("expected true or false"))?,
             "http.idletimeout" => {
                 self.idle_timeout = duration(v).ok_or_else(|| bad("expected a duration such as 300s or 5m"))?
+            }
+            "log.formatter" => {
+                self.log_format = match string(v).unwrap_or_default().as_str() {
+                    "text" => crate::logging::Format::Text,
+                    "json" => crate::logging::Format::Json,
+                    "logstash" => return Err(bad("logstash is not supported; use text or json")),
+                    _ => return Err(bad("expected text or json")),
+                }
+            }
+            "http.draintimeout" => {
+                self.drain_timeout = duration(v).ok_or_else(|| bad("expected a duration such as 30s"))?
             }
             "log.accesslog.disabled" => self.access_log = !boolean(v).ok_or_else(|| bad("expected true or false"))?,
             "log.level" => {

@@ -27,3 +27,5 @@ pub mod http;
 pub mod logging;
 #[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
+pub mod systemd;

@@ -1,9 +1,33 @@
-//! A small stderr logger: `LEVEL target: message` lines, level from `log.level`.
-//! (journald output arrives with the systemd integration.)
+//! Logging: to the systemd journal when stderr is connected to it (structured fields), else to
+//! stderr as text (`LEVEL target: message key=value ...`) or JSON lines (`log.formatter: json`).
+//!
+//! Request lines carry key-value pairs (method, path, status, duration_ms, bytes, remote_addr,
+//! user, repository, digest) that become journal fields or JSON members. Nothing logged here
+//! ever contains a password or an `Authorization` header.
 
 use std::io::Write;
 
-struct StderrLogger;
+use log::kv::{Key, Value, VisitSource};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+struct StderrLogger {
+    format: Format,
+}
+
+/// Collects a record's key-value pairs.
+struct Pairs(Vec<(String, String)>);
+
+impl<'kvs> VisitSource<'kvs> for Pairs {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        self.0.push((key.to_string(), value.to_string()));
+        Ok(())
+    }
+}
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
@@ -11,19 +35,84 @@ impl log::Log for StderrLogger {
     }
 
     fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "{:<5} {}: {}", record.level(), record.target(), record.args());
+        if !self.enabled(record.metadata()) {
+            return;
         }
+        let mut pairs = Pairs(Vec::new());
+        let _ = record.key_values().visit(&mut pairs);
+        let line = match self.format {
+            Format::Text => format!("{:<5} {}: {}", record.level(), record.target(), record.args()),
+            Format::Json => {
+                let mut obj = serde_json::Map::new();
+                obj.insert("time".into(), serde_json::json!(rfc3339_now()));
+                obj.insert("level".into(), serde_json::json!(record.level().as_str().to_ascii_lowercase()));
+                obj.insert("target".into(), serde_json::json!(record.target()));
+                obj.insert("msg".into(), serde_json::json!(record.args().to_string()));
+                for (k, v) in pairs.0 {
+                    let value = v.parse::<i64>().map(serde_json::Value::from).unwrap_or(serde_json::Value::String(v));
+                    obj.insert(k, value);
+                }
+                serde_json::Value::Object(obj).to_string()
+            }
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{line}");
     }
 
     fn flush(&self) {}
 }
 
-static LOGGER: StderrLogger = StderrLogger;
+/// UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`, computed without a date library.
+fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}
 
-/// Installs the logger (idempotent).
-pub fn init(level: log::LevelFilter) {
-    let _ = log::set_logger(&LOGGER);
+/// Installs the logger: the journal when stderr is connected to it and journald answers, else
+/// stderr in `format`. Returns a note to log once the logger is up (e.g. a fallback).
+pub fn init(level: log::LevelFilter, format: Format) -> Option<String> {
     log::set_max_level(level);
+    let mut note = None;
+    if systemd_journal_logger::connected_to_journal() {
+        match systemd_journal_logger::JournalLog::new() {
+            Ok(journal) => {
+                if journal.install().is_ok() {
+                    return None;
+                }
+            }
+            Err(e) => {
+                note = Some(format!("stderr is the journal but journald is not reachable ({e}); logging to stderr"))
+            }
+        }
+    }
+    let _ = log::set_boxed_logger(Box::new(StderrLogger { format }));
+    note
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_look_right() {
+        let t = super::rfc3339_now();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T", "{t}");
+    }
 }

@@ -1,22 +1,25 @@
-//! `pier serve`: load the config, open the store, listen, serve until SIGTERM/SIGINT.
+//! `pier serve`: load the config, open the store, listen (or take systemd's sockets), serve
+//! until SIGTERM/SIGINT, keeping systemd informed all along.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, UploadPurging};
 use crate::http::auth::Authenticator;
 use crate::http::tls::{self, CertReloader};
 use crate::http::{server, State};
 use crate::store::Store;
-use tokio_rustls::TlsAcceptor;
+use crate::systemd::{self, Notifier};
 
 /// How often the htpasswd file and TLS certificates are checked for changes.
 const RELOAD_POLL: Duration = Duration::from_secs(2);
-/// How long in-flight requests may run after a stop signal.
-const DRAIN: Duration = Duration::from_secs(30);
 /// Each streaming upload or download holds one blocking thread for its duration.
 const MAX_BLOCKING_THREADS: usize = 512;
+/// Exit code after a second stop signal cut the drain short (128 + SIGINT, as shells do).
+const EXIT_INTERRUPTED: i32 = 130;
 
 pub fn run(args: &[String]) -> i32 {
     let mut config_path: Option<PathBuf> = None;
@@ -45,10 +48,14 @@ pub fn run(args: &[String]) -> i32 {
             return super::EXIT_USAGE;
         }
     };
-    crate::logging::init(config.log_level);
+    if let Some(note) = crate::logging::init(config.log_level, config.log_format) {
+        log::warn!("{note}");
+    }
     for w in &config.warnings {
         log::warn!("{w}");
     }
+    let notifier = Arc::new(Notifier::from_env());
+    notifier.status("opening the data directory and recovering from any interruption");
     let mut store = match Store::open(&config.root) {
         Ok(s) => s,
         Err(e) => {
@@ -56,6 +63,8 @@ pub fn run(args: &[String]) -> i32 {
             return 1;
         }
     };
+    store.delete_enabled = config.delete_enabled;
+    store.blake3 = config.blake3;
     let auth = match &config.htpasswd {
         None => None,
         Some(h) => match Authenticator::load(h) {
@@ -69,28 +78,28 @@ pub fn run(args: &[String]) -> i32 {
             }
         },
     };
-    let certs = match &config.tls {
-        None => None,
-        Some(t) => match CertReloader::load(&t.certificate, &t.key) {
-            Ok(c) => Some(Arc::new(c)),
-            Err(e) => {
-                log::error!("{e}");
-                return 1;
+    let (certs, tls) = match &config.tls {
+        None => (None, None),
+        Some(t) => {
+            let built = CertReloader::load(&t.certificate, &t.key)
+                .map(Arc::new)
+                .and_then(|certs| Ok((certs.clone(), tls::server_config(t, certs)?)));
+            match built {
+                Ok((certs, cfg)) => (Some(certs), Some(TlsAcceptor::from(cfg))),
+                Err(e) => {
+                    log::error!("{e}");
+                    return 1;
+                }
             }
-        },
+        }
     };
-    let tls = match (&config.tls, &certs) {
-        (Some(t), Some(c)) => match tls::server_config(t, c.clone()) {
-            Ok(cfg) => Some(TlsAcceptor::from(cfg)),
-            Err(e) => {
-                log::error!("{e}");
-                return 1;
-            }
-        },
-        _ => None,
+    let activated = match systemd::activated_listeners() {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("socket activation: {e}");
+            return 1;
+        }
     };
-    store.delete_enabled = config.delete_enabled;
-    store.blake3 = config.blake3;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4))
         .max_blocking_threads(MAX_BLOCKING_THREADS)
@@ -105,30 +114,58 @@ pub fn run(args: &[String]) -> i32 {
         }
     };
     runtime.block_on(async move {
-        let listener = match server::bind(&config.addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                log::error!("cannot listen on {}: {e}", config.addr);
-                return 1;
+        let mut listeners = Vec::new();
+        if activated.is_empty() {
+            match server::bind(&config.addr).await {
+                Ok(l) => listeners.push(l),
+                Err(e) => {
+                    log::error!("cannot listen on {}: {e}", config.addr);
+                    return 1;
+                }
             }
-        };
-        let shown = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| config.addr.clone());
-        tokio::spawn(reload_loop(auth.clone(), certs.clone()));
+        } else {
+            log::info!("socket activation: {} socket(s) from systemd; http.addr is not used", activated.len());
+            for (l, name) in activated {
+                match tokio::net::TcpListener::from_std(l) {
+                    Ok(l) => {
+                        if let Some(name) = name {
+                            log::info!("activated socket {name:?}");
+                        }
+                        listeners.push(l)
+                    }
+                    Err(e) => {
+                        log::error!("socket activation: {e}");
+                        return 1;
+                    }
+                }
+            }
+        }
+        let addrs: Vec<String> = listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.to_string()).collect();
         log::info!(
             "data in {}; delete {}",
             config.root.display(),
             if config.delete_enabled { "enabled" } else { "disabled" }
         );
-        log::info!("listening on {shown}");
+        for a in &addrs {
+            log::info!("listening on {a}");
+        }
+        if tls.is_some() {
+            log::info!("serving HTTPS (TLS 1.2/1.3, h2 and http/1.1)");
+        }
         let store = Arc::new(store);
         if let Some(purging) = config.upload_purging {
             tokio::spawn(purge_uploads(store.clone(), purging));
         }
-        let state = Arc::new(State::new(store, config, auth));
-        if tls.is_some() {
-            log::info!("serving HTTPS (TLS 1.2/1.3, h2 and http/1.1)");
+        let repos = store.repo_count().unwrap_or(0);
+        let serving = format!("serving {repos} repositories on {}", addrs.join(", "));
+        notifier.ready(&serving);
+        if let Some(every) = systemd::watchdog_interval() {
+            tokio::spawn(watchdog(store.clone(), notifier.clone(), every));
         }
-        match server::serve(state, listener, tls, stop_signal(), DRAIN).await {
+        tokio::spawn(reload_loop(auth.clone(), certs.clone(), notifier.clone(), store.clone()));
+        let drain = config.drain_timeout;
+        let state = Arc::new(State::new(store, config, auth));
+        match server::serve(state, listeners, tls, stop_signal(notifier.clone()), drain).await {
             Ok(()) => 0,
             Err(e) => {
                 log::error!("server failed: {e}");
@@ -152,21 +189,42 @@ async fn purge_uploads(store: Arc<Store>, purging: UploadPurging) {
     }
 }
 
-/// Re-reads the htpasswd file and the TLS certificate when they change (polled) and on SIGHUP.
-async fn reload_loop(auth: Option<Arc<Authenticator>>, certs: Option<Arc<CertReloader>>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    if auth.is_none() && certs.is_none() {
-        return;
+/// Pings the systemd watchdog while the store answers through the blocking pool and the async
+/// runtime keeps scheduling tasks; a wedged process stops pinging and systemd restarts it.
+async fn watchdog(store: Arc<Store>, notifier: Arc<Notifier>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.repo_count()).await {
+            Ok(Ok(_)) => notifier.watchdog(),
+            Ok(Err(e)) => log::error!("watchdog: the store does not answer: {e}"),
+            Err(e) => log::error!("watchdog: {e}"),
+        }
     }
+}
+
+/// Re-reads the htpasswd file and the TLS certificate when they change (polled) and on SIGHUP
+/// (telling systemd `RELOADING=1` ... `READY=1`).
+async fn reload_loop(
+    auth: Option<Arc<Authenticator>>,
+    certs: Option<Arc<CertReloader>>,
+    notifier: Arc<Notifier>,
+    store: Arc<Store>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).ok();
     loop {
         let forced = tokio::select! {
             () = tokio::time::sleep(RELOAD_POLL) => false,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 log::info!("SIGHUP: reloading htpasswd and TLS certificates");
+                notifier.reloading();
                 true
             }
         };
+        if !forced && auth.is_none() && certs.is_none() {
+            continue;
+        }
         let (a, c) = (auth.clone(), certs.clone());
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(a) = a {
@@ -177,11 +235,16 @@ async fn reload_loop(auth: Option<Arc<Authenticator>>, certs: Option<Arc<CertRel
             }
         })
         .await;
+        if forced {
+            let repos = store.repo_count().unwrap_or(0);
+            notifier.ready(&format!("serving {repos} repositories (reloaded)"));
+        }
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn stop_signal() {
+/// Resolves on the first SIGTERM or SIGINT; a second one exits at once (safe: every
+/// acknowledged write is already durable, and the start-up sweep removes leftovers).
+async fn stop_signal(notifier: Arc<Notifier>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         std::future::pending::<()>().await;
@@ -191,4 +254,13 @@ async fn stop_signal() {
         _ = term.recv() => log::info!("SIGTERM: stopping"),
         _ = int.recv() => log::info!("SIGINT: stopping"),
     }
+    notifier.stopping();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        log::warn!("second stop signal: exiting now without waiting for in-flight requests");
+        std::process::exit(EXIT_INTERRUPTED);
+    });
 }

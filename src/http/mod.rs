@@ -213,12 +213,23 @@ pub async fn handle(
         h.append(k.clone(), v.clone());
     }
     if state.config.access_log {
+        let status = resp.status().as_u16();
+        let ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
+        let bytes: u64 =
+            resp.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+        let (repository, digest) = match router::route(path.strip_prefix(state.config.prefix.as_str()).unwrap_or(&path))
+        {
+            Route::Blob(n, d) | Route::Referrers(n, d) => (n, d),
+            Route::Manifest(n, r) => (n, if r.contains(':') { r } else { "" }),
+            Route::Tags(n) | Route::UploadStart(n) | Route::Upload(n, _) => (n, ""),
+            Route::Base | Route::Catalog | Route::NotFound => ("", ""),
+        };
+        let remote = peer.ip().to_string();
         log::info!(
             target: "pier::request",
-            "{} {user} {method} {path} {} {:.1}ms",
-            peer.ip(),
-            resp.status().as_u16(),
-            started.elapsed().as_secs_f64() * 1000.0
+            method = method.as_str(), path = path.as_str(), status = status, duration_ms = ms, bytes = bytes,
+            remote_addr = remote.as_str(), user = user.as_str(), repository = repository, digest = digest;
+            "{remote} {user} {method} {path} {status} {bytes}B {ms:.1}ms"
         );
     }
     Ok(resp)

@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
@@ -34,11 +34,11 @@ pub async fn bind(addr: &str) -> io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves connections from `listener` (over TLS when `tls` is set) until `shutdown` resolves,
-/// then waits up to `drain` for in-flight requests.
+/// Serves connections from every listener (over TLS when `tls` is set) until `shutdown`
+/// resolves, then waits up to `drain` for in-flight requests.
 pub async fn serve(
     state: Arc<State>,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
@@ -48,19 +48,38 @@ pub async fn serve(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(state.config.idle_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
+    // Every listener feeds one queue of accepted connections.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(64);
+    for listener in listeners {
+        let (conn_tx, mut stop_rx) = (conn_tx.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(c) => {
+                            if conn_tx.send(c).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            log::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    },
+                    _ = stop_rx.changed() => break,
+                }
+            }
+        });
+    }
+    drop(conn_tx);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    log::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            Some(c) = conn_rx.recv() => c,
             () = &mut shutdown => break,
+            else => break,
         };
         let _ = stream.set_nodelay(true);
         let (state, builder, watcher, tls) = (state.clone(), builder.clone(), graceful.watcher(), tls.clone());
@@ -94,6 +113,7 @@ pub async fn serve(
             }
         });
     }
+    let _ = stop_tx.send(true);
     log::info!("stopped accepting; waiting up to {}s for in-flight requests", drain.as_secs());
     tokio::select! {
         () = graceful.shutdown() => log::info!("all connections closed"),
