@@ -611,7 +611,8 @@ impl Store {
     /// Rewrites `repositories/<repo>/index.json` from the metadata (call with the write lock
     /// held). Lists every tag (with `org.opencontainers.image.ref.name`) and every untagged
     /// manifest that is not a child of an index, so layout tools see all live content.
-    fn write_index(&self, repo: &RepoName) -> Result<()> {
+    /// Returns whether the file changed.
+    fn write_index(&self, repo: &RepoName) -> Result<bool> {
         let txn = self.db.begin_read()?;
         let manifests = txn.open_table(MANIFESTS)?;
         let r = repo.as_str();
@@ -667,8 +668,14 @@ impl Store {
         if !layout.exists() {
             files::write_atomic(&layout, layout::OCI_LAYOUT)?;
         }
-        files::write_atomic(&dir.join("index.json"), &serde_json::to_vec_pretty(&index).unwrap_or_default())?;
-        Ok(())
+        let bytes = serde_json::to_vec_pretty(&index).unwrap_or_default();
+        let path = dir.join("index.json");
+        // Unchanged content is not rewritten (spares flash storage at every start-up).
+        if fs::read(&path).is_ok_and(|old| old == bytes) {
+            return Ok(false);
+        }
+        files::write_atomic(&path, &bytes)?;
+        Ok(true)
     }
 
     // ----- start-up recovery --------------------------------------------------------------
@@ -677,6 +684,7 @@ impl Store {
     /// records without a file), repository links and global blobs that metadata does not
     /// reference; rewrites every `index.json`.
     fn sweep(&self) -> Result<()> {
+        let started = std::time::Instant::now();
         let _guard = self.lock();
         // Uploads.
         let known_uploads: BTreeSet<String> = {
@@ -756,14 +764,18 @@ impl Store {
             }
             txn.commit()?;
         }
+        let mut rebuilt = 0usize;
         for name in &repos {
             if let Ok(repo) = RepoName::parse(name) {
-                self.write_index(&repo)?;
+                rebuilt += usize::from(self.write_index(&repo)?);
             }
         }
-        if swept > 0 {
-            log::info!("start-up sweep removed {swept} unreferenced file(s) left by an interrupted operation");
-        }
+        log::info!(
+            "start-up recovery: {} repositories and {} open upload(s) checked in {} ms; {swept} unreferenced file(s) removed, {rebuilt} index.json rebuilt",
+            repos.len(),
+            known_uploads.len(),
+            started.elapsed().as_millis()
+        );
         Ok(())
     }
 }
