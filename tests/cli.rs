@@ -199,3 +199,39 @@ fn abandoned_uploads_are_purged_by_age() {
     assert_eq!(std::fs::read_dir(p.root.join("uploads")).unwrap().count(), 1, "only the active upload's file is left");
     assert!(p.log().contains("purged 1 upload"), "{}", p.log());
 }
+
+/// blake3 (image-spec `main` only) is an opt-in: refused by default, verified end to end when
+/// `storage.digests.blake3` is on.
+#[test]
+fn blake3_digests_are_opt_in() {
+    use pier::core::{Algorithm, Digest};
+    let data = random_bytes(300_000, 3);
+    let d = Digest::of(Algorithm::Blake3, &data).to_string();
+
+    let off = Pier::start();
+    let r = off.req("POST", &format!("/v2/b/blobs/uploads/?digest={d}"), &[], &data);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error_code(), "DIGEST_INVALID");
+    assert_eq!(off.req("POST", "/v2/b/blobs/uploads/?digest-algorithm=blake3", &[], b"").status, 400);
+
+    let on = Pier::start_with(Options {
+        env: vec![("REGISTRY_STORAGE_DIGESTS_BLAKE3".into(), "true".into())],
+        ..Default::default()
+    });
+    let r = on.req("POST", "/v2/b/blobs/uploads/?digest-algorithm=blake3", &[], b"");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let loc = strip_origin(r.header("location").unwrap());
+    let (a, b) = data.split_at(100_000);
+    let r = on.req("PATCH", &loc, &[("Content-Range", &format!("0-{}", a.len() - 1))], a);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let wrong = Digest::of(Algorithm::Blake3, b"other").to_string();
+    let r = on.req("PUT", &format!("{}?digest={wrong}", strip_origin(r.header("location").unwrap())), &[], b);
+    assert_eq!(r.status, 400, "a wrong blake3 digest is refused: {}", r.text());
+    // Again, correctly this time (the failed session was cancelled).
+    let r = on.req("POST", &format!("/v2/b/blobs/uploads/?digest={d}"), &[], &data);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = on.get(&format!("/v2/b/blobs/{d}"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, data);
+    assert!(on.root.join("blobs/blake3").join(&d["blake3:".len()..]).is_file());
+}
