@@ -369,11 +369,7 @@ impl Store {
             return Err(StoreError::IsManifest);
         }
         if !Self::unrecord_repo_blob(&txn, repo, digest)? {
-            return Err(if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() {
-                StoreError::NameUnknown
-            } else {
-                StoreError::BlobUnknown
-            });
+            return Err(Self::unknown_in_write(&txn, repo, StoreError::BlobUnknown)?);
         }
         txn.commit()?;
         files::remove_if_exists(&self.paths.repo_blob(repo, digest))?;
@@ -400,6 +396,11 @@ impl Store {
             Some(record) => Ok(StoredManifest { digest: digest.clone(), record }),
             None => Err(self.unknown_manifest(&txn, repo)?),
         }
+    }
+
+    /// `otherwise` when the repository exists, else `NameUnknown` (inside a write transaction).
+    fn unknown_in_write(txn: &redb::WriteTransaction, repo: &RepoName, otherwise: StoreError) -> Result<StoreError> {
+        Ok(if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() { StoreError::NameUnknown } else { otherwise })
     }
 
     fn unknown_manifest(&self, txn: &redb::ReadTransaction, repo: &RepoName) -> Result<StoreError> {
@@ -531,11 +532,7 @@ impl Store {
         let _guard = self.lock();
         let txn = self.db.begin_write()?;
         if txn.open_table(TAGS)?.remove((repo.as_str(), tag.as_str()))?.is_none() {
-            return Err(if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() {
-                StoreError::NameUnknown
-            } else {
-                StoreError::ManifestUnknown
-            });
+            return Err(Self::unknown_in_write(&txn, repo, StoreError::ManifestUnknown)?);
         }
         txn.commit()?;
         self.write_index(repo)?;
@@ -551,13 +548,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let record = match txn.open_table(MANIFESTS)?.remove((repo.as_str(), digest.as_str()))? {
             Some(v) => ManifestRecord::decode(v.value()),
-            None => {
-                return Err(if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() {
-                    StoreError::NameUnknown
-                } else {
-                    StoreError::ManifestUnknown
-                })
-            }
+            None => return Err(Self::unknown_in_write(&txn, repo, StoreError::ManifestUnknown)?),
         };
         {
             let mut tags = txn.open_table(TAGS)?;
