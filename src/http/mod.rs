@@ -69,6 +69,8 @@ pub struct Ctx<'a> {
     pub identity: Identity,
     pub method: Method,
     pub headers: http::HeaderMap,
+    /// The request URI's authority (HTTP/2 `:authority`), if any.
+    pub authority: Option<String>,
     pub query: Vec<(String, String)>,
 }
 
@@ -106,8 +108,12 @@ impl Ctx<'_> {
             .map(first)
             .filter(|p| p == "http" || p == "https")
             .unwrap_or_else(|| if cfg.tls.is_some() { "https".into() } else { "http".into() });
-        let host =
-            self.header("x-forwarded-host").map(first).or_else(|| self.header(http::header::HOST).map(str::to_string));
+        // HTTP/2 requests carry the host in the `:authority` pseudo-header, not in `Host`.
+        let host = self
+            .header("x-forwarded-host")
+            .map(first)
+            .or_else(|| self.header(http::header::HOST).map(str::to_string))
+            .or_else(|| self.authority.clone());
         match host {
             Some(h) if !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()) => {
                 format!("{proto}://{h}{prefix}{path}")
@@ -334,6 +340,7 @@ async fn dispatch(state: &State, req: Request<Incoming>, identity: Identity) -> 
         identity,
         method: parts.method.clone(),
         headers: parts.headers,
+        authority: parts.uri.authority().map(|a| a.to_string()),
         query: parse_query(parts.uri.query()),
     };
     let m = &ctx.method;
