@@ -49,7 +49,16 @@ impl log::Log for StderrLogger {
                 obj.insert("target".into(), serde_json::json!(record.target()));
                 obj.insert("msg".into(), serde_json::json!(record.args().to_string()));
                 for (k, v) in pairs.0 {
-                    let value = v.parse::<i64>().map(serde_json::Value::from).unwrap_or(serde_json::Value::String(v));
+                    // Numbers stay numbers; empty values (a field that does not apply) are left out.
+                    let value = if let Ok(i) = v.parse::<i64>() {
+                        serde_json::Value::from(i)
+                    } else if let Some(f) = v.parse::<f64>().ok().filter(|f| f.is_finite()) {
+                        serde_json::Value::from(f)
+                    } else if v.is_empty() {
+                        continue;
+                    } else {
+                        serde_json::Value::String(v)
+                    };
                     obj.insert(k, value);
                 }
                 serde_json::Value::Object(obj).to_string()

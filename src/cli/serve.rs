@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, UploadPurging};
@@ -156,16 +157,27 @@ pub fn run(args: &[String]) -> i32 {
         if let Some(purging) = config.upload_purging {
             tokio::spawn(purge_uploads(store.clone(), purging));
         }
+        // Signal handlers exist before READY=1: a `systemctl stop` or `reload` right after start
+        // must find them.
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot install signal handlers: {e}");
+                return 1;
+            }
+        };
         let repos = store.repo_count().unwrap_or(0);
         let serving = format!("serving {repos} repositories on {}", addrs.join(", "));
         notifier.ready(&serving);
         if let Some(every) = systemd::watchdog_interval() {
             tokio::spawn(watchdog(store.clone(), notifier.clone(), every));
         }
-        tokio::spawn(reload_loop(auth.clone(), certs.clone(), notifier.clone(), store.clone()));
+        tokio::spawn(reload_loop(signals.hup, auth.clone(), certs.clone(), notifier.clone(), store.clone()));
         let drain = config.drain_timeout;
         let state = Arc::new(State::new(store, config, auth));
-        match server::serve(state, listeners, tls, stop_signal(notifier.clone()), drain).await {
+        match server::serve(state, listeners, tls, stop_signal(signals.term, signals.int, notifier.clone()), drain)
+            .await
+        {
             Ok(()) => 0,
             Err(e) => {
                 log::error!("server failed: {e}");
@@ -203,20 +215,36 @@ async fn watchdog(store: Arc<Store>, notifier: Arc<Notifier>, every: Duration) {
     }
 }
 
+/// The signals pier reacts to, registered once at start-up.
+struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
 /// Re-reads the htpasswd file and the TLS certificate when they change (polled) and on SIGHUP
 /// (telling systemd `RELOADING=1` ... `READY=1`).
 async fn reload_loop(
+    mut hup: Signal,
     auth: Option<Arc<Authenticator>>,
     certs: Option<Arc<CertReloader>>,
     notifier: Arc<Notifier>,
     store: Arc<Store>,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).ok();
     loop {
         let forced = tokio::select! {
             () = tokio::time::sleep(RELOAD_POLL) => false,
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+            Some(()) = hup.recv() => {
                 log::info!("SIGHUP: reloading htpasswd and TLS certificates");
                 notifier.reloading();
                 true
@@ -244,12 +272,7 @@ async fn reload_loop(
 
 /// Resolves on the first SIGTERM or SIGINT; a second one exits at once (safe: every
 /// acknowledged write is already durable, and the start-up sweep removes leftovers).
-async fn stop_signal(notifier: Arc<Notifier>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        std::future::pending::<()>().await;
-        return;
-    };
+async fn stop_signal(mut term: Signal, mut int: Signal, notifier: Arc<Notifier>) {
     tokio::select! {
         _ = term.recv() => log::info!("SIGTERM: stopping"),
         _ = int.recv() => log::info!("SIGINT: stopping"),
