@@ -19,7 +19,6 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 
 use crate::config::HtpasswdConfig;
-use crate::core::access::Identity;
 
 /// How long a verified credential is trusted without running bcrypt again.
 const CACHE_TTL: Duration = Duration::from_secs(300);
@@ -175,6 +174,11 @@ impl Authenticator {
     /// verified recently. `None` means bcrypt is needed: call [`Self::verify_blocking`].
     pub fn verify_fast(&self, header: Option<&[u8]>) -> Option<Verdict> {
         let Some(header) = header else { return Some(Verdict::Anonymous) };
+        if is_empty_basic(header) {
+            // skopeo/containers-image answer a challenge with `Basic Og==` (":") when told to
+            // use no credentials: that is an anonymous request, not a failed login.
+            return Some(Verdict::Anonymous);
+        }
         let Some((user, password)) = parse_basic(header) else { return Some(Verdict::Invalid) };
         let key = self.cache_key(&user, &password);
         let cache = self.cache.lock().ok()?;
@@ -259,13 +263,12 @@ pub fn parse_basic(header: &[u8]) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-/// What a verdict means for a request that would be served to `who`.
-pub fn identity(v: &Verdict) -> Option<Identity> {
-    match v {
-        Verdict::Anonymous => Some(Identity::Anonymous),
-        Verdict::User(u) => Some(Identity::User(u.clone())),
-        Verdict::Invalid => None,
-    }
+/// `Basic` with an empty user and an empty password.
+fn is_empty_basic(header: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(header) else { return false };
+    let Some((scheme, rest)) = text.trim().split_once(' ') else { return false };
+    scheme.eq_ignore_ascii_case("basic")
+        && base64::engine::general_purpose::STANDARD.decode(rest.trim()).is_ok_and(|d| d == b":")
 }
 
 #[cfg(test)]
