@@ -24,6 +24,7 @@ WRK_CONNS=${BENCH_WRK_CONNS:-32}
 WRK_DURATION=${BENCH_WRK_DURATION:-10s}
 GET_REPEAT=${BENCH_GET_REPEAT:-3}
 START_REPEAT=${BENCH_START_REPEAT:-5}
+BCRYPT_COST=${BENCH_BCRYPT_COST:-10}     # htpasswd -B -C cost for the auth phase (4..17)
 VERIFY=${BENCH_VERIFY:-1}
 KEEP=${BENCH_KEEP:-0}
 RSS_SAMPLE=${BENCH_RSS_SAMPLE:-0}        # 1: force the VmRSS sampler instead of clear_refs
@@ -40,6 +41,8 @@ for v in SMALL_MB LARGE_MB WRK_THREADS WRK_CONNS GET_REPEAT START_REPEAT MIN_FRE
     [[ ${!v} =~ ^[1-9][0-9]*$ || ( $v == MIN_FREE_GB && ${!v} == 0 ) ]] \
         || { echo "$v must be a positive integer (got '${!v}')" >&2; exit 2; }
 done
+[[ $BCRYPT_COST =~ ^[0-9]+$ ]] && ((BCRYPT_COST >= 4 && BCRYPT_COST <= 17)) \
+    || { echo "BENCH_BCRYPT_COST must be an integer from 4 to 17 (got '$BCRYPT_COST')" >&2; exit 2; }
 
 RUN=$BENCH_DIR/run          # big, removed at the end
 LOGS=$BENCH_DIR/logs        # small, kept
@@ -49,6 +52,8 @@ REPO_LARGE=bench/large
 REPO_RAW=bench/raw
 TAG=bench
 MANIFEST_ACCEPT='application/vnd.oci.image.manifest.v1+json'
+AUTH_USER=bench
+AUTH_REALM=bench
 
 # ---------------------------------------------------------------- helpers
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -157,7 +162,7 @@ peak_end() {
 # ---------------------------------------------------------------- prerequisites
 ensure_packages() {
     local -A need=([docker-registry]=docker-registry [skopeo]=skopeo [nginx]=nginx [wrk]=wrk
-        [curl]=curl [openssl]=openssl [python3]=python3 [awk]=gawk)
+        [curl]=curl [openssl]=openssl [python3]=python3 [awk]=gawk [htpasswd]=apache2-utils)
     local cmd pkgs=()
     for cmd in "${!need[@]}"; do
         command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || pkgs+=("${need[$cmd]}")
@@ -172,7 +177,7 @@ ensure_packages() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}" \
             >>"$LOGS/apt.log" 2>&1 || log "apt-get install returned non-zero; checking binaries"
     fi
-    for cmd in skopeo wrk curl openssl python3 awk; do
+    for cmd in skopeo wrk curl openssl python3 awk htpasswd base64; do
         command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' not found even after apt-get install; see $LOGS/apt.log"
     done
     NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
@@ -249,6 +254,21 @@ generate_data() {
     log "data ready: small manifest $SMALL_MANIFEST, large manifest $LARGE_MANIFEST, raw sha256:$RAW_HEX"
 }
 
+make_htpasswd() { # -> HTPASSWD_FILE, AUTH_PASS, AUTH_B64: one bcrypt user for both registries
+    HTPASSWD_FILE=$RUN/htpasswd
+    AUTH_PASS=$(openssl rand -hex 16) || die "openssl rand failed"
+    htpasswd -Bbn -C "$BCRYPT_COST" "$AUTH_USER" "$AUTH_PASS" 2>"$LOGS/htpasswd.log" >"$RUN/htpasswd.out" \
+        || die "htpasswd failed; see $LOGS/htpasswd.log"
+    sed '/^$/d' "$RUN/htpasswd.out" >"$HTPASSWD_FILE"
+    local cost line
+    printf -v cost '%02d' "$BCRYPT_COST"
+    line=$(<"$HTPASSWD_FILE")
+    [[ $line == "$AUTH_USER:\$2"[aby]"\$$cost\$"* && $line != *$'\n'* ]] \
+        || die "htpasswd did not write one bcrypt cost-$BCRYPT_COST entry for '$AUTH_USER' ($HTPASSWD_FILE)"
+    AUTH_B64=$(printf '%s:%s' "$AUTH_USER" "$AUTH_PASS" | base64 -w0)
+    log "htpasswd: user '$AUTH_USER', bcrypt cost $BCRYPT_COST, in $HTPASSWD_FILE"
+}
+
 # ---------------------------------------------------------------- registries
 write_config() { # file datadir port
     cat >"$1" <<EOF
@@ -267,12 +287,22 @@ http:
 EOF
 }
 
-start_server() { # name config port -> SERVER_PID, START_MS
-    local name=$1 cfg=$2 port=$3 ready=$RUN/poll.ready out=$RUN/poll.out pidf=$RUN/poll.pid
+write_auth_config() { # file datadir port: write_config plus htpasswd auth
+    write_config "$@"
+    cat >>"$1" <<EOF
+auth:
+  htpasswd:
+    realm: $AUTH_REALM
+    path: $HTPASSWD_FILE
+EOF
+}
+
+start_server() { # name config port [accepted status(es) of GET /v2/, default 200] -> SERVER_PID, START_MS
+    local name=$1 cfg=$2 port=$3 accept=${4:-200} ready=$RUN/poll.ready out=$RUN/poll.out pidf=$RUN/poll.pid
     local poller t0 t1
     rm -f "$ready" "$out" "$pidf"
     port_must_be_free "$port"
-    python3 "$BENCH_SRC/startwait.py" "$port" "$ready" "$pidf" 60 >"$out" 2>"$RUN/poll.err" &
+    python3 "$BENCH_SRC/startwait.py" "$port" "$ready" "$pidf" 60 "$accept" >"$out" 2>"$RUN/poll.err" &
     poller=$!
     CHILDREN+=("$poller")
     while [[ ! -e $ready ]]; do
@@ -291,7 +321,7 @@ start_server() { # name config port -> SERVER_PID, START_MS
     echo "$SERVER_PID" >"$pidf"
     if ! wait "$poller"; then
         tail -n 20 "$LOGS/$name.log" >&2 || true
-        die "$name did not answer 200 on GET http://127.0.0.1:$port/v2/: $(cat "$RUN/poll.err") (log: $LOGS/$name.log)"
+        die "$name did not answer $accept on GET http://127.0.0.1:$port/v2/: $(cat "$RUN/poll.err") (log: $LOGS/$name.log)"
     fi
     t1=$(<"$out")
     START_MS=$(calc "($t1 - $t0) * 1000")
@@ -414,33 +444,53 @@ raw_get() { # name
     fi
 }
 
-manifest_wrk() { # name
-    local name=$1 url=http://127.0.0.1:$PORT/v2/$REPO_SMALL/manifests/$TAG code out
+manifest_wrk() { # name [auth]: wrk on manifest GET by tag, without or with Basic credentials
+    local name=$1 auth=${2:-} url=http://127.0.0.1:$PORT/v2/$REPO_SMALL/manifests/$TAG code out
+    local key=wrk what="manifest GET" creds=() hdrs=(-H "Accept: $MANIFEST_ACCEPT")
     out=$LOGS/$name.wrk.txt
-    code=$(curl -sS -o "$RUN/manifest.body" -w '%{http_code}' -H "Accept: $MANIFEST_ACCEPT" "$url") \
-        || die "$name: manifest GET failed (curl error)"
-    [[ $code == 200 ]] || die "$name: GET $url returned $code, expected 200: $(head -c 500 "$RUN/manifest.body")"
+    if [[ -n $auth ]]; then
+        key=wrk_auth
+        what="manifest GET with auth"
+        out=$LOGS/$name.wrk-auth.txt
+        creds=(-u "$AUTH_USER:$AUTH_PASS")
+        hdrs+=(-H "Authorization: Basic $AUTH_B64")
+        code=$(curl -sS -o "$RUN/manifest.body" -w '%{http_code}' -H "Accept: $MANIFEST_ACCEPT" "$url") \
+            || die "$name: manifest GET without credentials failed (curl error)"
+        [[ $code == 401 ]] || die "$name: with auth on, GET $url without credentials returned $code, expected 401: $(head -c 500 "$RUN/manifest.body")"
+        code=$(curl -sS -o "$RUN/manifest.body" -w '%{http_code}' -u "$AUTH_USER:wrong-$AUTH_PASS" \
+            -H "Accept: $MANIFEST_ACCEPT" "$url") || die "$name: manifest GET with a wrong password failed (curl error)"
+        [[ $code == 401 ]] || die "$name: with auth on, GET $url with a wrong password returned $code, expected 401"
+    fi
+    code=$(curl -sS -o "$RUN/manifest.body" -w '%{http_code}' "${creds[@]}" -H "Accept: $MANIFEST_ACCEPT" "$url") \
+        || die "$name: $what failed (curl error)"
+    [[ $code == 200 ]] || die "$name: $what $url returned $code, expected 200: $(head -c 500 "$RUN/manifest.body")"
     local got
     got=sha256:$(python3 "$BENCH_SRC/mkoci.py" sha256 "$RUN/manifest.body")
-    [[ $got == "$SMALL_MANIFEST" ]] || die "$name: manifest by tag has digest $got, pushed $SMALL_MANIFEST"
-    log "$name: wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION on manifest GET by tag"
+    [[ $got == "$SMALL_MANIFEST" ]] || die "$name: $what by tag has digest $got, pushed $SMALL_MANIFEST"
+    [[ -z $auth ]] || log "$name: auth checked: 401 without credentials and with a wrong password, 200 + right digest with"
+    log "$name: wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION on $what by tag"
     peak_begin
-    wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" --latency -H "Accept: $MANIFEST_ACCEPT" \
+    wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" --latency "${hdrs[@]}" \
         "$url" >"$out" 2>&1 || { cat "$out" >&2; die "$name: wrk failed"; }
     peak_end
-    require_alive "wrk"
+    require_alive "wrk ($what)"
     local rps p99 non2xx sockerr
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
     p99=$(awk '$1 == "99%" { print $2 }' "$out")
     [[ -n $rps && -n $p99 ]] || { cat "$out" >&2; die "$name: could not parse wrk output ($out)"; }
-    R[$name.wrk_rps]=$rps
-    R[$name.wrk_p99_ms]=$(wrk_to_ms "$p99")
-    R[$name.wrk_peak_kb]=$PEAK_KB
+    R[$name.${key}_rps]=$rps
+    R[$name.${key}_p99_ms]=$(wrk_to_ms "$p99")
+    R[$name.${key}_peak_kb]=$PEAK_KB
     non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
-    [[ -z $non2xx ]] || note "$name: wrk saw $non2xx non-2xx/3xx responses on manifest GET (see $out)"
-    sockerr=$(grep 'Socket errors:' "$out" || true)
-    [[ -z $sockerr ]] || note "$name: wrk $sockerr"
-    log "$name: ${rps} req/s, p99 ${p99}, peak RSS ${PEAK_KB} kB"
+    [[ -z $non2xx ]] || note "$name: wrk saw $non2xx non-2xx/3xx responses on $what (see $out)"
+    sockerr=$(grep 'Socket errors:' "$out" | sed 's/^ *//' || true)
+    if [[ -n $sockerr ]]; then
+        local msg="$name: wrk ($what) $sockerr"
+        [[ $sockerr =~ timeout\ [1-9] ]] \
+            && msg+=" (responses slower than wrk's 2 s timeout count in req/s but are left out of its latency distribution, so that p99 is a lower bound)"
+        note "$msg"
+    fi
+    log "$name: $what: ${rps} req/s, p99 ${p99}, peak RSS ${PEAK_KB} kB"
 }
 
 bench_registry() { # name
@@ -485,6 +535,18 @@ bench_registry() { # name
     raw_put "$name"
     raw_get "$name"
     manifest_wrk "$name"
+
+    # auth phase: same data dir and config plus htpasswd auth; GET /v2/ now answers 401
+    stop_server
+    local acfg=$RUN/$name-auth.yml
+    write_auth_config "$acfg" "$data" "$PORT"
+    cp "$acfg" "$LOGS/$name-auth.yml"
+    start_server "$name" "$acfg" "$PORT" 401
+    log "$name: restarted with htpasswd auth (first 401 on GET /v2/ after ${START_MS} ms)"
+    manifest_wrk "$name" auth
+    R[$name.wrk_auth_ratio]=$(awk -v a="${R[$name.wrk_auth_rps]}" -v n="${R[$name.wrk_rps]}" \
+        'BEGIN { if (n > 0) printf "%.4f", a / n }')
+    log "$name: auth/no-auth manifest GET rate ratio ${R[$name.wrk_auth_ratio]}"
 
     stop_server
     log "$name: data dir used $(du -sh "$data" | cut -f1); removing it"
@@ -554,6 +616,7 @@ ensure_packages
 check_disk
 if [[ " ${REGISTRIES[*]} " == *" pier "* ]]; then build_pier; fi
 generate_data
+make_htpasswd
 
 for reg in "${REGISTRIES[@]}"; do
     bench_registry "$reg"
@@ -571,6 +634,7 @@ CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
     printf 'meta.large_mb\t%s\n' "$LARGE_MB"
     printf 'meta.get_repeat\t%s\n' "$GET_REPEAT"
     printf 'meta.wrk_args\t%s\n' "-t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION"
+    printf 'meta.bcrypt_cost\t%s\n' "$BCRYPT_COST"
     if [[ -n $PIER_BIN_GIVEN ]]; then
         printf 'meta.pier_version\t%s\n' "PIER_BIN=$PIER_BIN ($("$PIER_BIN" --version 2>/dev/null || echo '?'))"
     elif [[ -n $PIER_BIN ]]; then

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Readiness poller for bench/run.sh (stdlib only).
 
-  startwait.py PORT READY_FILE PID_FILE TIMEOUT_S
+  startwait.py PORT READY_FILE PID_FILE TIMEOUT_S [ACCEPT]
 
 Starts polling `GET /v2/` on 127.0.0.1:PORT (every ~1 ms), touches READY_FILE once it is
-polling, and when the server answers 200 prints the wall-clock time (time.time()) and
-exits 0. run.sh starts this first, then records $EPOCHREALTIME and execs the server, so the
+polling, and when the server answers with an accepted status prints the wall-clock time
+(time.time()) and exits 0. ACCEPT is a comma-separated list of statuses, default `200`
+(the auth phase passes `401`: with htpasswd auth on, `GET /v2/` without credentials is
+challenged). run.sh starts this first, then records $EPOCHREALTIME and execs the server, so the
 difference is exec -> first 200 without python's own start-up time in it. Once PID_FILE
 exists it holds the server's pid; if that process dies, exit 1 at once. Exit 1 on timeout.
 """
@@ -56,12 +58,14 @@ def probe(port):
 def main():
     port, ready_file, pid_file, timeout = (
         int(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4]))
+    accept_arg = sys.argv[5] if len(sys.argv) > 5 else "200"
+    accept = {int(x) for x in accept_arg.split(",") if x.strip()}
     open(ready_file, "w").close()
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         st = probe(port)
-        if st == 200:
+        if st in accept:
             print("%.6f" % time.time())
             return 0
         if st is not None:
@@ -70,8 +74,8 @@ def main():
             sys.stderr.write("server process exited before answering GET /v2/\n")
             return 1
         time.sleep(0.001)
-    sys.stderr.write("timeout after %ss waiting for 200 on GET /v2/ (last status: %s)\n"
-                     % (timeout, last))
+    sys.stderr.write("timeout after %ss waiting for %s on GET /v2/ (last status: %s)\n"
+                     % (timeout, accept_arg, last))
     return 1
 
 
