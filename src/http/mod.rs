@@ -45,6 +45,8 @@ pub struct State {
     pub auth: Option<Arc<Authenticator>>,
     pub policy: Policy,
     extra_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Connections accepted so far (the watchdog checks that it moves).
+    pub accepted: std::sync::atomic::AtomicU64,
 }
 
 impl State {
@@ -59,7 +61,7 @@ impl State {
             (Some(_), None) => Policy::AuthenticatedOnly,
             (Some(_), Some(rules)) => Policy::Rules(rules.clone()),
         };
-        State { store, config, auth, policy, extra_headers }
+        State { store, config, auth, policy, extra_headers, accepted: std::sync::atomic::AtomicU64::new(0) }
     }
 }
 

@@ -77,7 +77,10 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            Some(c) = conn_rx.recv() => c,
+            Some(c) = conn_rx.recv() => {
+                state.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                c
+            }
             () = &mut shutdown => break,
             else => break,
         };
