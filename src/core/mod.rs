@@ -9,6 +9,7 @@ pub mod error;
 pub mod manifest;
 pub mod name;
 pub mod range;
+mod robustness;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::ErrorCode;
