@@ -65,7 +65,6 @@ pub fn run(args: &[String]) -> i32 {
         }
     };
     store.delete_enabled = config.delete_enabled;
-    store.blake3 = config.blake3;
     let auth = match &config.htpasswd {
         None => None,
         Some(h) => match Authenticator::load(h) {

@@ -130,13 +130,19 @@ impl Ctx<'_> {
 
     pub fn digest(&self, s: &str) -> Result<Digest, HttpError> {
         let d = Digest::parse(s)?;
-        if d.algorithm() == crate::core::Algorithm::Blake3 && !self.state.config.blake3 {
+        self.check_algorithm(d.algorithm())?;
+        Ok(d)
+    }
+
+    /// Refuses algorithms that this registry does not accept (blake3 is an opt-in).
+    pub fn check_algorithm(&self, alg: crate::core::Algorithm) -> Result<(), HttpError> {
+        if alg == crate::core::Algorithm::Blake3 && !self.state.config.blake3 {
             return Err(HttpError::new(
                 ErrorCode::DigestInvalid,
                 "blake3 digests are not enabled on this registry (storage.digests.blake3)",
             ));
         }
-        Ok(d)
+        Ok(())
     }
 }
 

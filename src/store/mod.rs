@@ -129,7 +129,6 @@ pub struct Store {
     /// concurrent delete can never interleave between a push's link and its transaction.
     write_lock: Mutex<()>,
     pub delete_enabled: bool,
-    pub blake3: bool,
 }
 
 pub fn now_unix() -> u64 {
@@ -169,7 +168,6 @@ impl Store {
             sessions: Mutex::new(HashMap::new()),
             write_lock: Mutex::new(()),
             delete_enabled: false,
-            blake3: false,
         };
         store.sweep()?;
         Ok(store)

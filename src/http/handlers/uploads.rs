@@ -65,12 +65,7 @@ fn algorithm(ctx: &Ctx<'_>) -> Result<Algorithm, HttpError> {
             let alg = Algorithm::from_name(name).map_err(|_| {
                 HttpError::new(ErrorCode::DigestInvalid, format!("unsupported digest algorithm {name:?}"))
             })?;
-            if alg == Algorithm::Blake3 && !ctx.state.config.blake3 {
-                return Err(HttpError::new(
-                    ErrorCode::DigestInvalid,
-                    "blake3 digests are not enabled on this registry (storage.digests.blake3)",
-                ));
-            }
+            ctx.check_algorithm(alg)?;
             Ok(alg)
         }
     }
