@@ -64,8 +64,10 @@ impl log::Log for StderrLogger {
                 serde_json::Value::Object(obj).to_string()
             }
         };
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{line}");
+        // One write per line, so that lines from concurrent threads never interleave.
+        let mut line = line;
+        line.push('\n');
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     fn flush(&self) {}
