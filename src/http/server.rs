@@ -46,7 +46,8 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(state.config.idle_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // Adaptive flow-control windows: large uploads over HTTP/2 are not throttled by the 64 KiB default.
+    builder.http2().timer(TokioTimer::new()).adaptive_window(true);
     let builder = Arc::new(builder);
     // Every listener feeds one queue of accepted connections.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
