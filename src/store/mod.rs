@@ -183,11 +183,6 @@ impl Store {
 
     // ----- repositories -------------------------------------------------------------------
 
-    pub fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(REPOS)?.get(repo.as_str())?.is_some())
-    }
-
     pub fn repo_count(&self) -> Result<u64> {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(REPOS)?.len()?)
