@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -28,16 +28,6 @@ const FOUR_MIB: usize = 4 * 1024 * 1024;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// A readable summary of a response for assertion messages.
-fn show(r: &Response) -> String {
-    let mut body = r.text();
-    if body.len() > 2000 {
-        body.truncate(2000);
-        body.push_str("...");
-    }
-    format!("{} {:?} body={body:?}", r.status, r.headers)
-}
 
 #[track_caller]
 fn assert_status(r: &Response, status: u16) {
@@ -73,20 +63,6 @@ fn assert_error_ctx(r: &Response, status: u16, code: &str, ctx: &str) {
     assert!(!errors.is_empty(), "{ctx}: empty errors array: {}", show(r));
     assert_eq!(errors[0]["code"].as_str(), Some(code), "{ctx}: wrong error code: {}", show(r));
     assert!(errors[0]["message"].is_string(), "{ctx}: error without message: {}", show(r));
-}
-
-/// `path` plus a query parameter, whether or not `path` already has a query.
-fn with_query(path: &str, q: &str) -> String {
-    if path.contains('?') {
-        format!("{path}&{q}")
-    } else {
-        format!("{path}?{q}")
-    }
-}
-
-#[track_caller]
-fn location(r: &Response) -> String {
-    strip_origin(r.header("location").unwrap_or_else(|| panic!("no Location: {}", show(r))))
 }
 
 /// Opens an upload session; returns (upload path, response).
@@ -132,26 +108,6 @@ fn repo_blob(p: &Pier, repo: &str, digest: &str) -> PathBuf {
     repo_dir(p, repo).join("blobs").join(alg).join(hex)
 }
 
-/// All regular files (and symlinks) below `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(d) else { return };
-        for e in rd.flatten() {
-            let path = e.path();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                walk(&path, out);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    walk(dir, &mut out);
-    out.sort();
-    out
-}
-
 #[track_caller]
 fn get_blob_ok(p: &Pier, repo: &str, digest: &str, data: &[u8]) {
     let r = p.get(&format!("/v2/{repo}/blobs/{digest}"));
@@ -181,24 +137,6 @@ fn next_link(r: &Response) -> Option<String> {
     let start = l.find('<').expect("Link has <") + 1;
     let end = l.find('>').expect("Link has >");
     Some(strip_origin(&l[start..end]))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
 }
 
 /// HEAD over a raw socket, returning the parsed head and whatever bytes followed it.

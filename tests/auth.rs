@@ -141,15 +141,6 @@ fn with_auth(p: &Pier, auth: &str, method: &str, path: &str) -> Response {
     p.req(method, path, &[("Authorization", auth)], b"")
 }
 
-fn show(r: &Response) -> String {
-    let mut body = r.text();
-    if body.len() > 1500 {
-        body.truncate(1500);
-        body.push_str("...");
-    }
-    format!("{} {:?} body={body:?}", r.status, r.headers)
-}
-
 #[track_caller]
 fn assert_api_version(r: &Response, ctx: &str) {
     assert_eq!(
@@ -258,18 +249,6 @@ fn refused(
     }
 }
 
-fn location(r: &Response) -> String {
-    strip_origin(r.header("location").unwrap_or_else(|| panic!("no Location: {}", show(r))))
-}
-
-fn with_query(path: &str, q: &str) -> String {
-    if path.contains('?') {
-        format!("{path}&{q}")
-    } else {
-        format!("{path}?{q}")
-    }
-}
-
 /// Single-request blob push (`POST ?digest=`) as `who`; asserts 201.
 #[track_caller]
 fn push_blob_as(p: &Pier, who: &str, repo: &str, data: &[u8]) -> String {
@@ -316,24 +295,6 @@ fn catalog_as(p: &Pier, who: Option<&str>) -> BTreeSet<String> {
 
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One request on a fresh connection written byte for byte; tolerates the server closing early.

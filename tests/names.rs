@@ -9,12 +9,6 @@ use std::path::{Path, PathBuf};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-fn show(r: &Response) -> String {
-    let mut body = r.text();
-    body.truncate(1000);
-    format!("{} {:?} body={body:?}", r.status, r.headers)
-}
-
 fn empty_index() -> Vec<u8> {
     serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})).unwrap()
 }

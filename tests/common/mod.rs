@@ -220,17 +220,7 @@ pub fn read_response(s: &mut impl Read, head_only: bool) -> Response {
         if l.is_empty() {
             break;
         }
-        if let Some((k, v)) = l.split_once(':') {
-            let k = k.trim().to_ascii_lowercase();
-            let v = v.trim().to_string();
-            headers
-                .entry(k)
-                .and_modify(|e: &mut String| {
-                    e.push_str(", ");
-                    e.push_str(&v)
-                })
-                .or_insert(v);
-        }
+        add_header(&mut headers, l);
     }
     let mut body = Vec::new();
     if !head_only && status != 204 && status != 304 {
@@ -260,6 +250,91 @@ pub fn read_response(s: &mut impl Read, head_only: bool) -> Response {
     Response { status, headers, body }
 }
 
+/// Adds one `Name: value` header line to `headers` (name lower-cased, repeats joined with ", ");
+/// lines without a colon are ignored.
+pub fn add_header(headers: &mut BTreeMap<String, String>, line: &str) {
+    if let Some((k, v)) = line.split_once(':') {
+        let k = k.trim().to_ascii_lowercase();
+        let v = v.trim().to_string();
+        headers
+            .entry(k)
+            .and_modify(|e: &mut String| {
+                e.push_str(", ");
+                e.push_str(&v)
+            })
+            .or_insert(v);
+    }
+}
+
+/// A readable summary of a response (status, headers, body cut at 2000 bytes) for assertion
+/// messages.
+pub fn show(r: &Response) -> String {
+    let mut body = r.text();
+    if body.len() > 2000 {
+        let mut cut = 2000;
+        while !body.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        body.truncate(cut);
+        body.push_str("...");
+    }
+    format!("{} {:?} body={body:?}", r.status, r.headers)
+}
+
+/// The `Location` of a response with its origin stripped; panics if there is none.
+#[track_caller]
+pub fn location(r: &Response) -> String {
+    strip_origin(r.header("location").unwrap_or_else(|| panic!("no Location: {}", show(r))))
+}
+
+/// `path` plus a query parameter, whether or not `path` already has a query.
+pub fn with_query(path: &str, q: &str) -> String {
+    if path.contains('?') {
+        format!("{path}&{q}")
+    } else {
+        format!("{path}?{q}")
+    }
+}
+
+/// Decodes `%XX` escapes (invalid ones are kept as they are; non-UTF-8 becomes U+FFFD).
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// All regular files (and symlinks) below `dir`, recursively, sorted; empty if `dir` is missing.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 pub fn sha256_digest(data: &[u8]) -> String {
     use sha2::Digest as _;
     let h = sha2::Sha256::digest(data);
@@ -282,9 +357,8 @@ pub fn push_blob(p: &Pier, repo: &str, data: &[u8]) -> String {
     let r = p.req("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
     assert_eq!(r.status, 202, "POST upload: {}", r.text());
     let loc = r.header("location").expect("Location").to_string();
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let path = strip_origin(&loc);
-    let r = p.req("PUT", &format!("{path}{sep}digest={digest}"), &[("Content-Type", "application/octet-stream")], data);
+    let path = with_query(&strip_origin(&loc), &format!("digest={digest}"));
+    let r = p.req("PUT", &path, &[("Content-Type", "application/octet-stream")], data);
     assert_eq!(r.status, 201, "PUT blob: {}", r.text());
     digest
 }

@@ -409,8 +409,7 @@ pub fn start_upload(p: &Pier, repo: &str) -> String {
 
 /// Appends `?digest=` (or `&digest=`) to an upload location.
 pub fn with_digest(loc: &str, digest: &str) -> String {
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    format!("{loc}{sep}digest={digest}")
+    with_query(loc, &format!("digest={digest}"))
 }
 
 /// Parses a `Range: 0-N` header into N+1 (the number of bytes the server holds).
@@ -446,26 +445,6 @@ pub fn fast_sha256(data: &[u8]) -> String {
         assert!(out.status.success());
         format!("sha256:{}", String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or(""))
     })
-}
-
-/// All regular files below `dir`, recursively.
-pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Asserts nothing under `<root>/blobs/` is incomplete: every file is `blobs/sha256/<hex>` and its

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::common::add_header;
+
 // ---------------------------------------------------------------------------------------------
 // Running the tools
 
@@ -340,17 +342,7 @@ pub fn curl(args: &[&str]) -> Curl {
             headers.clear();
             continue;
         }
-        if let Some((k, v)) = line.split_once(':') {
-            let k = k.trim().to_ascii_lowercase();
-            let v = v.trim().to_string();
-            headers
-                .entry(k)
-                .and_modify(|e: &mut String| {
-                    e.push_str(", ");
-                    e.push_str(&v)
-                })
-                .or_insert(v);
-        }
+        add_header(&mut headers, line);
     }
     Curl {
         code: out.status.code().unwrap_or(-1),
