@@ -13,20 +13,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 use util::*;
 
-/// Pushes `img` as `repo:tag` with skopeo from a freshly written OCI layout.
-fn push_with_skopeo(p: &Pier, repo: &str, tag: &str, img: &Image) {
-    let src = tmpdir();
-    write_image_layout(src.path(), tag, img);
-    skopeo_push(p, src.path(), tag, &format!("{repo}:{tag}"));
-}
-
-/// Pulls `repo:tag` with skopeo and compares every byte with `img`; also checks raw GETs.
-fn assert_pulls_identical(p: &Pier, repo: &str, tag: &str, img: &Image) {
-    assert_image_served(p, repo, tag, img);
-    let dst = tmpdir();
-    skopeo_pull(p, &format!("{repo}:{tag}"), dst.path(), tag).assert_has_image(tag, img);
-}
-
 /// After a crash, `repo:tag` must be absent (404 MANIFEST_UNKNOWN, or NAME_UNKNOWN for a
 /// repository that never got a manifest) or serve exactly one of `allowed` completely. Returns
 /// the index of the image it serves, if any.
@@ -399,14 +385,7 @@ fn kill9_during_concurrent_pushes() {
             Image::from_layers(&format!("cc-{i}"), "amd64", vec![base.clone(), top])
         })
         .collect();
-    let dirs: Vec<tempfile::TempDir> = images
-        .iter()
-        .map(|img| {
-            let d = tmpdir();
-            write_image_layout(d.path(), "v1", img);
-            d
-        })
-        .collect();
+    let dirs = image_layout_dirs(&images, "v1");
     for delay_ms in [150u64, 400] {
         let children: Vec<_> = dirs
             .iter()

@@ -40,6 +40,22 @@ fn oras(p: &Pier, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("oras_push.py {args:?} printed no JSON ({e}): {stdout}\n{stderr}"))
 }
 
+/// `oras_push.py MODE HOST REPO:TAG FILE TYPE DIGEST SIZE MEDIA_TYPE`: pushes `file` as an
+/// artifact of `artifact_type` whose subject is `(digest, size, media type)`; MODE is
+/// `push-referrer` or `push-subject`.
+fn oras_attach(
+    p: &Pier,
+    mode: &str,
+    repo_tag: &str,
+    file: &Path,
+    artifact_type: &str,
+    subject: (&str, usize, &str),
+) -> Value {
+    let (digest, size, media_type) = subject;
+    let size = size.to_string();
+    oras(p, &[mode, &p.host(), repo_tag, file.to_str().unwrap(), artifact_type, digest, &size, media_type])
+}
+
 fn referrers(p: &Pier, repo: &str, digest: &str, query: &str) -> Response {
     let r = p.get(&format!("/v2/{repo}/referrers/{digest}{query}"));
     assert_eq!(r.status, 200, "GET referrers of {digest}{query}: {}\n{}", r.text(), log_tail(p));
@@ -107,19 +123,13 @@ fn oras_push_artifact_referrers_and_pull() {
     let sbom = format!("{{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"{}\"}}\n", nonce()).into_bytes();
     let sbom_file = work.path().join("sbom.spdx.json");
     std::fs::write(&sbom_file, &sbom).unwrap();
-    let size = subject_bytes.len().to_string();
-    let out = oras(
+    let out = oras_attach(
         &p,
-        &[
-            "push-referrer",
-            &host,
-            &format!("{repo}:sbom"),
-            sbom_file.to_str().unwrap(),
-            SBOM_TYPE,
-            &subject_digest,
-            &size,
-            OCI_MANIFEST,
-        ],
+        "push-referrer",
+        &format!("{repo}:sbom"),
+        &sbom_file,
+        SBOM_TYPE,
+        (&subject_digest, subject_bytes.len(), OCI_MANIFEST),
     );
     assert_eq!(out["status"], 201, "{out}");
     assert_eq!(out["oci_subject"], subject_digest.as_str(), "OCI-Subject header on a manifest PUT with subject: {out}");
@@ -132,18 +142,13 @@ fn oras_push_artifact_referrers_and_pull() {
     let sig = format!("signature {}\n", nonce()).into_bytes();
     let sig_file = work.path().join("artifact.sig");
     std::fs::write(&sig_file, &sig).unwrap();
-    let out = oras(
+    let out = oras_attach(
         &p,
-        &[
-            "push-subject",
-            &host,
-            &format!("{repo}:sig"),
-            sig_file.to_str().unwrap(),
-            SIG_TYPE,
-            &subject_digest,
-            &size,
-            OCI_MANIFEST,
-        ],
+        "push-subject",
+        &format!("{repo}:sig"),
+        &sig_file,
+        SIG_TYPE,
+        (&subject_digest, subject_bytes.len(), OCI_MANIFEST),
     );
     assert_eq!(out["status"], 201, "{out}");
     assert_eq!(out["oci_subject"], subject_digest.as_str(), "OCI-Subject header: {out}");
@@ -223,7 +228,6 @@ fn oras_push_artifact_referrers_and_pull() {
 #[test]
 fn oras_referrer_pushed_before_its_subject() {
     let p = Pier::start();
-    let host = p.host();
     let repo = "e2e/early-referrer";
     let work = tmpdir();
     // A subject manifest that is not pushed yet (its digest is known in advance).
@@ -231,19 +235,13 @@ fn oras_referrer_pushed_before_its_subject() {
     let sig = format!("early signature {}\n", nonce()).into_bytes();
     let sig_file = work.path().join("early.sig");
     std::fs::write(&sig_file, &sig).unwrap();
-    let size = subject.manifest.len().to_string();
-    let out = oras(
+    let out = oras_attach(
         &p,
-        &[
-            "push-subject",
-            &host,
-            &format!("{repo}:sig"),
-            sig_file.to_str().unwrap(),
-            SIG_TYPE,
-            &subject.digest(),
-            &size,
-            OCI_MANIFEST,
-        ],
+        "push-subject",
+        &format!("{repo}:sig"),
+        &sig_file,
+        SIG_TYPE,
+        (&subject.digest(), subject.manifest.len(), OCI_MANIFEST),
     );
     assert_eq!(out["status"], 201, "a manifest whose subject does not exist yet must be accepted: {out}");
     let sig_digest = sha256_digest(&manifest_bytes(&p, repo, "sig"));
@@ -299,58 +297,33 @@ fn oras_referrers_of_an_index_and_repo_isolation() {
     // A multi-arch index pushed with skopeo.
     let amd = Image::new("si-amd64", "amd64", &[50_000], 42);
     let arm = Image::new("si-arm64", "arm64", &[60_000], 43);
-    let index = image_index(&[&amd, &arm]);
     let src = tmpdir();
-    let mut blobs = amd.blobs();
-    blobs.extend(arm.blobs());
-    blobs.push(&amd.manifest);
-    blobs.push(&arm.manifest);
-    write_layout(src.path(), &[("multi", OCI_INDEX, &index)], &blobs);
-    skopeo_p(
-        &p,
-        &[
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:multi", src.path().display()),
-            &format!("docker://{host}/{repo}:multi"),
-        ],
-    );
+    let index = write_index_layout(src.path(), "multi", &[&amd, &arm]);
+    skopeo_push_all(&p, src.path(), "multi", &format!("{repo}:multi"));
     let index_digest = sha256_digest(&index);
 
     // An SBOM attached to the index, and a signature attached to one platform manifest.
     let sbom_file = work.path().join("index.sbom.json");
     std::fs::write(&sbom_file, format!("{{\"sbom\":\"{}\"}}", nonce())).unwrap();
-    let out = oras(
+    let out = oras_attach(
         &p,
-        &[
-            "push-referrer",
-            &host,
-            &format!("{repo}:index-sbom"),
-            sbom_file.to_str().unwrap(),
-            SBOM_TYPE,
-            &index_digest,
-            &index.len().to_string(),
-            OCI_INDEX,
-        ],
+        "push-referrer",
+        &format!("{repo}:index-sbom"),
+        &sbom_file,
+        SBOM_TYPE,
+        (&index_digest, index.len(), OCI_INDEX),
     );
     assert_eq!(out["oci_subject"], index_digest.as_str(), "{out}");
     let sbom_digest = sha256_digest(&manifest_bytes(&p, repo, "index-sbom"));
     let sig_file = work.path().join("arm.sig");
     std::fs::write(&sig_file, format!("sig {}", nonce())).unwrap();
-    oras(
+    oras_attach(
         &p,
-        &[
-            "push-subject",
-            &host,
-            &format!("{repo}:arm-sig"),
-            sig_file.to_str().unwrap(),
-            SIG_TYPE,
-            &arm.digest(),
-            &arm.manifest.len().to_string(),
-            OCI_MANIFEST,
-        ],
+        "push-subject",
+        &format!("{repo}:arm-sig"),
+        &sig_file,
+        SIG_TYPE,
+        (&arm.digest(), arm.manifest.len(), OCI_MANIFEST),
     );
     let sig_digest = sha256_digest(&manifest_bytes(&p, repo, "arm-sig"));
 

@@ -269,26 +269,11 @@ fn podman_pulls_the_right_platform_from_an_index() {
     let p = Pier::start();
     let amd = Image::new("plat-amd64", "amd64", &[300_000], 14);
     let arm = Image::new("plat-arm64", "arm64", &[320_000], 15);
-    let index = image_index(&[&amd, &arm]);
     let src = tmpdir();
-    let mut blobs = amd.blobs();
-    blobs.extend(arm.blobs());
-    blobs.push(&amd.manifest);
-    blobs.push(&arm.manifest);
-    write_layout(src.path(), &[("multi", OCI_INDEX, &index)], &blobs);
+    write_index_layout(src.path(), "multi", &[&amd, &arm]);
     let repo = "e2e/podman-multi";
     let target = format!("{}/{repo}:multi", p.host());
-    skopeo_p(
-        &p,
-        &[
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:multi", src.path().display()),
-            &format!("docker://{target}"),
-        ],
-    );
+    skopeo_push_all(&p, src.path(), "multi", &format!("{repo}:multi"));
     for (arch, img) in [("arm64", &arm), ("amd64", &amd)] {
         let pm = Podman::new();
         pm.run(&p, &["pull", "--tls-verify=false", "--arch", arch, &target]);

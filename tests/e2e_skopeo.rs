@@ -34,14 +34,6 @@ fn list_tags(p: &Pier, repo: &str) -> Vec<String> {
     tags
 }
 
-/// Pulls `repo:tag` with skopeo and checks it against `img`, and checks the raw GETs too.
-fn assert_pulls_identical(p: &Pier, repo: &str, tag: &str, img: &Image) {
-    let dst = tmpdir();
-    let layout = skopeo_pull(p, &format!("{repo}:{tag}"), dst.path(), tag);
-    layout.assert_has_image(tag, img);
-    assert_image_served(p, repo, tag, img);
-}
-
 #[test]
 fn skopeo_push_inspect_list_pull_roundtrip_and_restart() {
     let mut p = Pier::start();
@@ -201,27 +193,12 @@ fn skopeo_multi_arch_index_copy_all() {
     let mut p = Pier::start();
     let amd = Image::new("multi-amd64", "amd64", &[200_000, 300_000], 3);
     let arm = Image::new("multi-arm64", "arm64", &[250_000, 100_000], 4);
-    let index = image_index(&[&amd, &arm]);
     let src = tmpdir();
-    let mut blobs = amd.blobs();
-    blobs.extend(arm.blobs());
-    blobs.push(&amd.manifest);
-    blobs.push(&arm.manifest);
-    write_layout(src.path(), &[("multi", OCI_INDEX, &index)], &blobs);
+    let index = write_index_layout(src.path(), "multi", &[&amd, &arm]);
 
     let repo = "e2e/multi";
     let reference = format!("docker://{}/{repo}:multi", p.host());
-    skopeo_p(
-        &p,
-        &[
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:multi", src.path().display()),
-            &reference,
-        ],
-    );
+    skopeo_push_all(&p, src.path(), "multi", &format!("{repo}:multi"));
 
     let raw = skopeo_p(&p, &["inspect", "--raw", "--tls-verify=false", &reference]);
     assert_eq!(raw, String::from_utf8_lossy(&index), "inspect --raw of the index");
@@ -281,9 +258,7 @@ fn reference_of(p: &Pier, repo: &str, tag: &str) -> String {
 fn skopeo_cross_repo_copy_mounts_and_dedups() {
     let p = Pier::start();
     let img = Image::new("mount", "amd64", &[500_000, 700_000], 5);
-    let src = tmpdir();
-    write_image_layout(src.path(), "t", &img);
-    skopeo_push(&p, src.path(), "t", "e2e/mount-a:t");
+    push_with_skopeo(&p, "e2e/mount-a", "t", &img);
     // Registry-to-registry copy within pier: skopeo (which saw the blobs in e2e/mount-a) asks
     // for a cross-repository mount of each layer; its debug log says whether pier granted it.
     let out = std::process::Command::new("skopeo")
@@ -387,14 +362,7 @@ fn skopeo_concurrent_pushes_share_a_base_layer() {
             Image::from_layers(&format!("conc-{i}"), "amd64", vec![base.clone(), top])
         })
         .collect();
-    let dirs: Vec<tempfile::TempDir> = images
-        .iter()
-        .map(|img| {
-            let d = tmpdir();
-            write_image_layout(d.path(), "v1", img);
-            d
-        })
-        .collect();
+    let dirs = image_layout_dirs(&images, "v1");
     // Four skopeo processes push at once: the shared base layer is uploaded concurrently.
     let children: Vec<_> = (0..images.len())
         .map(|i| {

@@ -197,6 +197,28 @@ pub fn write_image_layout(dir: &Path, tag: &str, img: &Image) {
     write_layout(dir, &[(tag, OCI_MANIFEST, &img.manifest)], &img.blobs());
 }
 
+/// Writes a layout holding an index over `images` under `tag` (with every image's manifest,
+/// config and layers as blobs); returns the index bytes.
+pub fn write_index_layout(dir: &Path, tag: &str, images: &[&Image]) -> Vec<u8> {
+    let index = image_index(images);
+    let mut blobs: Vec<&[u8]> = images.iter().flat_map(|i| i.blobs()).collect();
+    blobs.extend(images.iter().map(|i| i.manifest.as_slice()));
+    write_layout(dir, &[(tag, OCI_INDEX, &index)], &blobs);
+    index
+}
+
+/// One fresh temporary layout per image, each holding it under `tag`.
+pub fn image_layout_dirs(images: &[Image], tag: &str) -> Vec<tempfile::TempDir> {
+    images
+        .iter()
+        .map(|img| {
+            let d = tmpdir();
+            write_image_layout(d.path(), tag, img);
+            d
+        })
+        .collect()
+}
+
 /// An OCI image layout read back from disk; every blob's content was checked against its name.
 #[derive(Debug)]
 pub struct Layout {
@@ -322,6 +344,28 @@ pub fn skopeo_push(p: &Pier, dir: &Path, tag: &str, repo_tag: &str) {
     let src = format!("oci:{}:{tag}", dir.display());
     let dst = format!("docker://{}/{repo_tag}", p.host());
     skopeo_p(p, &["copy", "--preserve-digests", "--dest-tls-verify=false", &src, &dst]);
+}
+
+/// `skopeo copy --all --preserve-digests oci:DIR:TAG docker://HOST/REPO:TAG` (an index and all
+/// its platforms).
+pub fn skopeo_push_all(p: &Pier, dir: &Path, tag: &str, repo_tag: &str) {
+    let src = format!("oci:{}:{tag}", dir.display());
+    let dst = format!("docker://{}/{repo_tag}", p.host());
+    skopeo_p(p, &["copy", "--all", "--preserve-digests", "--dest-tls-verify=false", &src, &dst]);
+}
+
+/// Pushes `img` as `repo:tag` with skopeo from a freshly written OCI layout.
+pub fn push_with_skopeo(p: &Pier, repo: &str, tag: &str, img: &Image) {
+    let src = tmpdir();
+    write_image_layout(src.path(), tag, img);
+    skopeo_push(p, src.path(), tag, &format!("{repo}:{tag}"));
+}
+
+/// Pulls `repo:tag` with skopeo and compares every byte with `img`; also checks raw GETs.
+pub fn assert_pulls_identical(p: &Pier, repo: &str, tag: &str, img: &Image) {
+    assert_image_served(p, repo, tag, img);
+    let dst = tmpdir();
+    skopeo_pull(p, &format!("{repo}:{tag}"), dst.path(), tag).assert_has_image(tag, img);
 }
 
 /// `skopeo copy --preserve-digests docker://HOST/REPO:TAG oci:DIR:TAG`, then reads the layout.
