@@ -218,10 +218,7 @@ fn notify_status_ready_watchdog_and_stopping() {
     assert!(worst < Duration::from_millis(1000), "a {worst:?} gap between watchdog pings would trip a 1 s watchdog");
     d.assert_running("while pinging the watchdog");
 
-    d.signal("TERM");
-    if n.wait_for(Duration::from_secs(5), |m| has_line(m, "STOPPING=1")).is_none() {
-        panic!("no STOPPING=1 within 5 s of SIGTERM; received:\n{}\nlog:\n{}", n.dump(), d.log_tail());
-    }
+    sigterm_and_wait_stopping(&d, &mut n);
     assert_exits_zero(&mut d, Duration::from_secs(10), "after SIGTERM with nothing in flight");
 }
 
@@ -229,10 +226,7 @@ fn notify_status_ready_watchdog_and_stopping() {
 fn notify_reloading_then_ready_on_sighup() {
     let mut d = Daemon::new("127.0.0.1:0", "", "");
     let mut n = Notify::new();
-    d.spawn(&[("NOTIFY_SOCKET", &n.env())]);
-    if n.wait_for(Duration::from_secs(30), |m| has_line(m, "READY=1")).is_none() {
-        panic!("no READY=1; received:\n{}\nlog:\n{}", n.dump(), d.log());
-    }
+    spawn_until_ready(&mut d, &mut n);
     d.wait_listening(1);
     let img = small_image("reload", 211);
     d.push_image("reload/app", "v1", &img);
@@ -277,10 +271,7 @@ fn notify_reloading_then_ready_on_sighup() {
 fn signal_right_after_ready(d: &mut Daemon, sig: &str) -> Notify {
     let mut n = Notify::new();
     let killer = ArmedKill::new();
-    d.spawn(&[("NOTIFY_SOCKET", &n.env())]);
-    if n.wait_for(Duration::from_secs(30), |m| has_line(m, "READY=1")).is_none() {
-        panic!("no READY=1; received:\n{}\nlog:\n{}", n.dump(), d.log());
-    }
+    spawn_until_ready(d, &mut n);
     killer.fire(sig, d.pid());
     n
 }
@@ -325,12 +316,48 @@ fn sigterm_right_after_ready_stops_gracefully() {
 // ---------------------------------------------------------------------------------------------
 // Stopping: drain, deadline, second signal
 
-/// Starts pier with `NOTIFY_SOCKET` (to know when a stop signal was taken) and pushes `before`.
-fn start_notified(d: &mut Daemon, n: &mut Notify, before: &Image) {
+/// Spawns pier with `NOTIFY_SOCKET` pointing at `n` and waits for READY=1.
+fn spawn_until_ready(d: &mut Daemon, n: &mut Notify) {
     d.spawn(&[("NOTIFY_SOCKET", &n.env())]);
     if n.wait_for(Duration::from_secs(30), |m| has_line(m, "READY=1")).is_none() {
         panic!("no READY=1; received:\n{}\nlog:\n{}", n.dump(), d.log());
     }
+}
+
+/// Starts an upload of `total` random bytes to `repo`: the first MiB acknowledged by one PATCH,
+/// the rest trickling at 640 KiB/s after a `fast` burst that has been sent when this returns.
+/// Returns the data, the location after the first PATCH and the trickling PATCH.
+fn start_slow_upload(
+    d: &Daemon,
+    repo: &str,
+    total: usize,
+    seed: u64,
+    fast: usize,
+) -> (Arc<Vec<u8>>, String, SlowPatch) {
+    let data = Arc::new(random_bytes(total, seed));
+    let loc = d.start_upload(repo);
+    let loc = d.patch(&loc, &data, 0..MIB);
+    let up = slow_patch(d.addr, &loc, data.clone(), MIB..total, fast, 64 << 10, Duration::from_millis(100));
+    assert!(up.wait_sent(fast, Duration::from_secs(30)), "upload stalled at {}\n{}", up.sent(), d.log_tail());
+    std::thread::sleep(Duration::from_millis(200));
+    (data, loc, up)
+}
+
+/// Stops a PATCH that the shutdown cut short, asserting pier did not accept it; returns how many
+/// of its `len` bytes were sent.
+fn stop_cut_patch(up: SlowPatch, len: usize) -> usize {
+    up.stop();
+    let sent = up.sent();
+    match up.join() {
+        Ok(r) if r.status == 202 => panic!("a PATCH with {sent} of {len} bytes was accepted"),
+        other => eprintln!("cut PATCH: {:?}", other.map(|r| r.status)),
+    }
+    sent
+}
+
+/// Starts pier with `NOTIFY_SOCKET` (to know when a stop signal was taken) and pushes `before`.
+fn start_notified(d: &mut Daemon, n: &mut Notify, before: &Image) {
+    spawn_until_ready(d, n);
     d.wait_listening(1);
     d.push_image("drain/before", "v1", before);
 }
@@ -422,13 +449,8 @@ fn drain_deadline_cuts_a_slow_upload_and_exits_zero() {
     let before = small_image("before-deadline", 311);
     start_notified(&mut d, &mut n, &before);
 
-    let data = Arc::new(random_bytes(TOTAL, 312));
-    let loc = d.start_upload("drain/slow");
-    let loc = d.patch(&loc, &data, 0..MIB);
     // The rest trickles at 640 KiB/s: it cannot finish within the 2 s drain.
-    let up = slow_patch(d.addr, &loc, data.clone(), MIB..TOTAL, 2 * MIB, 64 << 10, Duration::from_millis(100));
-    assert!(up.wait_sent(2 * MIB, Duration::from_secs(30)), "upload stalled at {}\n{}", up.sent(), d.log_tail());
-    std::thread::sleep(Duration::from_millis(200));
+    let (data, loc, up) = start_slow_upload(&d, "drain/slow", TOTAL, 312, 2 * MIB);
     let term = sigterm_and_wait_stopping(&d, &mut n);
     std::thread::sleep(Duration::from_millis(1000));
     d.assert_running("1 s after SIGTERM although a request is in flight and http.draintimeout is 2s");
@@ -438,12 +460,7 @@ fn drain_deadline_cuts_a_slow_upload_and_exits_zero() {
     assert_eq!(st.code(), Some(0), "exit status after the drain deadline; log:\n{}", d.log_tail());
     assert!(took >= Duration::from_millis(1700), "exited after {took:?}, before the 2 s drain deadline");
     assert!(took < Duration::from_secs(5), "exited after {took:?}, long after the 2 s drain deadline");
-    up.stop();
-    let sent = up.sent();
-    match up.join() {
-        Ok(r) if r.status == 202 => panic!("a PATCH with {sent} of {} bytes was accepted", TOTAL - MIB),
-        other => eprintln!("cut PATCH: {:?}", other.map(|r| r.status)),
-    }
+    let sent = stop_cut_patch(up, TOTAL - MIB);
 
     d.start(&[]);
     d.assert_image("drain/before", "v1", &before);
@@ -462,12 +479,7 @@ fn second_sigterm_exits_at_once_without_losing_anything() {
     // Acknowledged just before the signals: another image and part of an upload.
     let acked = small_image("acked-second-signal", 322);
     d.push_image("drain/acked", "v1", &acked);
-    let data = Arc::new(random_bytes(TOTAL, 323));
-    let loc = d.start_upload("drain/cut");
-    let loc = d.patch(&loc, &data, 0..MIB);
-    let up = slow_patch(d.addr, &loc, data.clone(), MIB..TOTAL, 4 * MIB, 64 << 10, Duration::from_millis(100));
-    assert!(up.wait_sent(4 * MIB, Duration::from_secs(30)), "upload stalled at {}\n{}", up.sent(), d.log_tail());
-    std::thread::sleep(Duration::from_millis(200));
+    let (data, loc, up) = start_slow_upload(&d, "drain/cut", TOTAL, 323, 4 * MIB);
 
     sigterm_and_wait_stopping(&d, &mut n);
     std::thread::sleep(Duration::from_millis(1000));
@@ -480,12 +492,7 @@ fn second_sigterm_exits_at_once_without_losing_anything() {
     let took = exited.duration_since(second);
     eprintln!("second SIGTERM -> exit {took:?} ({st})");
     assert!(took < Duration::from_secs(2), "the second SIGTERM took {took:?} to stop pier");
-    up.stop();
-    let sent = up.sent();
-    match up.join() {
-        Ok(r) if r.status == 202 => panic!("a PATCH with {sent} of {} bytes was accepted", TOTAL - MIB),
-        other => eprintln!("cut PATCH: {:?}", other.map(|r| r.status)),
-    }
+    let sent = stop_cut_patch(up, TOTAL - MIB);
 
     d.start(&[]);
     d.assert_image("drain/before", "v1", &before);
