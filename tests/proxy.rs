@@ -24,10 +24,6 @@ use serde_json::{json, Value};
 use support::*;
 use util::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
 // ---------------------------------------------------------------------------------------------
 // nginx
 

@@ -24,8 +24,23 @@ use common::*;
 use support::*;
 use util::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
+/// `skopeo copy --preserve-digests oci:DIR:v1 REFERENCE`, verifying the server with the
+/// certificates in `certs` (`--dest-cert-dir`).
+fn skopeo_push_tls(p: &Pier, dir: &Path, certs: &Path, reference: &str) {
+    let src = format!("oci:{}:v1", dir.display());
+    skopeo_p(
+        p,
+        &["copy", "--preserve-digests", "--dest-tls-verify=true", "--dest-cert-dir", s(certs), &src, reference],
+    );
+}
+
+/// `skopeo copy --preserve-digests REFERENCE oci:DIR:v1` into a fresh directory, verifying the
+/// server with the certificates in `certs` (`--src-cert-dir`); returns the layout read back.
+fn skopeo_pull_tls(p: &Pier, reference: &str, certs: &Path) -> Layout {
+    let dst = tmpdir();
+    let out = format!("oci:{}:v1", dst.path().display());
+    skopeo_p(p, &["copy", "--preserve-digests", "--src-tls-verify=true", "--src-cert-dir", s(certs), reference, &out]);
+    read_layout(dst.path())
 }
 
 fn tls_pier(tls: String) -> Pier {
@@ -90,37 +105,13 @@ fn skopeo_round_trip_over_tls_with_an_ecdsa_certificate() {
     let src = tmpdir();
     write_image_layout(src.path(), "v1", &img);
     let reference = format!("docker://{}/tls/ec:v1", p.host());
-    skopeo_p(
-        &p,
-        &[
-            "copy",
-            "--preserve-digests",
-            "--dest-tls-verify=true",
-            "--dest-cert-dir",
-            s(&certs),
-            &format!("oci:{}:v1", src.path().display()),
-            &reference,
-        ],
-    );
+    skopeo_push_tls(&p, src.path(), &certs, &reference);
     let out = skopeo_p(&p, &["inspect", "--tls-verify=true", "--cert-dir", s(&certs), &reference]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("inspect: {e}: {out}"));
     assert_eq!(v["Digest"], img.digest(), "skopeo inspect over TLS: {v}");
     assert_eq!(v["Layers"], serde_json::json!(img.layer_digests()), "{v}");
 
-    let dst = tmpdir();
-    skopeo_p(
-        &p,
-        &[
-            "copy",
-            "--preserve-digests",
-            "--src-tls-verify=true",
-            "--src-cert-dir",
-            s(&certs),
-            &reference,
-            &format!("oci:{}:v1", dst.path().display()),
-        ],
-    );
-    read_layout(dst.path()).assert_has_image("v1", &img);
+    skopeo_pull_tls(&p, &reference, &certs).assert_has_image("v1", &img);
 
     // curl sees the same bytes, and upload Locations point back at https://.
     let tls = ["--cacert", s(&ca.cert)];
@@ -212,32 +203,8 @@ fn mtls_requires_a_client_certificate_from_one_of_the_client_cas() {
     let push_certs = cert_dir(&d.join("push-certs"), &root.cert, Some(&alice));
     let pull_certs = cert_dir(&d.join("pull-certs"), &root.cert, Some(&bob));
     let ca_only = cert_dir(&d.join("ca-only"), &root.cert, None);
-    skopeo_p(
-        &p,
-        &[
-            "copy",
-            "--preserve-digests",
-            "--dest-tls-verify=true",
-            "--dest-cert-dir",
-            s(&push_certs),
-            &format!("oci:{}:v1", src.path().display()),
-            &reference,
-        ],
-    );
-    let dst = tmpdir();
-    skopeo_p(
-        &p,
-        &[
-            "copy",
-            "--preserve-digests",
-            "--src-tls-verify=true",
-            "--src-cert-dir",
-            s(&pull_certs),
-            &reference,
-            &format!("oci:{}:v1", dst.path().display()),
-        ],
-    );
-    read_layout(dst.path()).assert_has_image("v1", &img);
+    skopeo_push_tls(&p, src.path(), &push_certs, &reference);
+    skopeo_pull_tls(&p, &reference, &pull_certs).assert_has_image("v1", &img);
     let out = skopeo_output(&["inspect", "--tls-verify=true", "--cert-dir", s(&ca_only), &reference]);
     assert!(
         !out.status.success(),

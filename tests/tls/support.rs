@@ -90,7 +90,8 @@ fn newkey(kt: KeyType) -> [&'static str; 4] {
     }
 }
 
-fn s(p: &Path) -> &str {
+/// A path as `&str`, for command-line arguments.
+pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
