@@ -108,6 +108,16 @@ fn repo_blob(p: &Pier, repo: &str, digest: &str) -> PathBuf {
     repo_dir(p, repo).join("blobs").join(alg).join(hex)
 }
 
+/// Closes the upload at `loc` with a PUT `?digest=` of `data` carrying `last` (what is left of
+/// `data`, possibly nothing); asserts 201 and that `repo` then serves exactly `data`.
+#[track_caller]
+fn finish_upload(p: &Pier, repo: &str, loc: &str, data: &[u8], last: &[u8]) {
+    let d = sha256_digest(data);
+    let r = put_digest(p, loc, &d, last);
+    assert_status(&r, 201);
+    get_blob_ok(p, repo, &d, data);
+}
+
 #[track_caller]
 fn get_blob_ok(p: &Pier, repo: &str, digest: &str, data: &[u8]) {
     let r = p.get(&format!("/v2/{repo}/blobs/{digest}"));
@@ -535,12 +545,9 @@ fn chunked_upload_last_chunk_in_put_without_content_range() {
     let (loc, r) = start_upload(&p, "r");
     let c = chunk_size(&r);
     let data = random_bytes(c + 99, 7);
-    let d = sha256_digest(&data);
     let r = patch_chunk(&p, &loc, 0, &data[..c]);
     assert_status(&r, 202);
-    let r = put_digest(&p, &location(&r), &d, &data[c..]);
-    assert_status(&r, 201);
-    get_blob_ok(&p, "r", &d, &data);
+    finish_upload(&p, "r", &location(&r), &data, &data[c..]);
 }
 
 #[test]
@@ -569,10 +576,7 @@ fn out_of_order_chunk_is_416() {
     assert_eq!(r.header("range"), Some(format!("0-{}", 2 * c - 1).as_str()));
     let r = patch_chunk(&p, &location(&r), 2 * c, &data[2 * c..]);
     assert_status(&r, 202);
-    let d = sha256_digest(&data);
-    let r = put_digest(&p, &location(&r), &d, b"");
-    assert_status(&r, 201);
-    get_blob_ok(&p, "r", &d, &data);
+    finish_upload(&p, "r", &location(&r), &data, b"");
 }
 
 #[test]
@@ -589,10 +593,7 @@ fn streamed_patch_with_transfer_encoding_chunked() {
     let total = a.len() + b.len() + c.len();
     assert_eq!(r.header("range"), Some(format!("0-{}", total - 1).as_str()), "{}", show(&r));
     let data = [a, b, c].concat();
-    let d = sha256_digest(&data);
-    let r = put_digest(&p, &location(&r), &d, b"");
-    assert_status(&r, 201);
-    get_blob_ok(&p, "r", &d, &data);
+    finish_upload(&p, "r", &location(&r), &data, b"");
 }
 
 #[test]
@@ -609,10 +610,7 @@ fn streamed_patch_without_content_length_twice() {
     assert_status(&r, 202);
     assert_eq!(r.header("range"), Some(format!("0-{}", a.len() + b.len() - 1).as_str()));
     let data = [a, b].concat();
-    let d = sha256_digest(&data);
-    let r = put_digest(&p, &location(&r), &d, b"");
-    assert_status(&r, 201);
-    get_blob_ok(&p, "r", &d, &data);
+    finish_upload(&p, "r", &location(&r), &data, b"");
 }
 
 #[test]
@@ -657,9 +655,7 @@ fn upload_session_is_bound_to_its_repository() {
     assert_error(&r, 404, "BLOB_UPLOAD_UNKNOWN");
     assert_eq!(p.get(&format!("/v2/b/blobs/{d}")).status, 404);
     // Still usable through its own repository.
-    let r = put_digest(&p, &loc, &d, &data);
-    assert_status(&r, 201);
-    get_blob_ok(&p, "a", &d, &data);
+    finish_upload(&p, "a", &loc, &data, &data);
     assert_error(&p.get(&format!("/v2/b/blobs/{d}")), 404, "BLOB_UNKNOWN");
 }
 
@@ -835,9 +831,7 @@ fn cross_repo_mount() {
     let r = p.req("POST", &format!("/v2/c/blobs/uploads/?mount={d2}&from=a"), &[], b"");
     assert_status(&r, 202);
     assert!(r.header("docker-upload-uuid").is_some(), "{}", show(&r));
-    let r = put_digest(&p, &location(&r), &d2, &data2);
-    assert_status(&r, 201);
-    get_blob_ok(&p, "c", &d2, &data2);
+    finish_upload(&p, "c", &location(&r), &data2, &data2);
 
     // The blob exists in the registry (repo d), but not in the named source: no mount.
     let data3 = b"only in d".to_vec();
