@@ -73,6 +73,16 @@ fn start_upload(p: &Pier, repo: &str) -> (String, Response) {
     (location(&r), r)
 }
 
+/// Opens an upload session and PATCHes `first` into it; asserts 202 and returns the next
+/// location.
+#[track_caller]
+fn start_upload_with(p: &Pier, repo: &str, first: &[u8]) -> String {
+    let (loc, _) = start_upload(p, repo);
+    let r = patch_chunk(p, &loc, 0, first);
+    assert_status(&r, 202);
+    location(&r)
+}
+
 fn patch_chunk(p: &Pier, loc: &str, start: usize, data: &[u8]) -> Response {
     let cr = format!("{}-{}", start, start + data.len() - 1);
     p.req("PATCH", loc, &[("Content-Type", "application/octet-stream"), ("Content-Range", &cr)], data)
@@ -616,10 +626,7 @@ fn streamed_patch_without_content_length_twice() {
 #[test]
 fn cancel_upload() {
     let p = Pier::start();
-    let (loc, _) = start_upload(&p, "r");
-    let r = patch_chunk(&p, &loc, 0, b"some bytes");
-    assert_status(&r, 202);
-    let loc = location(&r);
+    let loc = start_upload_with(&p, "r", b"some bytes");
     let r = p.req("DELETE", &loc, &[], b"");
     assert_status(&r, 204);
     assert_error(&p.get(&loc), 404, "BLOB_UPLOAD_UNKNOWN");
@@ -2441,10 +2448,7 @@ fn final_put_with_wrong_content_range() {
     let p = Pier::start();
     let data = random_bytes(5000, 82);
     let d = sha256_digest(&data);
-    let (loc, _) = start_upload(&p, "r");
-    let r = patch_chunk(&p, &loc, 0, &data[..3000]);
-    assert_status(&r, 202);
-    let loc = location(&r);
+    let loc = start_upload_with(&p, "r", &data[..3000]);
     // The final chunk claims to start at 0 instead of 3000.
     let r = p.req(
         "PUT",
@@ -2637,10 +2641,7 @@ fn racing_operations_on_one_session_never_500() {
         let data = Arc::new(random_bytes(1024 * 1024, 100 + round));
         let d = sha256_digest(&data);
         let half = data.len() / 2;
-        let (loc, _) = start_upload(&p, "r");
-        let r = patch_chunk(&p, &loc, 0, &data[..half]);
-        assert_status(&r, 202);
-        let loc = location(&r);
+        let loc = start_upload_with(&p, "r", &data[..half]);
         let barrier = Arc::new(Barrier::new(4));
         let ops = ["PUT", "DELETE", "PATCH", "GET"];
         let handles: Vec<_> = ops
@@ -2696,10 +2697,7 @@ fn racing_patch_and_final_put_accept_one_chunk() {
         let data = Arc::new(random_bytes(2 * 1024 * 1024, 200 + round));
         let d = sha256_digest(&data);
         let half = data.len() / 2;
-        let (loc, _) = start_upload(&p, "r");
-        let r = patch_chunk(&p, &loc, 0, &data[..half]);
-        assert_status(&r, 202);
-        let loc = location(&r);
+        let loc = start_upload_with(&p, "r", &data[..half]);
         let barrier = Arc::new(Barrier::new(2));
         let (p1, data1, b1, loc1, d1) = (p.clone(), data.clone(), barrier.clone(), loc.clone(), d.clone());
         let put = std::thread::spawn(move || {
