@@ -440,13 +440,19 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
+    run_or_explain(cmd, String::new)
+}
+
+/// Like [`run`], with `more()` appended to the panic message when the command fails.
+pub fn run_or_explain(cmd: &mut Command, more: impl FnOnce() -> String) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed? .ci/run installs it)"));
     if !out.status.success() {
         panic!(
-            "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+            "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            more()
         );
     }
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -314,17 +314,7 @@ pub fn skopeo_output(args: &[&str]) -> Output {
 
 /// Like `common::run` but the panic message also carries the daemon's log.
 pub fn run_logged(p: &Pier, cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed? .ci/run installs it)"));
-    if !out.status.success() {
-        panic!(
-            "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}\n--- pier log (tail) ---\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            log_tail(p)
-        );
-    }
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_or_explain(cmd, || format!("\n--- pier log (tail) ---\n{}", log_tail(p)))
 }
 
 /// skopeo against pier, with the daemon log in the panic message.
