@@ -235,3 +235,49 @@ fn blake3_digests_are_opt_in() {
     assert_eq!(r.body, data);
     assert!(on.root.join("blobs/blake3").join(&d["blake3:".len()..]).is_file());
 }
+
+/// SIGHUP re-reads the config file: reloadable settings (read-only mode, extra headers,
+/// deletion) change without a restart, a broken file leaves the running configuration in force,
+/// and a change that needs a restart is reported.
+#[test]
+fn sighup_reloads_the_configuration() {
+    let p = Pier::start();
+    let original = std::fs::read_to_string(&p.config).unwrap();
+    let hup = |p: &Pier| {
+        let pid = p.child.as_ref().unwrap().id().to_string();
+        run(Command::new("kill").args(["-HUP", &pid]));
+    };
+    let d = push_blob(&p, "r", b"before reload");
+
+    let reloaded = original
+        .replace("storage:\n", "storage:\n  maintenance:\n    readonly:\n      enabled: true\n")
+        .replace("http:\n", "http:\n  headers:\n    X-Reloaded: [yes]\n");
+    std::fs::write(&p.config, reloaded).unwrap();
+    hup(&p);
+    assert!(
+        wait_until(Duration::from_secs(10), || p.req("POST", "/v2/r/blobs/uploads/", &[], b"").status == 405),
+        "read-only mode not applied: {}",
+        p.log()
+    );
+    let r = p.get(&format!("/v2/r/blobs/{d}"));
+    assert_eq!(r.status, 200, "reads still work");
+    assert_eq!(r.header("x-reloaded"), Some("yes"));
+    assert!(p.log().contains("configuration reloaded"), "{}", p.log());
+
+    // A broken file: logged, the running configuration stays.
+    std::fs::write(&p.config, "http: [unclosed\n").unwrap();
+    hup(&p);
+    assert!(wait_until(Duration::from_secs(10), || p.log().contains("configuration not reloaded")), "{}", p.log());
+    assert_eq!(p.req("POST", "/v2/r/blobs/uploads/", &[], b"").status, 405);
+
+    // Back to the original, plus a change that only a restart can apply.
+    std::fs::write(&p.config, original.replace("addr: 127.0.0.1:0", "addr: 127.0.0.1:1")).unwrap();
+    hup(&p);
+    assert!(
+        wait_until(Duration::from_secs(10), || p.req("POST", "/v2/r/blobs/uploads/", &[], b"").status == 202),
+        "read-only mode not lifted: {}",
+        p.log()
+    );
+    assert!(p.log().contains("http.addr"), "the address change is reported as needing a restart: {}", p.log());
+    assert_eq!(p.get("/v2/").status, 200, "still serving on the original address");
+}

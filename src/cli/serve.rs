@@ -57,14 +57,14 @@ pub fn run(args: &[String]) -> i32 {
     }
     let notifier = Arc::new(Notifier::from_env());
     notifier.status("opening the data directory and recovering from any interruption");
-    let mut store = match Store::open(&config.root) {
+    let store = match Store::open(&config.root) {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot open data directory {}: {e}", config.root.display());
             return 1;
         }
     };
-    store.delete_enabled = config.delete_enabled;
+    store.set_delete_enabled(config.delete_enabled);
     let auth = match &config.htpasswd {
         None => None,
         Some(h) => match Authenticator::load(h) {
@@ -168,9 +168,9 @@ pub fn run(args: &[String]) -> i32 {
         let repos = store.repo_count().unwrap_or(0);
         let serving = format!("serving {repos} repositories on {}", addrs.join(", "));
         notifier.ready(&serving);
-        tokio::spawn(reload_loop(signals.hup, auth.clone(), certs.clone(), notifier.clone(), store.clone()));
         let drain = config.drain_timeout;
-        let state = Arc::new(State::new(store, config, auth));
+        let state = Arc::new(State::new(store, config, auth.clone()));
+        tokio::spawn(reload_loop(signals.hup, config_path, auth, certs, notifier.clone(), state.clone()));
         if let Some(every) = systemd::watchdog_interval() {
             let probe_addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
             tokio::spawn(watchdog(state.clone(), probe_addrs, notifier.clone(), every));
@@ -270,20 +270,21 @@ impl Signals {
     }
 }
 
-/// Re-reads the htpasswd file and the TLS certificate when they change (polled) and on SIGHUP
-/// (telling systemd `RELOADING=1` ... `READY=1`).
+/// Re-reads the htpasswd file and the TLS certificate when they change (polled), and on SIGHUP
+/// also the configuration file, telling systemd `RELOADING=1` ... `READY=1`.
 async fn reload_loop(
     mut hup: Signal,
+    config_path: Option<PathBuf>,
     auth: Option<Arc<Authenticator>>,
     certs: Option<Arc<CertReloader>>,
     notifier: Arc<Notifier>,
-    store: Arc<Store>,
+    state: Arc<State>,
 ) {
     loop {
         let forced = tokio::select! {
             () = tokio::time::sleep(RELOAD_POLL) => false,
             Some(()) = hup.recv() => {
-                log::info!("SIGHUP: reloading htpasswd and TLS certificates");
+                log::info!("SIGHUP: reloading the configuration, htpasswd and TLS certificates");
                 notifier.reloading();
                 true
             }
@@ -291,8 +292,11 @@ async fn reload_loop(
         if !forced && auth.is_none() && certs.is_none() {
             continue;
         }
-        let (a, c) = (auth.clone(), certs.clone());
+        let (a, c, s, path) = (auth.clone(), certs.clone(), state.clone(), config_path.clone());
         let _ = tokio::task::spawn_blocking(move || {
+            if forced {
+                reload_config(&s, path.as_deref());
+            }
             if let Some(a) = a {
                 a.reload(forced);
             }
@@ -302,9 +306,31 @@ async fn reload_loop(
         })
         .await;
         if forced {
-            let repos = store.repo_count().unwrap_or(0);
+            let repos = state.store.repo_count().unwrap_or(0);
             notifier.ready(&format!("serving {repos} repositories (reloaded)"));
         }
+    }
+}
+
+/// Re-reads the configuration (file and `REGISTRY_*` environment) and applies what can change
+/// while running; a broken file leaves the running configuration in force.
+fn reload_config(state: &State, path: Option<&std::path::Path>) {
+    match Config::load(path, std::env::vars()) {
+        Ok(new) => {
+            for w in &new.warnings {
+                log::warn!("{w}");
+            }
+            let needs_restart = state.reconfigure(&new);
+            if needs_restart.is_empty() {
+                log::info!("configuration reloaded");
+            } else {
+                log::warn!(
+                    "configuration reloaded; changes to {} take effect after a restart",
+                    needs_restart.join(", ")
+                );
+            }
+        }
+        Err(e) => log::error!("configuration not reloaded, keeping the running one: {e}"),
     }
 }
 

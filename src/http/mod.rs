@@ -40,34 +40,88 @@ pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters
 /// Shared by every connection.
 pub struct State {
     pub store: Arc<Store>,
+    /// The configuration pier started with (listen address, data directory, TLS and htpasswd
+    /// paths, URLs: what a reload cannot change).
     pub config: Config,
     /// `None` when authentication is off.
     pub auth: Option<Arc<Authenticator>>,
-    pub policy: Policy,
-    extra_headers: Vec<(HeaderName, HeaderValue)>,
+    /// What a reload (SIGHUP) can change; each request works on one snapshot.
+    settings: std::sync::RwLock<Arc<Settings>>,
     /// Connections accepted so far (the watchdog checks that it moves).
     pub accepted: std::sync::atomic::AtomicU64,
 }
 
-impl State {
-    pub fn new(store: Arc<Store>, config: Config, auth: Option<Arc<Authenticator>>) -> State {
+/// The part of the configuration that SIGHUP reloads.
+pub struct Settings {
+    pub policy: Policy,
+    pub extra_headers: Vec<(HeaderName, HeaderValue)>,
+    pub read_only: bool,
+    pub access_log: bool,
+}
+
+impl Settings {
+    fn from_config(config: &Config, authenticated: bool) -> Settings {
         let extra_headers = config
             .headers
             .iter()
             .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
             .collect();
-        let policy = match (&auth, &config.access) {
-            (None, _) => Policy::Open,
-            (Some(_), None) => Policy::AuthenticatedOnly,
-            (Some(_), Some(rules)) => Policy::Rules(rules.clone()),
+        let policy = match (authenticated, &config.access) {
+            (false, _) => Policy::Open,
+            (true, None) => Policy::AuthenticatedOnly,
+            (true, Some(rules)) => Policy::Rules(rules.clone()),
         };
-        State { store, config, auth, policy, extra_headers, accepted: std::sync::atomic::AtomicU64::new(0) }
+        Settings { policy, extra_headers, read_only: config.read_only, access_log: config.access_log }
+    }
+}
+
+impl State {
+    pub fn new(store: Arc<Store>, config: Config, auth: Option<Arc<Authenticator>>) -> State {
+        let settings = std::sync::RwLock::new(Arc::new(Settings::from_config(&config, auth.is_some())));
+        State { store, config, auth, settings, accepted: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// The current reloadable settings.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Applies a re-read configuration: access rules, headers, read-only mode, access log,
+    /// log level and deletion take effect now; anything else that changed is reported, since it
+    /// needs a restart.
+    pub fn reconfigure(&self, new: &Config) -> Vec<String> {
+        let old = &self.config;
+        let mut restart = Vec::new();
+        let mut check = |changed: bool, key: &str| {
+            if changed {
+                restart.push(key.to_string());
+            }
+        };
+        check(new.addr != old.addr, "http.addr");
+        check(new.root != old.root, "storage.filesystem.rootdirectory");
+        check(new.prefix != old.prefix, "http.prefix");
+        check(new.host != old.host || new.relative_urls != old.relative_urls, "http.host/http.relativeurls");
+        check(new.tls != old.tls, "http.tls");
+        check(new.htpasswd != old.htpasswd, "auth.htpasswd");
+        check(new.idle_timeout != old.idle_timeout, "http.idletimeout");
+        check(new.blake3 != old.blake3, "storage.digests.blake3");
+        if new.access.is_some() && self.auth.is_none() {
+            restart.push(String::from("access (needs auth.htpasswd, which needs a restart)"));
+        }
+        log::set_max_level(new.log_level);
+        self.store.set_delete_enabled(new.delete_enabled);
+        let settings = Arc::new(Settings::from_config(new, self.auth.is_some()));
+        if let Ok(mut s) = self.settings.write() {
+            *s = settings;
+        }
+        restart
     }
 }
 
 /// What a handler needs to know about the request besides its body.
 pub struct Ctx<'a> {
     pub state: &'a State,
+    pub settings: Arc<Settings>,
     pub identity: Identity,
     pub method: Method,
     pub headers: http::HeaderMap,
@@ -79,7 +133,7 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// Whether the caller may do `action` to `repo`.
     pub fn may(&self, action: Action, repo: &str) -> bool {
-        self.state.policy.allows(&self.identity, action, repo)
+        self.settings.policy.allows(&self.identity, action, repo)
     }
 
     pub fn query(&self, key: &str) -> Option<&str> {
@@ -208,6 +262,7 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
+    let settings = state.settings();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let (user, result) = match authenticate(&state, &req, peer).await {
@@ -216,17 +271,17 @@ pub async fn handle(
                 Identity::User(u) => u.clone(),
                 Identity::Anonymous => String::from("-"),
             };
-            (user, dispatch(&state, req, identity).await)
+            (user, dispatch(&state, &settings, req, identity).await)
         }
         Err(e) => (String::from("-"), Err(e)),
     };
     let mut resp = result.unwrap_or_else(HttpError::into_response);
     let h = resp.headers_mut();
     h.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
-    for (k, v) in &state.extra_headers {
+    for (k, v) in &settings.extra_headers {
         h.append(k.clone(), v.clone());
     }
-    if state.config.access_log {
+    if settings.access_log {
         let status = resp.status().as_u16();
         let ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
         let bytes: u64 =
@@ -300,7 +355,7 @@ fn required_action<'r>(route: &Route<'r>, method: &Method) -> Option<(Action, &'
     }
 }
 
-async fn dispatch(state: &State, req: Request<Incoming>, identity: Identity) -> HttpResult {
+async fn dispatch(state: &State, settings: &Arc<Settings>, req: Request<Incoming>, identity: Identity) -> HttpResult {
     let raw_path = req.uri().path().to_string();
     let path = match state.config.prefix.as_str() {
         "" => raw_path.as_str(),
@@ -322,11 +377,11 @@ async fn dispatch(state: &State, req: Request<Incoming>, identity: Identity) -> 
             Route::Base if identity == Identity::Anonymous => {
                 return Err(unauthorized(state, "authentication required"))
             }
-            Route::Catalog if !state.policy.may_pull_somewhere(&identity) => return Err(deny("list repositories")),
+            Route::Catalog if !settings.policy.may_pull_somewhere(&identity) => return Err(deny("list repositories")),
             _ => {}
         }
         if let Some((action, name)) = required_action(&route, m) {
-            if !state.policy.allows(&identity, action, name) {
+            if !settings.policy.allows(&identity, action, name) {
                 let verb = match action {
                     Action::Pull => "pull from",
                     Action::Push => "push to",
@@ -337,7 +392,7 @@ async fn dispatch(state: &State, req: Request<Incoming>, identity: Identity) -> 
         }
     }
     let writes = matches!(*m, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
-    if state.config.read_only && writes && route != Route::NotFound {
+    if settings.read_only && writes && route != Route::NotFound {
         return Err(HttpError::new(
             ErrorCode::Unsupported,
             "the registry is in read-only mode (storage.maintenance.readonly)",
@@ -345,6 +400,7 @@ async fn dispatch(state: &State, req: Request<Incoming>, identity: Identity) -> 
     }
     let ctx = Ctx {
         state,
+        settings: settings.clone(),
         identity,
         method: parts.method.clone(),
         headers: parts.headers,

@@ -128,7 +128,7 @@ pub struct Store {
     /// Serialises every (file link/unlink + metadata transaction + index.json) sequence, so that a
     /// concurrent delete can never interleave between a push's link and its transaction.
     write_lock: Mutex<()>,
-    pub delete_enabled: bool,
+    delete_enabled: std::sync::atomic::AtomicBool,
 }
 
 pub fn now_unix() -> u64 {
@@ -167,7 +167,7 @@ impl Store {
             db,
             sessions: Mutex::new(HashMap::new()),
             write_lock: Mutex::new(()),
-            delete_enabled: false,
+            delete_enabled: std::sync::atomic::AtomicBool::new(false),
         };
         store.sweep()?;
         Ok(store)
@@ -175,6 +175,15 @@ impl Store {
 
     pub fn paths(&self) -> &Paths {
         &self.paths
+    }
+
+    /// `storage.delete.enabled` (reloadable).
+    pub fn set_delete_enabled(&self, enabled: bool) {
+        self.delete_enabled.store(enabled, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn delete_enabled(&self) -> bool {
+        self.delete_enabled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
@@ -353,7 +362,7 @@ impl Store {
 
     /// Removes the blob from `repo` (the global file stays until garbage collection).
     pub fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        if !self.delete_enabled {
+        if !self.delete_enabled() {
             return Err(StoreError::DeleteDisabled);
         }
         let _guard = self.lock();
@@ -519,7 +528,7 @@ impl Store {
 
     /// Removes a tag (the manifest stays).
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
-        if !self.delete_enabled {
+        if !self.delete_enabled() {
             return Err(StoreError::DeleteDisabled);
         }
         let _guard = self.lock();
@@ -534,7 +543,7 @@ impl Store {
 
     /// Removes a manifest, every tag pointing at it and its referrer edge.
     pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        if !self.delete_enabled {
+        if !self.delete_enabled() {
             return Err(StoreError::DeleteDisabled);
         }
         let _guard = self.lock();

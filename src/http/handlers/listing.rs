@@ -50,8 +50,8 @@ pub async fn catalog(ctx: &Ctx<'_>) -> HttpResult {
     let last = ctx.query("last").map(str::to_string);
     let store = ctx.state.store.clone();
     // Only what the caller may pull is listed (pagination counts listed names only).
-    let (policy, identity) = (ctx.state.policy.clone(), ctx.identity.clone());
-    let visible = move |repo: &str| policy.allows(&identity, Action::Pull, repo);
+    let (settings, identity) = (ctx.settings.clone(), ctx.identity.clone());
+    let visible = move |repo: &str| settings.policy.allows(&identity, Action::Pull, repo);
     let page = blocking(move || store.catalog(n, last.as_deref(), &visible)).await?;
     json_page(ctx, "/v2/_catalog", n, &page, serde_json::json!({ "repositories": page.items }))
 }
