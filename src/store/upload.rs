@@ -34,6 +34,8 @@ pub struct UploadSession {
 const WRITE_BUFFER: usize = 1 << 20;
 /// Bytes written between background flushes of an upload to disk.
 const SYNC_EVERY: u64 = 32 << 20;
+/// How much of each upload stays in the page cache after it is flushed (see `drop_behind`).
+const KEEP_CACHED: u64 = 64 << 20;
 /// Read buffer for re-hashing a partial upload.
 const READ_BUFFER: usize = 1 << 20;
 
@@ -82,6 +84,7 @@ impl UploadSession {
                                 scope.spawn(move || {
                                     while rx.recv().is_ok() {
                                         file.sync_data()?;
+                                        drop_behind(file);
                                     }
                                     Ok(())
                                 }),
@@ -133,6 +136,23 @@ impl UploadSession {
             }
         }
         Ok(hash_file(path, algorithm)?.0.finish())
+    }
+}
+
+/// Drop-behind for large uploads: once flushed, the pages of an upload beyond its first
+/// `KEEP_CACHED` bytes are released from the page cache. A multi-GB push then neither evicts the
+/// cache that serves pulls nor makes every further write pay for page reclaim (4 GiB PUT with a
+/// full page cache, here: 1.7-1.9 -> 1.55 CPU-s per GiB). Small blobs, configs and the head of
+/// large layers stay cached; a first pull of the rest reads from disk.
+fn drop_behind(file: &File) {
+    let Ok(len) = file.metadata().map(|m| m.len()) else { return };
+    if len > KEEP_CACHED {
+        let _ = nix::fcntl::posix_fadvise(
+            file,
+            KEEP_CACHED as i64,
+            (len - KEEP_CACHED) as i64,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
     }
 }
 
