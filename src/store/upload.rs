@@ -145,15 +145,9 @@ impl UploadSession {
 /// full page cache, here: 1.7-1.9 -> 1.55 CPU-s per GiB). Small blobs, configs and the head of
 /// large layers stay cached; a first pull of the rest reads from disk.
 fn drop_behind(file: &File) {
-    let Ok(len) = file.metadata().map(|m| m.len()) else { return };
-    if len > KEEP_CACHED {
-        let _ = nix::fcntl::posix_fadvise(
-            file,
-            KEEP_CACHED as i64,
-            (len - KEEP_CACHED) as i64,
-            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-        );
-    }
+    // `off_t` is 32 bits on armv7: the offset (64 MiB) fits, and a length of 0 means "to the end".
+    let Ok(offset) = nix::libc::off_t::try_from(KEEP_CACHED) else { return };
+    let _ = nix::fcntl::posix_fadvise(file, offset, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
 }
 
 fn hash_file(path: &std::path::Path, algorithm: Algorithm) -> io::Result<(Hasher, u64)> {
