@@ -14,6 +14,7 @@ pub mod files;
 pub mod layout;
 pub mod meta;
 pub mod upload;
+mod upload_writer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;

@@ -8,13 +8,14 @@
 //!   record and records without a file.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::meta::UPLOADS;
+use super::upload_writer::UploadWriter;
 use super::{files, now_unix, Result, Store, StoreError};
 use crate::core::{Algorithm, Digest, Hasher, RepoName};
 
@@ -30,12 +31,6 @@ pub struct UploadSession {
     pub closed: bool,
 }
 
-/// Bytes gathered before the upload writer writes them (see `ChunkWriter`).
-const WRITE_BUFFER: usize = 1 << 20;
-/// Bytes written between background flushes of an upload to disk.
-const SYNC_EVERY: u64 = 32 << 20;
-/// How much of each upload stays in the page cache after it is flushed (see `drop_behind`).
-const KEEP_CACHED: u64 = 64 << 20;
 /// Read buffer for re-hashing a partial upload.
 const READ_BUFFER: usize = 1 << 20;
 
@@ -51,65 +46,22 @@ impl UploadSession {
         if self.hasher.is_none() {
             self.rehash(path)?;
         }
-        let file = OpenOptions::new().append(true).open(path)?;
-        let syncer = file.try_clone()?;
-        let mut out = ChunkWriter { file, pending: Vec::new(), pending_len: 0 };
+        let mut out = UploadWriter::new(path, self.offset)?;
         let mut written = 0u64;
-        let result = std::thread::scope(|scope| {
-            // Flushing in the background every SYNC_EVERY bytes keeps the amount of dirty page
-            // cache small (past a few GiB the kernel makes every write expensive) and leaves
-            // little for the final fsync of the commit. The rendezvous channel allows one flush
-            // in progress at a time, so the writer waits only if the disk falls behind.
-            let mut flusher: Option<(
-                std::sync::mpsc::SyncSender<()>,
-                std::thread::ScopedJoinHandle<'_, io::Result<()>>,
-            )> = None;
-            let mut unsynced = 0u64;
-            let streamed = (|| {
-                while let Some(chunk) = rx.blocking_recv() {
-                    if let Some(h) = self.hasher.as_mut() {
-                        h.update(&chunk);
-                    }
-                    written += chunk.len() as u64;
-                    unsynced += chunk.len() as u64;
-                    out.push(chunk)?;
-                    if unsynced >= SYNC_EVERY {
-                        out.flush()?;
-                        unsynced = 0;
-                        let (tx, _) = flusher.get_or_insert_with(|| {
-                            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(0);
-                            let file = &syncer;
-                            (
-                                tx,
-                                scope.spawn(move || {
-                                    while rx.recv().is_ok() {
-                                        file.sync_data()?;
-                                        drop_behind(file);
-                                    }
-                                    Ok(())
-                                }),
-                            )
-                        });
-                        if tx.send(()).is_err() {
-                            break; // the flusher failed; its error is reported below
-                        }
-                    }
+        let streamed = (|| {
+            while let Some(chunk) = rx.blocking_recv() {
+                if let Some(h) = self.hasher.as_mut() {
+                    h.update(&chunk);
                 }
-                out.flush()
-            })();
-            let flushed = match flusher {
-                Some((tx, handle)) => {
-                    drop(tx);
-                    handle.join().unwrap_or_else(|_| Err(io::Error::other("upload flusher panicked")))
-                }
-                None => Ok(()),
-            };
-            streamed.and(flushed)
-        });
+                written += chunk.len() as u64;
+                out.push(chunk)?;
+            }
+            Ok(())
+        })();
+        let result = streamed.and(out.finish());
         self.offset += written;
         if result.is_err() {
             // What reached the file is unknown: re-derive both from the file next time.
-            drop(out);
             self.hasher = None;
             self.offset = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         }
@@ -137,55 +89,6 @@ impl UploadSession {
         }
         Ok(hash_file(path, algorithm)?.0.finish())
     }
-}
-
-/// Gathers received chunks (without copying them) and writes them with one `writev` per
-/// `WRITE_BUFFER` bytes: few system calls, and no user-space copy between socket and file.
-struct ChunkWriter {
-    file: File,
-    pending: Vec<Bytes>,
-    pending_len: usize,
-}
-
-impl ChunkWriter {
-    /// Most chunks gathered into one `writev` (well under `IOV_MAX`).
-    const MAX_CHUNKS: usize = 64;
-
-    fn push(&mut self, chunk: Bytes) -> io::Result<()> {
-        self.pending_len += chunk.len();
-        self.pending.push(chunk);
-        if self.pending_len >= WRITE_BUFFER || self.pending.len() >= Self::MAX_CHUNKS {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        let mut slices: Vec<io::IoSlice<'_>> = self.pending.iter().map(|b| io::IoSlice::new(b)).collect();
-        let mut bufs = &mut slices[..];
-        while !bufs.is_empty() {
-            match self.file.write_vectored(bufs) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.pending.clear();
-        self.pending_len = 0;
-        Ok(())
-    }
-}
-
-/// Drop-behind for large uploads: once flushed, the pages of an upload beyond its first
-/// `KEEP_CACHED` bytes are released from the page cache. A multi-GB push then neither evicts the
-/// cache that serves pulls nor makes every further write pay for page reclaim (4 GiB PUT with a
-/// full page cache, here: 1.7-1.9 -> 1.55 CPU-s per GiB). Small blobs, configs and the head of
-/// large layers stay cached; a first pull of the rest reads from disk.
-fn drop_behind(file: &File) {
-    // `off_t` is 32 bits on armv7: the offset (64 MiB) fits, and a length of 0 means "to the end".
-    let Ok(offset) = nix::libc::off_t::try_from(KEEP_CACHED) else { return };
-    let _ = nix::fcntl::posix_fadvise(file, offset, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
 }
 
 fn hash_file(path: &std::path::Path, algorithm: Algorithm) -> io::Result<(Hasher, u64)> {

@@ -1,0 +1,225 @@
+//! How the bytes of an upload reach its file: the write pipeline behind `UploadSession`.
+//!
+//! Received chunks are gathered without copying and written with one `writev` per MiB; a
+//! background thread `fdatasync`s every `SYNC_EVERY` bytes, so dirty pages never pile up (past a
+//! few GiB of dirty cache the kernel makes every write expensive) and little is left for the
+//! fsync of the commit. Past the first `KEEP_CACHED` bytes, flushed pages are dropped from the
+//! page cache (drop-behind): small blobs, configs and the start of large layers stay cached for
+//! the pulls that usually follow a push, while a multi-GB push neither evicts what serves pulls
+//! nor makes every later write pay for page reclaim.
+//!
+//! Measured and rejected: writing the part past `KEEP_CACHED` with `O_DIRECT` from aligned
+//! staging buffers. It removes the page-cache work from the kernel's side (-0.15 CPU-s/GiB of
+//! system time) but the copy into the staging buffers costs more user time than that (+0.2 to
+//! +0.3 CPU-s/GiB on a 4 GiB PUT here, with and without a full page cache).
+//!
+//! Invariants:
+//! - Bytes reach the file strictly in the order they were pushed.
+//! - After the first failed write nothing more is written, so the file always holds a prefix of
+//!   the pushed stream (the session re-derives offset and hash from it).
+//! - Memory is bounded: at most `WRITE_BUFFER` bytes (or `MAX_CHUNKS` chunks) are held.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+
+/// Bytes of received chunks gathered before they are written.
+const WRITE_BUFFER: usize = 1 << 20;
+/// Bytes written between background flushes.
+const SYNC_EVERY: u64 = 32 << 20;
+/// How much of each upload stays in the page cache after it is flushed.
+const KEEP_CACHED: u64 = 64 << 20;
+
+/// Writes one request's worth of upload bytes to the end of the upload file.
+pub(super) struct UploadWriter {
+    /// The upload file, opened for appending.
+    file: File,
+    /// File length once everything pushed so far is written.
+    position: u64,
+    gathered: ChunkWriter,
+    unsynced: u64,
+    flusher: Option<Flusher>,
+    failed: bool,
+}
+
+impl UploadWriter {
+    /// Starts writing at the end of the file at `path`, whose length must be `position`.
+    pub(super) fn new(path: &Path, position: u64) -> io::Result<Self> {
+        let file = OpenOptions::new().append(true).open(path)?;
+        Ok(UploadWriter {
+            gathered: ChunkWriter { file: file.try_clone()?, pending: Vec::new(), pending_len: 0 },
+            file,
+            position,
+            unsynced: 0,
+            flusher: None,
+            failed: false,
+        })
+    }
+
+    pub(super) fn push(&mut self, chunk: Bytes) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other("upload writer stopped after an earlier error"));
+        }
+        let result = self.push_inner(chunk);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn push_inner(&mut self, chunk: Bytes) -> io::Result<()> {
+        let len = chunk.len() as u64;
+        self.gathered.push(chunk)?;
+        self.position += len;
+        self.unsynced += len;
+        if self.unsynced >= SYNC_EVERY {
+            self.gathered.flush()?;
+            self.unsynced = 0;
+            if self.flusher.is_none() {
+                self.flusher = Some(Flusher::start(self.file.try_clone()?)?);
+            }
+            if let Some(flusher) = &self.flusher {
+                flusher.request(self.position)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is still gathered (unless a write failed before) and waits for the flusher.
+    /// Every byte pushed is in the file when this returns `Ok`.
+    pub(super) fn finish(mut self) -> io::Result<()> {
+        let written = if self.failed { Ok(()) } else { self.gathered.flush() };
+        let flushed = match self.flusher.take() {
+            Some(flusher) => flusher.finish(),
+            None => Ok(()),
+        };
+        written.and(flushed)
+    }
+}
+
+/// Gathers received chunks (without copying them) and writes them with one `writev` per
+/// `WRITE_BUFFER` bytes: few system calls, and no user-space copy between socket and file.
+struct ChunkWriter {
+    file: File,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+}
+
+impl ChunkWriter {
+    /// Most chunks gathered into one `writev` (well under `IOV_MAX`).
+    const MAX_CHUNKS: usize = 64;
+
+    fn push(&mut self, chunk: Bytes) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.pending_len += chunk.len();
+        self.pending.push(chunk);
+        if self.pending_len >= WRITE_BUFFER || self.pending.len() >= Self::MAX_CHUNKS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let mut slices: Vec<io::IoSlice<'_>> = self.pending.iter().map(|b| io::IoSlice::new(b)).collect();
+        let mut bufs = &mut slices[..];
+        while !bufs.is_empty() {
+            match self.file.write_vectored(bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.pending.clear();
+        self.pending_len = 0;
+        Ok(())
+    }
+}
+
+/// Background `fdatasync`, one request in flight at a time (the rendezvous channel makes the
+/// writer wait only when the disk falls behind), followed by drop-behind of what was flushed
+/// past `KEEP_CACHED`.
+struct Flusher {
+    requests: SyncSender<u64>,
+    thread: JoinHandle<io::Result<()>>,
+}
+
+impl Flusher {
+    fn start(file: File) -> io::Result<Self> {
+        let (requests, rx) = sync_channel::<u64>(0);
+        let thread = std::thread::Builder::new().name("upload-flush".into()).spawn(move || {
+            let mut dropped_to = KEEP_CACHED;
+            while let Ok(flushed_to) = rx.recv() {
+                file.sync_data()?;
+                if flushed_to > dropped_to {
+                    drop_behind(&file, dropped_to, flushed_to);
+                    dropped_to = flushed_to;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Flusher { requests, thread })
+    }
+
+    /// Asks for a flush of everything written so far (file length `flushed_to`).
+    fn request(&self, flushed_to: u64) -> io::Result<()> {
+        // A closed channel means the flusher failed: `finish` reports its error.
+        self.requests.send(flushed_to).map_err(|_| io::Error::other("upload flusher stopped"))
+    }
+
+    fn finish(self) -> io::Result<()> {
+        drop(self.requests);
+        self.thread.join().unwrap_or_else(|_| Err(io::Error::other("upload flusher panicked")))
+    }
+}
+
+/// Releases the flushed pages of `[from, to)` from the page cache.
+fn drop_behind(file: &File, from: u64, to: u64) {
+    use nix::libc::off_t;
+    let (offset, len) = match (off_t::try_from(from), off_t::try_from(to - from)) {
+        (Ok(offset), Ok(len)) => (offset, len),
+        // `off_t` is 32 bits on armv7: past 2 GiB, drop all past KEEP_CACHED (length 0 = to the end).
+        _ => match off_t::try_from(KEEP_CACHED) {
+            Ok(offset) => (offset, 0),
+            Err(_) => return,
+        },
+    };
+    let _ = nix::fcntl::posix_fadvise(file, offset, len, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest as _;
+
+    /// Chunks of uneven sizes, past `SYNC_EVERY` and `KEEP_CACHED`, land in order and complete,
+    /// in two requests (the second starts at the first one's end, like a chunked upload).
+    #[test]
+    fn writes_every_byte_in_order_across_flushes_and_drop_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upload");
+        File::create(&path).unwrap();
+        let total: u64 = KEEP_CACHED + 2 * SYNC_EVERY + 12_345;
+        let mut expected = sha2::Sha256::new();
+        let (mut position, mut seed) = (0u64, 1u32);
+        for request_end in [SYNC_EVERY + 777, total] {
+            let mut writer = UploadWriter::new(&path, position).unwrap();
+            while position < request_end {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let len = (u64::from(seed >> 8) % 700_000 + 1).min(request_end - position);
+                let chunk: Vec<u8> = (0..len).map(|i| (position + i).wrapping_mul(31) as u8 ^ (seed as u8)).collect();
+                expected.update(&chunk);
+                writer.push(Bytes::from(chunk)).unwrap();
+                position += len;
+            }
+            writer.finish().unwrap();
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), request_end);
+        }
+        let written = sha2::Sha256::digest(std::fs::read(&path).unwrap());
+        assert_eq!(written, expected.finalize());
+    }
+}
