@@ -205,15 +205,17 @@ mod tests {
         File::create(&path).unwrap();
         let total: u64 = KEEP_CACHED + 2 * SYNC_EVERY + 12_345;
         let mut expected = sha2::Sha256::new();
+        let pattern: Vec<u8> = (0u32..(3 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let (mut position, mut seed) = (0u64, 1u32);
         for request_end in [SYNC_EVERY + 777, total] {
             let mut writer = UploadWriter::new(&path, position).unwrap();
             while position < request_end {
                 seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                 let len = (u64::from(seed >> 8) % 700_000 + 1).min(request_end - position);
-                let chunk: Vec<u8> = (0..len).map(|i| (position + i).wrapping_mul(31) as u8 ^ (seed as u8)).collect();
+                let start = (seed >> 11) as usize % (2 << 20);
+                let chunk = Bytes::copy_from_slice(&pattern[start..start + len as usize]);
                 expected.update(&chunk);
-                writer.push(Bytes::from(chunk)).unwrap();
+                writer.push(chunk).unwrap();
                 position += len;
             }
             writer.finish().unwrap();
