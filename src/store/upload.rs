@@ -35,13 +35,13 @@ pub struct UploadSession {
 const READ_BUFFER: usize = 1 << 20;
 
 impl UploadSession {
-    /// Appends every chunk received from `rx` to the upload file, hashing each byte once.
+    /// Appends every batch of chunks received from `rx` to the upload file, hashing each byte once.
     /// Runs on a blocking thread. On return `offset`/`hasher` describe the file exactly, even
     /// after an error (the client can resume from `offset`).
     pub fn append_stream(
         &mut self,
         path: &std::path::Path,
-        rx: &mut tokio::sync::mpsc::Receiver<Bytes>,
+        rx: &mut tokio::sync::mpsc::Receiver<Vec<Bytes>>,
     ) -> io::Result<u64> {
         if self.hasher.is_none() {
             self.rehash(path)?;
@@ -49,12 +49,14 @@ impl UploadSession {
         let mut out = UploadWriter::new(path, self.offset)?;
         let mut written = 0u64;
         let streamed = (|| {
-            while let Some(chunk) = rx.blocking_recv() {
-                if let Some(h) = self.hasher.as_mut() {
-                    h.update(&chunk);
+            while let Some(batch) = rx.blocking_recv() {
+                for chunk in batch {
+                    if let Some(h) = self.hasher.as_mut() {
+                        h.update(&chunk);
+                    }
+                    written += chunk.len() as u64;
+                    out.push(chunk)?;
                 }
-                written += chunk.len() as u64;
-                out.push(chunk)?;
             }
             Ok(())
         })();

@@ -24,8 +24,12 @@ use crate::store::UploadSession;
 /// Advertised in `OCI-Chunk-Min-Length`: a hint for efficient chunking. Smaller chunks are
 /// still accepted.
 pub const CHUNK_MIN: u64 = 1024 * 1024;
-/// Body chunks in flight between the connection and the writer thread.
-const WRITE_AHEAD: usize = 16;
+/// Body bytes handed to the writer thread at a time. Chunks are batched on the connection's side
+/// because a slow client delivers many small chunks, and one thread wake-up per chunk cost more
+/// CPU than the data itself (a 4 GiB PUT from a client reading from disk: ~16,000 chunks).
+const BATCH: usize = 1 << 20;
+/// Batches in flight between the connection and the writer thread.
+const WRITE_AHEAD: usize = 4;
 
 type Session = OwnedMutexGuard<UploadSession>;
 
@@ -117,18 +121,24 @@ async fn append(
     mut body: Incoming,
 ) -> Result<(Session, Result<u64, HttpError>), HttpError> {
     let path = ctx.state.store.paths().upload(&session.id);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_AHEAD);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITE_AHEAD);
     let writer = tokio::task::spawn_blocking(move || {
         let r = session.append_stream(&path, &mut rx);
         (session, r)
     });
     let mut body_error = None;
+    let (mut batch, mut batch_len) = (Vec::new(), 0);
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(f) => {
                 if let Ok(data) = f.into_data() {
-                    if !data.is_empty() && tx.send(data).await.is_err() {
-                        break; // writer failed; its error is reported below
+                    batch_len += data.len();
+                    batch.push(data);
+                    if batch_len >= BATCH {
+                        batch_len = 0;
+                        if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                            break; // writer failed; its error is reported below
+                        }
                     }
                 }
             }
@@ -137,6 +147,10 @@ async fn append(
                 break;
             }
         }
+    }
+    // What arrived before the end (or an interruption) is written too: the client may resume.
+    if !batch.is_empty() {
+        let _ = tx.send(batch).await;
     }
     drop(tx);
     let (session, written) = writer.await.map_err(HttpError::internal)?;
