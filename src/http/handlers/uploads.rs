@@ -28,8 +28,9 @@ pub const CHUNK_MIN: u64 = 1024 * 1024;
 /// because a slow client delivers many small chunks, and one thread wake-up per chunk cost more
 /// CPU than the data itself (a 4 GiB PUT from a client reading from disk: ~16,000 chunks).
 const BATCH: usize = 1 << 20;
-/// Batches in flight between the connection and the writer thread.
-const WRITE_AHEAD: usize = 4;
+/// Batches in flight between the connection and the writer thread. With the batch being filled
+/// and the one being written, an upload holds at most ~4 MiB (see `keep_freed_buffers` in main.rs).
+const WRITE_AHEAD: usize = 2;
 
 type Session = OwnedMutexGuard<UploadSession>;
 
