@@ -129,12 +129,12 @@ status_kb() { # pid field -> kB value of a /proc/PID/status field (VmRSS, VmHWM)
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
 }
 
-cpu_ticks() { # pid -> utime+stime (clock ticks, all threads)
+cpu_ticks() { # pid -> "minflt utime stime" (minor page faults; clock ticks; all threads)
     local s f
     s=$(<"/proc/$1/stat")
     s=${s##*) }          # drop "pid (comm) "; field 3 (state) becomes f[0]
     read -ra f <<<"$s"
-    echo $((f[11] + f[12]))
+    echo "${f[7]} ${f[11]} ${f[12]}"
 }
 
 # Peak RSS of the running server for one phase: peak_begin; ...; peak_end -> $PEAK_KB.
@@ -374,8 +374,12 @@ skopeo_push() { # name oci_dir repo bytes key
     log "$name: pushed in ${secs}s = ${R[$name.${key}_mbs]} MiB/s, peak RSS ${PEAK_KB} kB"
 }
 
+per_gib() { # count divisor -> count / divisor per GiB of the raw blob
+    awk -v t="$1" -v d="$2" -v b="$RAW_BYTES" 'BEGIN { printf "%.4f", t / d / (b / 1073741824) }'
+}
+
 raw_put() { # name
-    local name=$1 base=http://127.0.0.1:$PORT hdr=$RUN/post.hdr code loc sep out c0 c1 ticks
+    local name=$1 base=http://127.0.0.1:$PORT hdr=$RUN/post.hdr code loc sep out ticks f0 u0 s0 f1 u1 s1
     log "$name: monolithic PUT of ${LARGE_MB} MiB blob with curl"
     code=$(curl -sS -o "$RUN/post.body" -D "$hdr" -w '%{http_code}' -X POST \
         "$base/v2/$REPO_RAW/blobs/uploads/") || die "$name: POST blobs/uploads/ failed (curl error)"
@@ -385,23 +389,25 @@ raw_put() { # name
     [[ $loc == /* ]] && loc=$base$loc
     [[ $loc == *\?* ]] && sep='&' || sep='?'
     peak_begin
-    c0=$(cpu_ticks "$SERVER_PID")
+    read -r f0 u0 s0 <<<"$(cpu_ticks "$SERVER_PID")"
     # -T streams the file (--data-binary would load it into memory); 'Expect:' drops curl's
     # 100-continue handshake so neither server is charged for curl's 1 s expect timeout.
     local w
     w=$(curl -sS -o "$RUN/put.body" -X PUT -T "$RAW_FILE" -H 'Expect:' \
         -H 'Content-Type: application/octet-stream' -w '%{http_code} %{time_total} %{size_upload}' \
         "$loc${sep}digest=sha256:$RAW_HEX") || die "$name: PUT upload failed (curl error)"
-    c1=$(cpu_ticks "$SERVER_PID")
+    read -r f1 u1 s1 <<<"$(cpu_ticks "$SERVER_PID")"
     peak_end
     require_alive "PUT blob"
     read -r code secs up <<<"$w"
     [[ $code == 201 ]] || die "$name: monolithic PUT returned $code, expected 201: $(head -c 500 "$RUN/put.body")"
     [[ $up == "$RAW_BYTES" ]] || die "$name: curl uploaded $up bytes, expected $RAW_BYTES"
-    ticks=$((c1 - c0))
+    ticks=$((u1 - u0 + s1 - s0))
     R[$name.put_mbs]=$(mbs "$RAW_BYTES" "$secs")
-    R[$name.put_cpu_s_per_gib]=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v b="$RAW_BYTES" \
-        'BEGIN { printf "%.4f", t / hz / (b / 1073741824) }')
+    R[$name.put_cpu_s_per_gib]=$(per_gib "$ticks" "$(getconf CLK_TCK)")
+    R[$name.put_user_s_per_gib]=$(per_gib $((u1 - u0)) "$(getconf CLK_TCK)")
+    R[$name.put_sys_s_per_gib]=$(per_gib $((s1 - s0)) "$(getconf CLK_TCK)")
+    R[$name.put_faults_per_gib]=$(per_gib $((f1 - f0)) 1)
     R[$name.put_peak_kb]=$PEAK_KB
     log "$name: PUT ${secs}s = ${R[$name.put_mbs]} MiB/s, server CPU ${ticks} ticks (${R[$name.put_cpu_s_per_gib]} s/GiB), peak RSS ${PEAK_KB} kB"
 }
