@@ -2750,3 +2750,58 @@ fn malformed_content_range_is_blob_upload_invalid() {
     assert_status(&r, 202);
     assert_eq!(r.header("range"), Some("0-4"));
 }
+
+#[test]
+fn interrupted_patch_with_content_length_resumes_and_commits_exactly() {
+    // A PATCH announcing 8 MiB is cut after 3 MiB (pier allocates announced space up front). The
+    // session keeps exactly what arrived, the client resumes from there with a different split,
+    // and the committed blob holds the exact bytes and no allocated space past its end.
+    use std::os::unix::fs::MetadataExt;
+    let p = Pier::start();
+    let data = random_bytes(5 << 20, 81);
+    let d = sha256_digest(&data);
+    let r = p.req("POST", "/v2/r/blobs/uploads/", &[], b"");
+    assert_status(&r, 202);
+    let loc = location(&r);
+    {
+        let mut s = TcpStream::connect(p.addr).unwrap();
+        let head = format!(
+            "PATCH {loc} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            p.addr,
+            8 << 20
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&data[..3 << 20]).unwrap();
+    } // dropped: the connection closes mid-body
+    let mut received = 0;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let r = p.req("GET", &loc, &[], b"");
+            received = r
+                .header("range")
+                .and_then(|v| v.strip_prefix("0-"))
+                .and_then(|v| v.parse::<usize>().ok())
+                .map_or(0, |e| e + 1);
+            r.status == 204 && received == 3 << 20
+        }),
+        "upload status after the cut: {received} bytes"
+    );
+    let rest = &data[received..];
+    let range = format!("{received}-{}", data.len() - 1);
+    let r = p.req("PATCH", &loc, &[("Content-Range", &range), ("Content-Type", "application/octet-stream")], rest);
+    assert_status(&r, 202);
+    let r = p.req("PUT", &with_query(&location(&r), &format!("digest={d}")), &[], b"");
+    assert_status(&r, 201);
+    let r = p.get(&format!("/v2/r/blobs/{d}"));
+    assert_status(&r, 200);
+    assert!(r.body == data, "blob content differs");
+    let file = p.root.join("repositories/r/blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.len(), data.len() as u64);
+    assert!(
+        meta.blocks() * 512 <= data.len() as u64 + (1 << 20),
+        "{} blocks allocated for {} bytes",
+        meta.blocks(),
+        data.len()
+    );
+}

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::meta::UPLOADS;
-use super::upload_writer::UploadWriter;
+use super::upload_writer::{trim_preallocation, UploadWriter};
 use super::{files, now_unix, Result, Store, StoreError};
 use crate::core::{Algorithm, Digest, Hasher, RepoName};
 
@@ -36,17 +36,19 @@ const READ_BUFFER: usize = 1 << 20;
 
 impl UploadSession {
     /// Appends every batch of chunks received from `rx` to the upload file, hashing each byte once.
+    /// `announced` is the body length the request announced, if any (space is allocated for it).
     /// Runs on a blocking thread. On return `offset`/`hasher` describe the file exactly, even
     /// after an error (the client can resume from `offset`).
     pub fn append_stream(
         &mut self,
         path: &std::path::Path,
         rx: &mut tokio::sync::mpsc::Receiver<Vec<Bytes>>,
+        announced: Option<u64>,
     ) -> io::Result<u64> {
         if self.hasher.is_none() {
             self.rehash(path)?;
         }
-        let mut out = UploadWriter::new(path, self.offset)?;
+        let mut out = UploadWriter::new(path, self.offset, announced)?;
         let mut written = 0u64;
         let streamed = (|| {
             while let Some(batch) = rx.blocking_recv() {
@@ -244,7 +246,9 @@ impl Store {
             self.cancel_upload(session)?;
             return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
         }
-        File::open(&path)?.sync_all()?;
+        let file = OpenOptions::new().write(true).open(&path)?;
+        trim_preallocation(&file)?;
+        file.sync_all()?;
         let size = session.offset;
         self.commit_blob_file(&path, &session.repo, expected, size)?;
         self.forget(session)

@@ -33,6 +33,11 @@ const WRITE_BUFFER: usize = 1 << 20;
 const SYNC_EVERY: u64 = 32 << 20;
 /// How much of each upload stays in the page cache after it is flushed.
 const KEEP_CACHED: u64 = 64 << 20;
+/// Bodies announced at least this long get their disk space allocated up front.
+const PREALLOCATE_FROM: u64 = 1 << 20;
+/// Allocated space past the end of a committed file that is tolerated without trimming
+/// (extent-tree blocks of large files count in `st_blocks` too).
+const ALLOCATION_SLACK: u64 = 1 << 20;
 
 /// Writes one request's worth of upload bytes to the end of the upload file.
 pub(super) struct UploadWriter {
@@ -48,8 +53,12 @@ pub(super) struct UploadWriter {
 
 impl UploadWriter {
     /// Starts writing at the end of the file at `path`, whose length must be `position`.
-    pub(super) fn new(path: &Path, position: u64) -> io::Result<Self> {
+    /// `announced` is the request's body length when it is known in advance (`Content-Length`).
+    pub(super) fn new(path: &Path, position: u64, announced: Option<u64>) -> io::Result<Self> {
         let file = OpenOptions::new().append(true).open(path)?;
+        if let Some(len) = announced.filter(|&len| len >= PREALLOCATE_FROM) {
+            preallocate(&file, position, len);
+        }
         Ok(UploadWriter {
             gathered: ChunkWriter { file: file.try_clone()?, pending: Vec::new(), pending_len: 0 },
             file,
@@ -177,6 +186,30 @@ impl Flusher {
     }
 }
 
+/// Allocates `[position, position + len)` without changing the file's length
+/// (`FALLOC_FL_KEEP_SIZE`, so the file still holds exactly the bytes written). Each page written
+/// then lands in allocated blocks instead of taking a delayed-allocation reservation, which on
+/// ext4 cost ~0.05-0.1 CPU-s per GiB of system time (4 GiB PUT here). Best effort: filesystems
+/// without `fallocate` just allocate as they write.
+fn preallocate(file: &File, position: u64, len: u64) {
+    use nix::libc::off_t;
+    if let (Ok(offset), Ok(len)) = (off_t::try_from(position), off_t::try_from(len)) {
+        let _ = nix::fcntl::fallocate(file, nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE, offset, len);
+    }
+}
+
+/// Frees what `preallocate` reserved past the end of a file whose upload ended short of its
+/// announced length (an interrupted request that was resumed differently): truncating to the
+/// current length releases blocks past it. Files without such blocks are left alone.
+pub(super) fn trim_preallocation(file: &File) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    if meta.blocks() * 512 > meta.len().next_multiple_of(4096) + ALLOCATION_SLACK {
+        file.set_len(meta.len())?;
+    }
+    Ok(())
+}
+
 /// Releases the flushed pages of `[from, to)` from the page cache.
 fn drop_behind(file: &File, from: u64, to: u64) {
     use nix::libc::off_t;
@@ -196,6 +229,28 @@ mod tests {
     use super::*;
     use sha2::Digest as _;
 
+    /// Space announced by `Content-Length` is allocated without changing the file's length, and
+    /// what an interrupted request left allocated past the end is freed at commit.
+    #[test]
+    fn preallocation_keeps_the_length_and_is_trimmed() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upload");
+        File::create(&path).unwrap();
+        let mut writer = UploadWriter::new(&path, 0, Some(16 << 20)).unwrap();
+        writer.push(Bytes::from(vec![7u8; 3 << 20])).unwrap();
+        writer.finish().unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        assert_eq!(meta.len(), 3 << 20);
+        assert!(meta.blocks() * 512 >= 16 << 20, "16 MiB allocated: {} blocks", meta.blocks());
+        trim_preallocation(&file).unwrap();
+        let meta = file.metadata().unwrap();
+        assert_eq!(meta.len(), 3 << 20);
+        assert!(meta.blocks() * 512 <= (3 << 20) + ALLOCATION_SLACK, "trimmed: {} blocks", meta.blocks());
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 3 << 20]);
+    }
+
     /// Chunks of uneven sizes, past `SYNC_EVERY` and `KEEP_CACHED`, land in order and complete,
     /// in two requests (the second starts at the first one's end, like a chunked upload).
     #[test]
@@ -208,7 +263,7 @@ mod tests {
         let pattern: Vec<u8> = (0u32..(3 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let (mut position, mut seed) = (0u64, 1u32);
         for request_end in [SYNC_EVERY + 777, total] {
-            let mut writer = UploadWriter::new(&path, position).unwrap();
+            let mut writer = UploadWriter::new(&path, position, None).unwrap();
             while position < request_end {
                 seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                 let len = (u64::from(seed >> 8) % 700_000 + 1).min(request_end - position);

@@ -123,8 +123,9 @@ async fn append(
 ) -> Result<(Session, Result<u64, HttpError>), HttpError> {
     let path = ctx.state.store.paths().upload(&session.id);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITE_AHEAD);
+    let announced = http_body::Body::size_hint(&body).exact();
     let writer = tokio::task::spawn_blocking(move || {
-        let r = session.append_stream(&path, &mut rx);
+        let r = session.append_stream(&path, &mut rx, announced);
         (session, r)
     });
     let mut body_error = None;
