@@ -72,6 +72,10 @@ def fmt(v, scale, dec):
     return "—" if v is None else "{:,.{d}f}".format(v / scale, d=dec)
 
 
+# Counts that are near zero for a healthy server: a ratio of two tiny numbers means nothing.
+NO_RATIO = {"put_faults_per_gib"}
+
+
 def ratio(a, b):
     if a is None or b is None or b == 0:
         return "—"
@@ -105,7 +109,7 @@ def main():
             continue
         lines.append("| {} | {} | {} | {} | {} | {} |".format(
             label.format(**ctx), unit, "higher" if better == "high" else "lower",
-            fmt(p, scale, dec), fmt(d, scale, dec), ratio(p, d)))
+            fmt(p, scale, dec), fmt(d, scale, dec), "—" if key in NO_RATIO else ratio(p, d)))
     pa = num(vals, "pier.wrk_auth_ratio")
     if pa is not None:
         lines.append("")
