@@ -82,6 +82,29 @@ def ratio(a, b):
     return "{:.2f}".format(a / b)
 
 
+def core_targets(vals):
+    """(name, measured, target, met) for each target of the registry core that this run measured."""
+    out = []
+    p = lambda k: num(vals, "pier." + k)
+    cpu = p("put_cpu_s_per_gib")
+    if cpu is not None:
+        out.append(("server CPU per GiB pushed", "{:.3f} s".format(cpu), "<= 1.5 s", cpu <= 1.5))
+    get, nginx = p("get_mbs"), num(vals, "nginx.get_mbs")
+    if get is not None and nginx:
+        out.append(("curl pull vs nginx", "{:.0f} %".format(100 * get / nginx), ">= 90 %", get >= 0.9 * nginx))
+    rps, drps = p("wrk_rps"), num(vals, "distribution.wrk_rps")
+    if rps is not None and drps:
+        out.append(("manifest GET vs Distribution", "{:.1f}x".format(rps / drps), ">= 5x", rps >= 5 * drps))
+    peaks = [v for v in (p("push_large_peak_kb"), p("put_peak_kb"), p("get_peak_kb")) if v is not None]
+    if peaks:
+        out.append(("peak RSS during the large push, PUT and pull", "{:.1f} MiB".format(max(peaks) / MiB),
+                    "<= 32 MiB", max(peaks) <= 32 * MiB))
+    idle = p("idle_rss_kb")
+    if idle is not None:
+        out.append(("idle RSS", "{:.1f} MiB".format(idle / MiB), "<= 8 MiB", idle <= 8 * MiB))
+    return out
+
+
 def main():
     src, out = sys.argv[1], sys.argv[2]
     vals, notes = load(src)
@@ -128,6 +151,12 @@ def main():
                 continue
             lines.append("| {} | {} | {} | {} | {} |".format(
                 who, fmt(g, 1, 1), ratio(g, ng), fmt(gp, 1, 1), ratio(gp, ngp)))
+    targets = core_targets(vals)
+    if targets:
+        lines.append("")
+        lines.append("Targets of the registry core (issue 2), this run:")
+        for name, value, limit, met in targets:
+            lines.append("- {}: {} (target {}) -> {}".format(name, value, limit, "met" if met else "NOT met"))
     if notes:
         lines.append("")
         lines.append("Notes:")
