@@ -2756,7 +2756,6 @@ fn interrupted_patch_with_content_length_resumes_and_commits_exactly() {
     // A PATCH announcing 8 MiB is cut after 3 MiB (pier allocates announced space up front). The
     // session keeps exactly what arrived, the client resumes from there with a different split,
     // and the committed blob holds the exact bytes and no allocated space past its end.
-    use std::os::unix::fs::MetadataExt;
     let p = Pier::start();
     let data = random_bytes(5 << 20, 81);
     let d = sha256_digest(&data);
@@ -2804,4 +2803,94 @@ fn interrupted_patch_with_content_length_resumes_and_commits_exactly() {
         meta.blocks(),
         data.len()
     );
+}
+
+#[test]
+fn deleting_the_last_link_frees_the_disk_at_once() {
+    // Blob and manifest files leave the global store as soon as no repository links them (no
+    // restart, no separate garbage collection), and come back when pushed again.
+    let p = Pier::start();
+    let data = random_bytes(300_000, 82);
+    let d = push_blob(&p, "a", &data);
+    push_blob(&p, "b", &data);
+    assert_status(&p.req("DELETE", &format!("/v2/a/blobs/{d}"), &[], b""), 202);
+    assert!(global_blob(&p, &d).exists(), "b still links the blob");
+    get_blob_ok(&p, "b", &d, &data);
+    assert_status(&p.req("DELETE", &format!("/v2/b/blobs/{d}"), &[], b""), 202);
+    assert!(!global_blob(&p, &d).exists(), "last link deleted: the file must be gone");
+    assert!(!repo_blob(&p, "b", &d).exists());
+    assert_error(&p.get(&format!("/v2/b/blobs/{d}")), 404, "BLOB_UNKNOWN");
+    // A mount from a repository that lost it is a normal upload, not a dangling link.
+    let r = p.req("POST", &format!("/v2/c/blobs/uploads/?mount={d}&from=b"), &[], b"");
+    assert_status(&r, 202);
+    assert_eq!(push_blob(&p, "c", &data), d);
+    get_blob_ok(&p, "c", &d, &data);
+    assert!(global_blob(&p, &d).exists());
+
+    let md = push_image(&p, "m", "v1", &[b"only layer"]);
+    assert!(global_blob(&p, &md).exists());
+    assert_status(&p.req("DELETE", &format!("/v2/m/manifests/{md}"), &[], b""), 202);
+    assert!(!global_blob(&p, &md).exists(), "manifest file left behind");
+    assert_error(&p.get(&format!("/v2/m/manifests/{md}")), 404, "MANIFEST_UNKNOWN");
+    // Nothing is left for the start-up sweep to find.
+    let mut p = p;
+    p.restart();
+    assert!(p.log().contains("0 unreferenced file(s) removed"), "{}", p.log());
+}
+
+#[test]
+fn concurrent_deletes_mounts_pushes_and_pulls_never_dangle() {
+    // Deletes of the last link race with pushes, mounts and pulls of the same blob. Every
+    // answer is a success or a clean "unknown" (never a 500), and afterwards every link in a
+    // repository layout has its global file.
+    let p = Arc::new(Pier::start());
+    const REPOS: [&str; 3] = ["x", "y", "z"];
+    for round in 0..6u64 {
+        let data = Arc::new(random_bytes(256 * 1024, 200 + round));
+        let d = push_blob(&p, "x", &data);
+        let barrier = Arc::new(Barrier::new(6));
+        let mut workers = Vec::new();
+        for (i, repo) in REPOS.iter().enumerate() {
+            let (p1, b1, d1) = (p.clone(), barrier.clone(), d.clone());
+            workers.push(std::thread::spawn(move || {
+                b1.wait();
+                let r = p1.req("DELETE", &format!("/v2/{repo}/blobs/{d1}"), &[], b"");
+                assert!(matches!(r.status, 202 | 404), "delete {repo}: {}", show(&r));
+            }));
+            let (p2, b2, d2, data2) = (p.clone(), barrier.clone(), d.clone(), data.clone());
+            let from = REPOS[(i + 1) % REPOS.len()];
+            workers.push(std::thread::spawn(move || {
+                b2.wait();
+                let r = p2.req("POST", &format!("/v2/{repo}/blobs/uploads/?mount={d2}&from={from}"), &[], b"");
+                assert!(matches!(r.status, 201 | 202), "mount {from} -> {repo}: {}", show(&r));
+                let r = p2.get(&format!("/v2/{from}/blobs/{d2}"));
+                match r.status {
+                    200 => assert!(r.body == *data2, "pull {from}: wrong content"),
+                    // NAME_UNKNOWN while `from` has never had anything (first round).
+                    404 => assert!(matches!(r.error_code().as_str(), "BLOB_UNKNOWN" | "NAME_UNKNOWN"), "{}", show(&r)),
+                    _ => panic!("pull {from}: {}", show(&r)),
+                }
+                let r = p2.req("POST", &format!("/v2/{repo}/blobs/uploads/?digest={d2}"), &[], &data2);
+                assert_eq!(r.status, 201, "push {repo}: {}", show(&r));
+            }));
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        for repo in REPOS {
+            let linked = repo_blob(&p, repo, &d).exists();
+            let r = p.get(&format!("/v2/{repo}/blobs/{d}"));
+            match r.status {
+                200 => {
+                    assert!(r.body == *data, "round {round}, {repo}: wrong content");
+                    assert!(linked, "round {round}, {repo}: served but not in the layout");
+                }
+                404 => assert!(!linked, "round {round}, {repo}: 404 but still in the layout"),
+                _ => panic!("round {round}, {repo}: {}", show(&r)),
+            }
+            if linked {
+                assert!(global_blob(&p, &d).exists(), "round {round}, {repo}: link without a global file");
+            }
+        }
+    }
 }

@@ -128,8 +128,32 @@ pub struct Store {
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<UploadSession>>>>,
     /// Serialises every (file link/unlink + metadata transaction + index.json) sequence, so that a
     /// concurrent delete can never interleave between a push's link and its transaction.
+    /// Invariant, kept under this lock: the global file `blobs/<alg>/<hex>` exists whenever
+    /// `BLOBS[digest]` counts at least one link. It is created only by `commit_blob_file` and
+    /// `put_manifest`, and removed when a delete takes away the last link (or by the start-up
+    /// sweep, for what a crash left unreferenced), always while holding this lock.
     write_lock: Mutex<()>,
     delete_enabled: std::sync::atomic::AtomicBool,
+}
+
+/// What `unrecord_repo_blob` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unlinked {
+    /// The repository did not have the blob.
+    NotLinked,
+    /// Removed from the repository; other repositories still link it.
+    LinkedElsewhere,
+    /// Removed, and that was the last link: the global file can go.
+    LastLink,
+}
+
+/// Maps "file not found" to `unknown` (the object was deleted concurrently), other errors as is.
+fn gone_as(e: io::Error, unknown: StoreError) -> StoreError {
+    if e.kind() == io::ErrorKind::NotFound {
+        unknown
+    } else {
+        e.into()
+    }
 }
 
 pub fn now_unix() -> u64 {
@@ -267,7 +291,8 @@ impl Store {
     /// Opens a blob the repository has, for reading. Returns the file and its size.
     pub fn open_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(fs::File, u64)> {
         let size = self.blob_size(repo, digest)?;
-        let file = fs::File::open(self.paths.blob(digest))?;
+        // A delete of the last link may remove the file between the lookup and the open.
+        let file = fs::File::open(self.paths.blob(digest)).map_err(|e| gone_as(e, StoreError::BlobUnknown))?;
         Ok((file, size))
     }
 
@@ -279,11 +304,11 @@ impl Store {
         let global_dir = global.parent().ok_or_else(|| io::Error::other("blob path without parent"))?;
         files::ensure_dir(global_dir)?;
         files::make_read_only(src)?;
+        let _guard = self.lock();
         if files::link_if_absent(src, &global)? {
             files::sync_dir(global_dir)?;
         }
         files::remove_if_exists(src)?;
-        let _guard = self.lock();
         self.link_into_repo(repo, digest)?;
         let txn = self.db.begin_write()?;
         Self::record_repo_blob(&txn, repo, digest, size)?;
@@ -327,18 +352,36 @@ impl Store {
         Ok(())
     }
 
-    /// Removes `REPO_BLOBS[(repo, digest)]`; returns whether it existed.
-    fn unrecord_repo_blob(txn: &redb::WriteTransaction, repo: &RepoName, digest: &Digest) -> Result<bool> {
+    /// Removes `REPO_BLOBS[(repo, digest)]`, keeping the `BLOBS` count in step; when that was the
+    /// last link, the `BLOBS` record goes too and the caller removes the global file once the
+    /// transaction is committed (still under the write lock).
+    fn unrecord_repo_blob(txn: &redb::WriteTransaction, repo: &RepoName, digest: &Digest) -> Result<Unlinked> {
         let mut links = txn.open_table(REPO_BLOBS)?;
         if links.remove((repo.as_str(), digest.as_str()))?.is_none() {
-            return Ok(false);
+            return Ok(Unlinked::NotLinked);
         }
         let mut blobs = txn.open_table(BLOBS)?;
         let entry = blobs.get(digest.as_str())?.map(|v| v.value());
-        if let Some((size, count)) = entry {
-            blobs.insert(digest.as_str(), (size, count.saturating_sub(1)))?;
+        match entry {
+            Some((size, count)) if count > 1 => {
+                blobs.insert(digest.as_str(), (size, count - 1))?;
+                Ok(Unlinked::LinkedElsewhere)
+            }
+            _ => {
+                blobs.remove(digest.as_str())?;
+                Ok(Unlinked::LastLink)
+            }
         }
-        Ok(true)
+    }
+
+    /// After a committed unlink: removes the repository's hardlink and, if no repository links
+    /// the blob any more, the global file (disk space comes back at once). Caller holds the lock.
+    fn remove_blob_files(&self, repo: &RepoName, digest: &Digest, unlinked: Unlinked) -> Result<()> {
+        files::remove_if_exists(&self.paths.repo_blob(repo, digest))?;
+        if unlinked == Unlinked::LastLink {
+            files::remove_if_exists(&self.paths.blob(digest))?;
+        }
+        Ok(())
     }
 
     /// Cross-repository mount: gives `to` the blob `digest` of `from`. Returns false when
@@ -350,18 +393,18 @@ impl Store {
             Err(e) => return Err(e),
         };
         let _guard = self.lock();
-        self.link_into_repo(to, digest)?;
         let txn = self.db.begin_write()?;
-        // Re-check under the lock: `from` may have lost the blob meanwhile.
+        // Re-check under the lock: `from` may have lost the blob (and its file) meanwhile.
         if txn.open_table(REPO_BLOBS)?.get((from.as_str(), digest.as_str()))?.is_none() {
             return Ok(false);
         }
+        self.link_into_repo(to, digest)?;
         Self::record_repo_blob(&txn, to, digest, size)?;
         txn.commit()?;
         Ok(true)
     }
 
-    /// Removes the blob from `repo` (the global file stays until garbage collection).
+    /// Removes the blob from `repo`; its file goes too when no other repository links it.
     pub fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         if !self.delete_enabled() {
             return Err(StoreError::DeleteDisabled);
@@ -371,12 +414,12 @@ impl Store {
         if txn.open_table(MANIFESTS)?.get((repo.as_str(), digest.as_str()))?.is_some() {
             return Err(StoreError::IsManifest);
         }
-        if !Self::unrecord_repo_blob(&txn, repo, digest)? {
+        let unlinked = Self::unrecord_repo_blob(&txn, repo, digest)?;
+        if unlinked == Unlinked::NotLinked {
             return Err(Self::unknown_in_write(&txn, repo, StoreError::BlobUnknown)?);
         }
         txn.commit()?;
-        files::remove_if_exists(&self.paths.repo_blob(repo, digest))?;
-        Ok(())
+        self.remove_blob_files(repo, digest, unlinked)
     }
 
     // ----- manifests ----------------------------------------------------------------------
@@ -427,7 +470,8 @@ impl Store {
 
     /// Reads a stored manifest's bytes.
     pub fn manifest_bytes(&self, digest: &Digest) -> Result<Vec<u8>> {
-        Ok(fs::read(self.paths.blob(digest))?)
+        // A concurrent delete of the last link may have removed the file since the lookup.
+        fs::read(self.paths.blob(digest)).map_err(|e| gone_as(e, StoreError::ManifestUnknown))
     }
 
     /// The first reference of `manifest` that `repo` lacks, checked in `txn`.
@@ -471,28 +515,6 @@ impl Store {
                 return Err(StoreError::ManifestBlobUnknown(d));
             }
         }
-        // The bytes become a blob of the repository, like any layer.
-        let global = self.paths.blob(digest);
-        if !global.exists() {
-            let tmp = self.paths.upload(&format!("{}.manifest", uuid::Uuid::new_v4()));
-            let write = (|| -> io::Result<()> {
-                use std::io::Write;
-                let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-                f.write_all(body)?;
-                f.sync_all()
-            })();
-            if let Err(e) = write {
-                let _ = fs::remove_file(&tmp);
-                return Err(e.into());
-            }
-            let global_dir = global.parent().ok_or_else(|| io::Error::other("blob path without parent"))?;
-            files::ensure_dir(global_dir)?;
-            files::make_read_only(&tmp)?;
-            if files::link_if_absent(&tmp, &global)? {
-                files::sync_dir(global_dir)?;
-            }
-            files::remove_if_exists(&tmp)?;
-        }
         let record = ManifestRecord {
             media_type: manifest.media_type.clone(),
             size: body.len() as u64,
@@ -503,6 +525,8 @@ impl Store {
             blobs: manifest.blobs.iter().map(|b| b.digest.to_string()).collect(),
         };
         let _guard = self.lock();
+        // The bytes become a blob of the repository, like any layer.
+        self.write_global_if_absent(digest, body)?;
         self.link_into_repo(repo, digest)?;
         let txn = self.db.begin_write()?;
         // Re-check under the lock: a concurrent delete may have removed a reference.
@@ -524,6 +548,34 @@ impl Store {
         }
         txn.commit()?;
         self.write_index(repo)?;
+        Ok(())
+    }
+
+    /// Writes `body` as the global blob `digest` unless that file exists (fsynced temp file in
+    /// `uploads/`, linked into place). Caller holds the lock.
+    fn write_global_if_absent(&self, digest: &Digest, body: &[u8]) -> Result<()> {
+        let global = self.paths.blob(digest);
+        if global.exists() {
+            return Ok(());
+        }
+        let tmp = self.paths.upload(&format!("{}.manifest", uuid::Uuid::new_v4()));
+        let write = (|| -> io::Result<()> {
+            use std::io::Write;
+            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(body)?;
+            f.sync_all()
+        })();
+        if let Err(e) = write {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+        let global_dir = global.parent().ok_or_else(|| io::Error::other("blob path without parent"))?;
+        files::ensure_dir(global_dir)?;
+        files::make_read_only(&tmp)?;
+        if files::link_if_absent(&tmp, &global)? {
+            files::sync_dir(global_dir)?;
+        }
+        files::remove_if_exists(&tmp)?;
         Ok(())
     }
 
@@ -573,9 +625,9 @@ impl Store {
         if let Some(subject) = record.as_ref().and_then(|r| r.subject.clone()) {
             txn.open_table(REFERRERS)?.remove((repo.as_str(), subject.as_str(), digest.as_str()))?;
         }
-        Self::unrecord_repo_blob(&txn, repo, digest)?;
+        let unlinked = Self::unrecord_repo_blob(&txn, repo, digest)?;
         txn.commit()?;
-        files::remove_if_exists(&self.paths.repo_blob(repo, digest))?;
+        self.remove_blob_files(repo, digest, unlinked)?;
         self.write_index(repo)?;
         Ok(())
     }
