@@ -300,19 +300,26 @@ impl Store {
     /// global store (unless present) and into the repository's layout, fsyncs both directories,
     /// then records the link. `src` is removed.
     fn commit_blob_file(&self, src: &Path, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let global = self.paths.blob(digest);
-        let global_dir = global.parent().ok_or_else(|| io::Error::other("blob path without parent"))?;
-        files::ensure_dir(global_dir)?;
-        files::make_read_only(src)?;
         let _guard = self.lock();
-        if files::link_if_absent(src, &global)? {
-            files::sync_dir(global_dir)?;
-        }
-        files::remove_if_exists(src)?;
+        self.place_global(src, digest)?;
         self.link_into_repo(repo, digest)?;
         let txn = self.db.begin_write()?;
         Self::record_repo_blob(&txn, repo, digest, size)?;
         txn.commit()?;
+        Ok(())
+    }
+
+    /// Makes the fsynced file `src` the global blob `digest` unless that file exists (hardlink,
+    /// then the directory fsynced), and removes `src`. Caller holds the lock.
+    fn place_global(&self, src: &Path, digest: &Digest) -> Result<()> {
+        let global = self.paths.blob(digest);
+        let global_dir = global.parent().ok_or_else(|| io::Error::other("blob path without parent"))?;
+        files::ensure_dir(global_dir)?;
+        files::make_read_only(src)?;
+        if files::link_if_absent(src, &global)? {
+            files::sync_dir(global_dir)?;
+        }
+        files::remove_if_exists(src)?;
         Ok(())
     }
 
@@ -554,8 +561,7 @@ impl Store {
     /// Writes `body` as the global blob `digest` unless that file exists (fsynced temp file in
     /// `uploads/`, linked into place). Caller holds the lock.
     fn write_global_if_absent(&self, digest: &Digest, body: &[u8]) -> Result<()> {
-        let global = self.paths.blob(digest);
-        if global.exists() {
+        if self.paths.blob(digest).exists() {
             return Ok(());
         }
         let tmp = self.paths.upload(&format!("{}.manifest", uuid::Uuid::new_v4()));
@@ -569,14 +575,7 @@ impl Store {
             let _ = fs::remove_file(&tmp);
             return Err(e.into());
         }
-        let global_dir = global.parent().ok_or_else(|| io::Error::other("blob path without parent"))?;
-        files::ensure_dir(global_dir)?;
-        files::make_read_only(&tmp)?;
-        if files::link_if_absent(&tmp, &global)? {
-            files::sync_dir(global_dir)?;
-        }
-        files::remove_if_exists(&tmp)?;
-        Ok(())
+        self.place_global(&tmp, digest)
     }
 
     /// Removes a tag (the manifest stays).
