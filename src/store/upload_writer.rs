@@ -41,8 +41,6 @@ const ALLOCATION_SLACK: u64 = 1 << 20;
 
 /// Writes one request's worth of upload bytes to the end of the upload file.
 pub(super) struct UploadWriter {
-    /// The upload file, opened for appending.
-    file: File,
     /// File length once everything pushed so far is written.
     position: u64,
     gathered: ChunkWriter,
@@ -60,8 +58,7 @@ impl UploadWriter {
             preallocate(&file, position, len);
         }
         Ok(UploadWriter {
-            gathered: ChunkWriter { file: file.try_clone()?, pending: Vec::new(), pending_len: 0 },
-            file,
+            gathered: ChunkWriter { file, pending: Vec::new(), pending_len: 0 },
             position,
             unsynced: 0,
             flusher: None,
@@ -87,7 +84,7 @@ impl UploadWriter {
             self.gathered.flush()?;
             self.unsynced = 0;
             if self.flusher.is_none() {
-                self.flusher = Some(Flusher::start(self.file.try_clone()?)?);
+                self.flusher = Some(Flusher::start(self.gathered.file.try_clone()?)?);
             }
             if let Some(flusher) = &self.flusher {
                 flusher.request(self.position)?;
@@ -111,6 +108,7 @@ impl UploadWriter {
 /// Gathers received chunks (without copying them) and writes them with one `writev` per
 /// `WRITE_BUFFER` bytes: few system calls, and no user-space copy between socket and file.
 struct ChunkWriter {
+    /// The upload file, opened for appending.
     file: File,
     pending: Vec<Bytes>,
     pending_len: usize,
