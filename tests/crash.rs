@@ -428,3 +428,24 @@ fn kill9_during_concurrent_pushes() {
     assert_store_blobs_complete(&p.root);
     assert_store_links_consistent(&p.root);
 }
+
+#[test]
+fn startup_sweeps_the_links_of_a_repository_metadata_never_recorded() {
+    // A kill -9 between a first push's links and its transaction leaves a layout for a repository
+    // that is not in the metadata at all (seen in kill9_during_monolithic_blob_put). Simulated
+    // here exactly: the start-up sweep must remove its links, so that the unreferenced global
+    // file can go too without leaving a link behind.
+    let mut p = Pier::start();
+    let data = random_bytes(100_000, 95);
+    let digest = push_blob(&p, "kept", &data);
+    p.kill9();
+    let hex = digest.trim_start_matches("sha256:");
+    let ghost = p.root.join("repositories/never/recorded/blobs/sha256");
+    std::fs::create_dir_all(&ghost).unwrap();
+    std::fs::hard_link(store_blob_path(&p.root, &digest), ghost.join(hex)).unwrap();
+    p.restart();
+    assert!(!ghost.join(hex).exists(), "link of an unrecorded repository survived the sweep");
+    assert_store_links_consistent(&p.root);
+    assert_eq!(p.get(&format!("/v2/kept/blobs/{digest}")).body, data);
+    assert_eq!(p.get(&format!("/v2/never/recorded/blobs/{digest}")).status, 404);
+}

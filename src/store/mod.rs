@@ -725,6 +725,31 @@ impl Store {
 
     // ----- start-up recovery --------------------------------------------------------------
 
+    /// Names of the repositories that have a `blobs/` directory under `repositories/`.
+    fn repos_on_disk(&self) -> io::Result<BTreeSet<String>> {
+        let root = self.paths.repositories();
+        let mut found = BTreeSet::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for entry in entries {
+                let entry = entry?;
+                if !entry.file_type()?.is_dir() {
+                    continue;
+                }
+                // `<name>/blobs` marks a repository; later components may not be `blobs`, but
+                // the first may, so keep descending in every case.
+                if entry.file_name() == "blobs" {
+                    if let Some(name) = dir.strip_prefix(&root).ok().and_then(|r| r.to_str()) {
+                        found.insert(name.to_string());
+                    }
+                }
+                dirs.push(entry.path());
+            }
+        }
+        Ok(found)
+    }
+
     /// Removes what a crash can leave behind: upload files without a session record (and
     /// records without a file), repository links and global blobs that metadata does not
     /// reference; rewrites every `index.json`.
@@ -772,7 +797,11 @@ impl Store {
             }
             v
         };
-        for name in &repos {
+        // A crash between a first push's links and its transaction leaves a layout on disk for a
+        // repository that metadata never recorded: walk the disk as well.
+        let mut with_layout: BTreeSet<String> = self.repos_on_disk()?;
+        with_layout.extend(repos.iter().cloned());
+        for name in &with_layout {
             let Ok(repo) = RepoName::parse(name) else { continue };
             let txn = self.db.begin_read()?;
             let links = txn.open_table(REPO_BLOBS)?;
