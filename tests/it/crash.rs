@@ -4,14 +4,10 @@
 //! store must never hold an incomplete file; interrupted uploads must resume or be cleanly
 //! unknown.
 
-mod common;
-#[path = "e2e/util.rs"]
-mod util;
+use crate::harness::*;
 
-use common::*;
 use std::sync::mpsc;
 use std::time::Duration;
-use util::*;
 
 /// After a crash, `repo:tag` must be absent (404 MANIFEST_UNKNOWN, or NAME_UNKNOWN for a
 /// repository that never got a manifest) or serve exactly one of `allowed` completely. Returns
@@ -29,13 +25,13 @@ fn assert_absent_or_complete(p: &Pier, repo: &str, tag: &str, allowed: &[&Image]
                 panic!(
                     "{repo}:{tag} serves a manifest that was never completely pushed: {:?}\n{}",
                     r.text(),
-                    log_tail(p)
+                    p.log_tail()
                 )
             });
             assert_image_served(p, repo, tag, allowed[i]);
             Some(i)
         }
-        s => panic!("GET {repo}:{tag} after crash: {s} {}\n{}", r.text(), log_tail(p)),
+        s => panic!("GET {repo}:{tag} after crash: {s} {}\n{}", r.text(), p.log_tail()),
     }
 }
 
@@ -51,7 +47,7 @@ fn kill9_during_chunked_upload() {
 
     // A large chunked upload, streamed from a thread.
     let big = random_bytes(BIG, 52);
-    let big_digest = fast_sha256(&big);
+    let big_digest = sha256_digest(&big);
     let loc = start_upload(&p, "crash/big");
     // The thread reports each acknowledged PATCH as (bytes held, upload location to use next).
     let (tx, rx) = mpsc::channel::<Result<(u64, String), String>>();
@@ -88,8 +84,8 @@ fn kill9_during_chunked_upload() {
     for i in 0..ACKED_CHUNKS_BEFORE_KILL {
         let (held, l) = match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(Ok(v)) => v,
-            Ok(Err(e)) => panic!("{e}\n{}", log_tail(&p)),
-            Err(_) => panic!("PATCH not acknowledged\n{}", log_tail(&p)),
+            Ok(Err(e)) => panic!("{e}\n{}", p.log_tail()),
+            Err(_) => panic!("PATCH not acknowledged\n{}", p.log_tail()),
         };
         assert_eq!(held, ((i + 1) * CHUNK) as u64, "Range after PATCH #{i}");
         acked = held;
@@ -136,7 +132,7 @@ fn kill9_during_chunked_upload() {
                     &[("Content-Type", "application/octet-stream"), ("Content-Range", &cr)],
                     &big[off..end],
                 );
-                assert_eq!(r.status, 202, "resumed PATCH {cr}: {}\n{}", r.text(), log_tail(&p));
+                assert_eq!(r.status, 202, "resumed PATCH {cr}: {}\n{}", r.text(), p.log_tail());
                 assert_eq!(range_len(&r), end as u64, "Range after resumed PATCH {cr}");
                 if let Some(l) = r.header("location") {
                     loc = strip_origin(l);
@@ -144,7 +140,7 @@ fn kill9_during_chunked_upload() {
                 off = end;
             }
             let r = p.req("PUT", &with_digest(&loc, &big_digest), &[], b"");
-            assert_eq!(r.status, 201, "PUT completing the resumed upload: {}\n{}", r.text(), log_tail(&p));
+            assert_eq!(r.status, 201, "PUT completing the resumed upload: {}\n{}", r.text(), p.log_tail());
         }
         404 => {
             eprintln!("interrupted upload is unknown after restart ({acked} acknowledged, {sent} sent)");
@@ -155,12 +151,12 @@ fn kill9_during_chunked_upload() {
                 p.req("PUT", &with_digest(&loc, &big_digest), &[("Content-Type", "application/octet-stream")], &big);
             assert_eq!(r.status, 201, "fresh monolithic upload after the crash: {}", r.text());
         }
-        s => panic!("GET upload location after crash: {s} {} {:?}\n{}", r.text(), r.headers, log_tail(&p)),
+        s => panic!("GET upload location after crash: {s} {} {:?}\n{}", r.text(), r.headers, p.log_tail()),
     }
     let r = p.get(&format!("/v2/crash/big/blobs/{big_digest}"));
     assert_eq!(r.status, 200, "completed blob: {}", r.text());
     assert_eq!(r.body.len(), BIG, "length of the completed blob");
-    assert_eq!(fast_sha256(&r.body), big_digest, "content of the completed blob");
+    assert_eq!(sha256_digest(&r.body), big_digest, "content of the completed blob");
     assert_store_blobs_complete(&p.root);
     assert_store_links_consistent(&p.root);
     assert_pulls_identical(&p, "crash/acked", "v1", &img);
@@ -321,7 +317,7 @@ fn kill9_during_monolithic_blob_put() {
     let mut p = Pier::start();
     let repo = "crash/monolithic";
     let big = random_bytes(48 << 20, 91);
-    let digest = fast_sha256(&big);
+    let digest = sha256_digest(&big);
     let headers = [("Content-Type", "application/octet-stream")];
 
     // (1) Half the body, then SIGKILL.
@@ -350,7 +346,7 @@ fn kill9_during_monolithic_blob_put() {
             404 => {}
             200 => {
                 assert_eq!(r.body.len(), big.len(), "committed blob length");
-                assert_eq!(fast_sha256(&r.body), digest, "committed blob content");
+                assert_eq!(sha256_digest(&r.body), digest, "committed blob content");
             }
             s => panic!("GET blob after crash: {s} {}", r.text()),
         }
@@ -364,7 +360,7 @@ fn kill9_during_monolithic_blob_put() {
     assert_eq!(r.status, 201, "upload after the crashes: {}", r.text());
     let r = p.get(&format!("/v2/{repo}/blobs/{digest}"));
     assert_eq!(r.status, 200);
-    assert_eq!(fast_sha256(&r.body), digest);
+    assert_eq!(sha256_digest(&r.body), digest);
     assert_store_blobs_complete(&p.root);
     assert_store_links_consistent(&p.root);
 }

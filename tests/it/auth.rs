@@ -5,11 +5,8 @@
 //! skopeo end to end. Password files are made with apache2-utils `htpasswd` (required: tests
 //! fail, never skip, without it).
 
-mod common;
-#[path = "e2e/util.rs"]
-mod util;
+use crate::harness::*;
 
-use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -18,7 +15,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use util::{read_layout, write_image_layout, Image};
 
 const REALM: &str = "pier-test";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -117,7 +113,7 @@ fn start_env(users: &Users, rules: Option<&[Rule]>, env: Vec<(String, String)>) 
     if let Some(rules) = rules {
         extra_yaml.push_str(&access_yaml(rules));
     }
-    Pier::start_with(Options { delete_enabled: true, extra_yaml, env })
+    Pier::start_with(Options { delete_enabled: true, extra_yaml, env, ..Default::default() })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,76 +350,33 @@ fn pier_cmd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pier"))
 }
 
-/// A configuration file for running `pier serve` directly, with htpasswd auth on `htpasswd`.
-fn serve_config(dir: &Path, htpasswd: &Path) -> PathBuf {
-    let cfg = dir.join("config.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\n{}",
-            dir.join("data").display(),
-            auth_yaml(htpasswd)
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-/// Runs `pier serve --config CFG`, which must exit with a non-zero code within 10 s; returns
-/// its stderr.
+/// Starts pier with htpasswd auth on `htpasswd`, which must refuse to start; returns its stderr.
 #[track_caller]
-fn serve_must_refuse(cfg: &Path, what: &str) -> String {
-    let err_path = cfg.with_extension("stderr");
-    let err_file = std::fs::File::create(&err_path).unwrap();
-    let mut child = pier_cmd()
-        .args(["serve", "--config"])
-        .arg(cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err_file)
-        .spawn()
-        .expect("spawn pier");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    let status = status.unwrap_or_else(|| panic!("{what}: pier was still running after 10 s; stderr:\n{stderr}"));
-    assert!(!status.success(), "{what}: pier exited successfully ({status}); stderr:\n{stderr}");
-    assert!(!stderr.contains("listening on"), "{what}: pier started listening; stderr:\n{stderr}");
-    stderr
+fn refuses_to_start(htpasswd: &Path, what: &str) -> String {
+    Pier::new(Options { extra_yaml: auth_yaml(htpasswd), ..Default::default() }).expect_refusal(what)
 }
 
 /// skopeo with a private, empty credentials store, so only the flags given here count.
 fn skopeo_in(home: &Path, args: &[&str]) -> Output {
-    Command::new("skopeo")
-        .arg("--insecure-policy")
-        .args(args)
-        .env("REGISTRY_AUTH_FILE", home.join("auth.json"))
-        .env("DOCKER_CONFIG", home)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run skopeo: {e} (is it installed? .ci/run installs it)"))
+    output(
+        Command::new("skopeo")
+            .arg("--insecure-policy")
+            .args(args)
+            .env("REGISTRY_AUTH_FILE", home.join("auth.json"))
+            .env("DOCKER_CONFIG", home),
+    )
 }
 
 #[track_caller]
 fn skopeo_ok(p: &Pier, home: &Path, args: &[&str]) -> String {
-    let out = skopeo_in(home, args);
-    assert!(
-        out.status.success(),
-        "skopeo {args:?} failed ({}):\n{}\n--- pier log ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        util::log_tail(p)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_logged(
+        p,
+        Command::new("skopeo")
+            .arg("--insecure-policy")
+            .args(args)
+            .env("REGISTRY_AUTH_FILE", home.join("auth.json"))
+            .env("DOCKER_CONFIG", home),
+    )
 }
 
 #[track_caller]
@@ -431,11 +384,6 @@ fn skopeo_fails(home: &Path, args: &[&str]) -> String {
     let out = skopeo_in(home, args);
     assert!(!out.status.success(), "skopeo {args:?} should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn kill_hup(p: &Pier) {
-    let pid = p.child.as_ref().expect("pier running").id();
-    run(Command::new("kill").args(["-HUP", &pid.to_string()]));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1085,7 +1033,7 @@ fn sighup_reloads_the_password_file() {
     f.set_modified(before.modified().unwrap()).unwrap();
     drop(f);
 
-    kill_hup(&p);
+    p.signal("HUP");
     assert!(
         wait_until(Duration::from_secs(5), || ok(&p, "carol", "new-carol-password")),
         "new password not accepted within 5 s of SIGHUP; log:\n{}",
@@ -1100,7 +1048,7 @@ fn sighup_reloads_the_password_file() {
     // Removing carol and signalling again.
     std::fs::write(&users.path, text.lines().filter(|l| !l.starts_with("carol:")).collect::<Vec<_>>().join("\n"))
         .unwrap();
-    kill_hup(&p);
+    p.signal("HUP");
     assert!(
         wait_until(Duration::from_secs(5), || !ok(&p, "carol", "new-carol-password")),
         "carol still accepted 5 s after SIGHUP"
@@ -1125,18 +1073,12 @@ fn non_bcrypt_entries_and_missing_files_refuse_to_start() {
 
     for (kind, flags) in [("MD5", "-nb"), ("SHA-1", "-nbs"), ("plain", "-nbp"), ("crypt", "-nbd"), ("SHA-256", "-nb2")]
     {
-        let out = Command::new("htpasswd")
-            .args([flags, "bob", "pw-b"])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run htpasswd: {e} (apt-get install apache2-utils)"));
-        let bad = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let bad = run(Command::new("htpasswd").args([flags, "bob", "pw-b"])).trim().to_string();
         assert!(bad.starts_with("bob:") && !bad["bob:".len()..].starts_with("$2"), "{kind}: {bad:?}");
         // The bad entry is on line 7.
         let file = dir.path().join(format!("{kind}.htpasswd"));
         std::fs::write(&file, format!("# users\n{good}\n\n# more users\n\n{good2}\n{bad}\n")).unwrap();
-        let sub = dir.path().join(kind);
-        std::fs::create_dir_all(&sub).unwrap();
-        let stderr = serve_must_refuse(&serve_config(&sub, &file), kind);
+        let stderr = refuses_to_start(&file, kind);
         assert!(
             stderr.contains("line 7") || stderr.contains(":7:") || stderr.contains(":7 "),
             "{kind}: stderr does not name line 7:\n{stderr}"
@@ -1147,16 +1089,12 @@ fn non_bcrypt_entries_and_missing_files_refuse_to_start() {
     // Garbage that is not user:hash at all.
     let file = dir.path().join("garbage.htpasswd");
     std::fs::write(&file, format!("{good}\nthis is not an entry\n")).unwrap();
-    let sub = dir.path().join("garbage");
-    std::fs::create_dir_all(&sub).unwrap();
-    let stderr = serve_must_refuse(&serve_config(&sub, &file), "garbage");
+    let stderr = refuses_to_start(&file, "garbage");
     assert!(stderr.contains("line 2") || stderr.contains(":2:"), "garbage: no line 2 in:\n{stderr}");
 
     // A missing file.
     let missing = dir.path().join("does-not-exist.htpasswd");
-    let sub = dir.path().join("missing");
-    std::fs::create_dir_all(&sub).unwrap();
-    let stderr = serve_must_refuse(&serve_config(&sub, &missing), "missing file");
+    let stderr = refuses_to_start(&missing, "missing file");
     assert!(stderr.contains("does-not-exist.htpasswd"), "missing file not named:\n{stderr}");
 }
 
@@ -1282,14 +1220,7 @@ fn pier_htpasswd_ok(args: &[&str], stdin: Option<&str>) -> String {
 }
 
 fn apache_verifies(file: &Path, user: &str, pass: &str) -> bool {
-    Command::new("htpasswd")
-        .arg("-vb")
-        .arg(file)
-        .args([user, pass])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run htpasswd: {e} (apt-get install apache2-utils)"))
-        .status
-        .success()
+    output(Command::new("htpasswd").arg("-vb").arg(file).args([user, pass])).status.success()
 }
 
 fn listed(file: &Path) -> Vec<String> {
@@ -1414,10 +1345,8 @@ fn read_only_mode_refuses_every_write() {
     assert_status(&r, 202, "session before read-only");
     let session = location(&r);
 
-    p.restart_with(&Options {
-        env: vec![("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED".into(), "true".into())],
-        ..Default::default()
-    });
+    p.kill9();
+    p.serve(&[("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "true")]);
     let admin = Some("admin");
     // Reads work.
     assert_status(&get_as(&p, admin, "/v2/"), 200, "/v2/");

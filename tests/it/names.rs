@@ -1,9 +1,8 @@
 //! Repository names: the spec grammar, and hostile names that must neither be accepted nor
 //! write anything outside the data directory.
 
-mod common;
+use crate::harness::*;
 
-use common::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 

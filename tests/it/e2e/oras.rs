@@ -1,43 +1,26 @@
 //! End-to-end: the ORAS Python SDK (`pip install oras`) against a real pier daemon.
 //!
-//! `tests/e2e/oras_push.py` pushes an artifact, then referrers whose manifests carry `subject`
+//! `oras_push.py` (next to this file) pushes an artifact, then referrers whose manifests carry `subject`
 //! (one built by hand with `artifactType`, uploaded with the SDK's upload_blob/upload_manifest;
 //! one pushed with the SDK's own `push(subject=…)`, whose artifact type is its config media type),
 //! and pulls artifacts back. The referrers API is then checked from Rust over plain HTTP.
 
-mod common;
-#[path = "e2e/util.rs"]
-mod util;
+use crate::harness::*;
 
-use common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-use util::*;
 
 const SBOM_TYPE: &str = "application/vnd.example.sbom";
 const SIG_TYPE: &str = "application/vnd.example.signature";
 
-/// Runs `python3 tests/e2e/oras_push.py ARGS`, asserting success; returns its JSON output.
+/// Runs `python3 tests/it/e2e/oras_push.py ARGS` (python3 with `pip install oras`; .ci/run
+/// installs it), asserting success; returns the JSON it prints last.
 fn oras(p: &Pier, args: &[&str]) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/oras_push.py");
-    let out = Command::new("python3").arg(&script).args(args).output().unwrap_or_else(|e| {
-        panic!(
-            "cannot run python3 {}: {e} (python3 with `pip install oras` is required; .ci/run installs it)",
-            script.display()
-        )
-    });
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "oras_push.py {args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}\n--- pier log (tail) ---\n{}",
-        out.status,
-        log_tail(p)
-    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/e2e/oras_push.py");
+    let stdout = run_logged(p, Command::new("python3").arg(&script).args(args));
     let last = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("oras_push.py {args:?} printed no JSON ({e}): {stdout}\n{stderr}"))
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("oras_push.py {args:?} printed no JSON ({e}): {stdout}"))
 }
 
 /// `oras_push.py MODE HOST REPO:TAG FILE TYPE DIGEST SIZE MEDIA_TYPE`: pushes `file` as an
@@ -58,7 +41,7 @@ fn oras_attach(
 
 fn referrers(p: &Pier, repo: &str, digest: &str, query: &str) -> Response {
     let r = p.get(&format!("/v2/{repo}/referrers/{digest}{query}"));
-    assert_eq!(r.status, 200, "GET referrers of {digest}{query}: {}\n{}", r.text(), log_tail(p));
+    assert_eq!(r.status, 200, "GET referrers of {digest}{query}: {}\n{}", r.text(), p.log_tail());
     assert!(
         r.header("content-type").is_some_and(|c| c.starts_with(OCI_INDEX)),
         "referrers Content-Type: {:?}",
@@ -274,7 +257,7 @@ fn oras_chunked_push_and_pull() {
     let out = oras(&p, &["push-chunked", &host, &format!("{repo}:v1"), file.to_str().unwrap(), &(1 << 20).to_string()]);
     assert_eq!(out["status"], 201, "{out}");
     let m: Value = serde_json::from_slice(&manifest_bytes(&p, repo, "v1")).unwrap();
-    let d = fast_sha256(&payload);
+    let d = sha256_digest(&payload);
     assert_eq!(m["layers"][0]["digest"], d.as_str());
     assert_eq!(m["layers"][0]["size"].as_u64(), Some(payload.len() as u64));
     let r = p.get(&format!("/v2/{repo}/blobs/{d}"));

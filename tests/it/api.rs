@@ -2,9 +2,8 @@
 //!
 //! Every test starts its own `Pier` (own data directory, own port), so they run in parallel.
 
-mod common;
+use crate::harness::*;
 
-use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

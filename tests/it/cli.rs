@@ -1,14 +1,12 @@
 //! The `pier` command line and configuration, against the real binary: embedded defaults,
 //! Distribution config keys, `REGISTRY_*` overrides, clear failures, idle (not total) timeouts.
 
-mod common;
+use crate::harness::*;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use common::*;
 
 fn pier() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pier"))
@@ -243,17 +241,13 @@ fn blake3_digests_are_opt_in() {
 fn sighup_reloads_the_configuration() {
     let p = Pier::start();
     let original = std::fs::read_to_string(&p.config).unwrap();
-    let hup = |p: &Pier| {
-        let pid = p.child.as_ref().unwrap().id().to_string();
-        run(Command::new("kill").args(["-HUP", &pid]));
-    };
     let d = push_blob(&p, "r", b"before reload");
 
     let reloaded = original
         .replace("storage:\n", "storage:\n  maintenance:\n    readonly:\n      enabled: true\n")
         .replace("http:\n", "http:\n  headers:\n    X-Reloaded: [yes]\n");
     std::fs::write(&p.config, reloaded).unwrap();
-    hup(&p);
+    p.signal("HUP");
     assert!(
         wait_until(Duration::from_secs(10), || p.req("POST", "/v2/r/blobs/uploads/", &[], b"").status == 405),
         "read-only mode not applied: {}",
@@ -266,13 +260,13 @@ fn sighup_reloads_the_configuration() {
 
     // A broken file: logged, the running configuration stays.
     std::fs::write(&p.config, "http: [unclosed\n").unwrap();
-    hup(&p);
+    p.signal("HUP");
     assert!(wait_until(Duration::from_secs(10), || p.log().contains("configuration not reloaded")), "{}", p.log());
     assert_eq!(p.req("POST", "/v2/r/blobs/uploads/", &[], b"").status, 405);
 
     // Back to the original, plus a change that only a restart can apply.
     std::fs::write(&p.config, original.replace("addr: 127.0.0.1:0", "addr: 127.0.0.1:1")).unwrap();
-    hup(&p);
+    p.signal("HUP");
     assert!(
         wait_until(Duration::from_secs(10), || p.req("POST", "/v2/r/blobs/uploads/", &[], b"").status == 202),
         "read-only mode not lifted: {}",

@@ -1,44 +1,17 @@
-//! Shared by `tests/tls.rs` and `tests/proxy.rs` (included with `#[path = "tls/support.rs"]`): a
-//! throwaway PKI made with the `openssl` CLI, and wrappers around `curl` and `openssl s_client`
-//! (the harness's raw client speaks plain HTTP only).
-#![allow(dead_code)]
+//! TLS clients and certificates for the TLS and reverse-proxy tests: a throwaway PKI made with
+//! the `openssl` CLI, and wrappers around `curl` and `openssl s_client` (the raw HTTP client in
+//! `http.rs` speaks plain HTTP only).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::common::add_header;
-
-// ---------------------------------------------------------------------------------------------
-// Running the tools
-
-/// Runs a command, failing clearly when the tool is missing (never skipping).
-pub fn output(cmd: &mut Command) -> Output {
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
-        panic!("cannot run {cmd:?}: {e} (is it installed? .ci/run installs curl, openssl, skopeo and nginx)")
-    });
-    if out.status.code() == Some(127) && String::from_utf8_lossy(&out.stderr).contains("failed to run command") {
-        panic!("cannot run {cmd:?}: {} (is it installed?)", String::from_utf8_lossy(&out.stderr));
-    }
-    out
-}
-
-/// Runs a command that must succeed; returns stdout.
-pub fn must(cmd: &mut Command) -> String {
-    let out = output(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use super::command::{output, run};
+use super::http::add_header;
 
 fn openssl(args: &[&str]) -> String {
-    must(Command::new("openssl").args(args))
+    run(Command::new("openssl").args(args))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,9 +270,6 @@ impl Curl {
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
-    }
-    pub fn ok(&self) -> bool {
-        self.code == 0 && self.status != 0
     }
     /// Panics unless curl succeeded with `status`.
     pub fn expect(self, status: u16, what: &str) -> Curl {

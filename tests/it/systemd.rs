@@ -12,11 +12,7 @@
 //! exiting at once, 20 SIGKILL/restart cycles; the unit files under `systemd-analyze verify` and
 //! `security`; text and JSON logs without credentials; the journald fallback.
 
-mod common;
-#[path = "systemd/support.rs"]
-mod support;
-#[path = "e2e/util.rs"]
-mod util;
+use crate::harness::*;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::MetadataExt;
@@ -24,10 +20,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use common::*;
-use support::*;
-use util::*;
 
 const MIB: usize = 1 << 20;
 
@@ -39,7 +31,7 @@ fn small_image(name: &str, seed: u64) -> Image {
 /// `systemd-socket-activate -l ADDR... [--fdname=NAMES] PIER serve --config CONFIG`. It listens
 /// itself, and on the first connection execs pier in the same process with `LISTEN_FDS`,
 /// `LISTEN_PID` and `LISTEN_FDNAMES` set and the sockets as fds 3, 4, ...
-fn socket_activate(d: &Daemon, addrs: &[SocketAddr], fdnames: Option<&str>) -> Command {
+fn socket_activate(d: &Pier, addrs: &[SocketAddr], fdnames: Option<&str>) -> Command {
     let mut cmd = Command::new("systemd-socket-activate");
     for a in addrs {
         cmd.arg("-l").arg(a.to_string());
@@ -51,8 +43,19 @@ fn socket_activate(d: &Daemon, addrs: &[SocketAddr], fdnames: Option<&str>) -> C
     cmd
 }
 
+/// A configured, not yet running pier with deletes enabled, `http.addr: listen` and `http_yaml`
+/// (indented lines) added under `http:`.
+fn daemon(listen: &str, http_yaml: &str) -> Pier {
+    Pier::new(Options {
+        delete_enabled: true,
+        listen: listen.into(),
+        extra_yaml: http_yaml.into(),
+        ..Default::default()
+    })
+}
+
 /// Asserts a graceful stop: the process exits with code 0 within `within`.
-fn assert_exits_zero(d: &mut Daemon, within: Duration, why: &str) {
+fn assert_exits_zero(d: &mut Pier, within: Duration, why: &str) {
     let (st, _) = d.expect_exit(within, why);
     assert_eq!(st.code(), Some(0), "exit status {why}; log:\n{}", d.log_tail());
 }
@@ -65,7 +68,7 @@ fn socket_activation_serves_push_and_pull_on_the_inherited_socket() {
     // http.addr names a port this test holds: pier would fail to bind it, so serving at all
     // proves it uses the inherited socket instead.
     let occupied = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut d = Daemon::new(&occupied.local_addr().unwrap().to_string(), "", "");
+    let mut d = daemon(&occupied.local_addr().unwrap().to_string(), "");
     let addr = free_addrs(1)[0];
     d.spawn_cmd(socket_activate(&d, &[addr], None));
     d.wait_log(&format!("Listening on {addr}"), Duration::from_secs(10));
@@ -87,18 +90,17 @@ fn socket_activation_serves_push_and_pull_on_the_inherited_socket() {
     assert_eq!(listen_addrs(&log), vec![addr], "`listening on` lines:\n{log}");
 
     let img = small_image("activated", 101);
-    d.push_image("activated/app", "v1", &img);
-    d.assert_image("activated/app", "v1", &img);
+    push_image_raw(&d, "activated/app", "v1", &img);
+    assert_image(&d, "activated/app", "v1", &img);
 
-    d.signal("TERM");
-    assert_exits_zero(&mut d, Duration::from_secs(10), "after SIGTERM");
+    d.stop();
     drop(occupied);
 }
 
 #[test]
 fn socket_activation_with_two_sockets_serves_both() {
     let occupied = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut d = Daemon::new(&occupied.local_addr().unwrap().to_string(), "", "");
+    let mut d = daemon(&occupied.local_addr().unwrap().to_string(), "");
     let addrs = free_addrs(2);
     let (a1, a2) = (addrs[0], addrs[1]);
     d.spawn_cmd(socket_activate(&d, &addrs, Some("web:alt")));
@@ -108,13 +110,13 @@ fn socket_activation_with_two_sockets_serves_both() {
     let one = small_image("two-sockets-1", 111);
     let two = small_image("two-sockets-2", 112);
     d.addr = a2;
-    d.push_image("activated/two", "one", &one);
+    push_image_raw(&d, "activated/two", "one", &one);
     d.addr = a1;
-    d.assert_image("activated/two", "one", &one);
-    d.push_image("activated/two", "two", &two);
+    assert_image(&d, "activated/two", "one", &one);
+    push_image_raw(&d, "activated/two", "two", &two);
     d.addr = a2;
-    d.assert_image("activated/two", "two", &two);
-    d.assert_image("activated/two", "one", &one);
+    assert_image(&d, "activated/two", "two", &two);
+    assert_image(&d, "activated/two", "one", &one);
 
     let log = d.log();
     assert!(log.contains("socket activation"), "no `socket activation` in the log:\n{log}");
@@ -124,16 +126,15 @@ fn socket_activation_with_two_sockets_serves_both() {
     want.sort();
     assert_eq!(logged, want, "one `listening on` per inherited socket:\n{log}");
 
-    d.signal("TERM");
-    assert_exits_zero(&mut d, Duration::from_secs(10), "after SIGTERM");
+    d.stop();
 }
 
 /// `LISTEN_FDS` meant for another process (`LISTEN_PID` differs) is ignored: pier binds http.addr.
 /// Without `NOTIFY_SOCKET`, SIGHUP does not kill it and SIGINT stops it with exit code 0.
 #[test]
 fn foreign_listen_fds_are_ignored_and_signals_work_without_systemd() {
-    let mut d = Daemon::new("127.0.0.1:0", "", "");
-    let addr = d.start(&[("LISTEN_PID", "1"), ("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "other")]);
+    let mut d = daemon("127.0.0.1:0", "");
+    let addr = d.serve(&[("LISTEN_PID", "1"), ("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "other")]);
     assert_ne!(addr.port(), 0);
     let r = d.get("/v2/");
     assert_eq!(r.status, 200, "pier must serve on http.addr: {}\n{}", r.text(), d.log());
@@ -154,10 +155,10 @@ fn foreign_listen_fds_are_ignored_and_signals_work_without_systemd() {
 fn notify_status_ready_watchdog_and_stopping() {
     // A data directory with something to recover: an image, then a blob file that no metadata
     // references (what a push interrupted at the wrong moment leaves).
-    let mut d = Daemon::new("127.0.0.1:0", "", "");
-    d.start(&[]);
+    let mut d = daemon("127.0.0.1:0", "");
+    d.serve(&[]);
     let img = small_image("notify", 201);
-    d.push_image("notify/app", "v1", &img);
+    push_image_raw(&d, "notify/app", "v1", &img);
     d.kill9();
     let stray = random_bytes(5000, 202);
     let stray_path = store_blob_path(&d.root, &sha256_digest(&stray));
@@ -165,7 +166,7 @@ fn notify_status_ready_watchdog_and_stopping() {
 
     // A fixed port, so that a request can go out the moment READY=1 arrives.
     let port = free_addrs(1)[0];
-    d.listen = port.to_string();
+    d.opts.listen = port.to_string();
     d.write_config();
     d.addr = port;
     let mut n = Notify::new();
@@ -224,12 +225,12 @@ fn notify_status_ready_watchdog_and_stopping() {
 
 #[test]
 fn notify_reloading_then_ready_on_sighup() {
-    let mut d = Daemon::new("127.0.0.1:0", "", "");
+    let mut d = daemon("127.0.0.1:0", "");
     let mut n = Notify::new();
     spawn_until_ready(&mut d, &mut n);
     d.wait_listening(1);
     let img = small_image("reload", 211);
-    d.push_image("reload/app", "v1", &img);
+    push_image_raw(&d, "reload/app", "v1", &img);
 
     let mut reloads: Vec<(Instant, u64)> = Vec::new();
     for i in 0..2 {
@@ -245,7 +246,7 @@ fn notify_reloading_then_ready_on_sighup() {
         }
         reloads.push((at, usec));
         d.assert_running("after SIGHUP");
-        d.assert_image("reload/app", "v1", &img);
+        assert_image(&d, "reload/app", "v1", &img);
         if i == 0 {
             std::thread::sleep(Duration::from_millis(700));
         }
@@ -268,7 +269,7 @@ fn notify_reloading_then_ready_on_sighup() {
 
 /// Starts pier with a fresh `NOTIFY_SOCKET` and sends `sig` the moment READY=1 arrives, as
 /// systemd may (`systemctl reload` or `stop` right after start). Returns the messages so far.
-fn signal_right_after_ready(d: &mut Daemon, sig: &str) -> Notify {
+fn signal_right_after_ready(d: &mut Pier, sig: &str) -> Notify {
     let mut n = Notify::new();
     let killer = ArmedKill::new();
     spawn_until_ready(d, &mut n);
@@ -279,7 +280,7 @@ fn signal_right_after_ready(d: &mut Daemon, sig: &str) -> Notify {
 /// After READY=1, SIGHUP means reload (RELOADING=1 ... READY=1), never the default action.
 #[test]
 fn sighup_right_after_ready_reloads() {
-    let mut d = Daemon::new("127.0.0.1:0", "", "");
+    let mut d = daemon("127.0.0.1:0", "");
     for round in 0..5 {
         let mut n = signal_right_after_ready(&mut d, "HUP");
         std::thread::sleep(Duration::from_millis(300));
@@ -289,15 +290,14 @@ fn sighup_right_after_ready_reloads() {
         if n.wait_for(Duration::from_secs(5), |m| has_line(m, "RELOADING=1")).is_none() {
             panic!("round {round}: no RELOADING=1 for a SIGHUP right after READY=1; received:\n{}", n.dump());
         }
-        d.signal("TERM");
-        assert_exits_zero(&mut d, Duration::from_secs(10), "after SIGTERM");
+        d.stop();
     }
 }
 
 /// After READY=1, SIGTERM means a graceful stop: STOPPING=1 and exit code 0.
 #[test]
 fn sigterm_right_after_ready_stops_gracefully() {
-    let mut d = Daemon::new("127.0.0.1:0", "", "");
+    let mut d = daemon("127.0.0.1:0", "");
     for round in 0..5 {
         let mut n = signal_right_after_ready(&mut d, "TERM");
         let (st, _) = d.expect_exit(Duration::from_secs(10), "after a SIGTERM right after READY=1");
@@ -317,7 +317,7 @@ fn sigterm_right_after_ready_stops_gracefully() {
 // Stopping: drain, deadline, second signal
 
 /// Spawns pier with `NOTIFY_SOCKET` pointing at `n` and waits for READY=1.
-fn spawn_until_ready(d: &mut Daemon, n: &mut Notify) {
+fn spawn_until_ready(d: &mut Pier, n: &mut Notify) {
     d.spawn(&[("NOTIFY_SOCKET", &n.env())]);
     if n.wait_for(Duration::from_secs(30), |m| has_line(m, "READY=1")).is_none() {
         panic!("no READY=1; received:\n{}\nlog:\n{}", n.dump(), d.log());
@@ -327,16 +327,10 @@ fn spawn_until_ready(d: &mut Daemon, n: &mut Notify) {
 /// Starts an upload of `total` random bytes to `repo`: the first MiB acknowledged by one PATCH,
 /// the rest trickling at 640 KiB/s after a `fast` burst that has been sent when this returns.
 /// Returns the data, the location after the first PATCH and the trickling PATCH.
-fn start_slow_upload(
-    d: &Daemon,
-    repo: &str,
-    total: usize,
-    seed: u64,
-    fast: usize,
-) -> (Arc<Vec<u8>>, String, SlowPatch) {
+fn start_slow_upload(d: &Pier, repo: &str, total: usize, seed: u64, fast: usize) -> (Arc<Vec<u8>>, String, SlowPatch) {
     let data = Arc::new(random_bytes(total, seed));
-    let loc = d.start_upload(repo);
-    let loc = d.patch(&loc, &data, 0..MIB);
+    let loc = start_upload(&d, repo);
+    let loc = patch(&d, &loc, &data, 0..MIB);
     let up = slow_patch(d.addr, &loc, data.clone(), MIB..total, fast, 64 << 10, Duration::from_millis(100));
     assert!(up.wait_sent(fast, Duration::from_secs(30)), "upload stalled at {}\n{}", up.sent(), d.log_tail());
     std::thread::sleep(Duration::from_millis(200));
@@ -356,14 +350,14 @@ fn stop_cut_patch(up: SlowPatch, len: usize) -> usize {
 }
 
 /// Starts pier with `NOTIFY_SOCKET` (to know when a stop signal was taken) and pushes `before`.
-fn start_notified(d: &mut Daemon, n: &mut Notify, before: &Image) {
+fn start_notified(d: &mut Pier, n: &mut Notify, before: &Image) {
     spawn_until_ready(d, n);
     d.wait_listening(1);
-    d.push_image("drain/before", "v1", before);
+    push_image_raw(&d, "drain/before", "v1", before);
 }
 
 /// Sends SIGTERM and waits for STOPPING=1.
-fn sigterm_and_wait_stopping(d: &Daemon, n: &mut Notify) -> Instant {
+fn sigterm_and_wait_stopping(d: &Pier, n: &mut Notify) -> Instant {
     let t = Instant::now();
     d.signal("TERM");
     if n.wait_for(Duration::from_secs(5), |m| has_line(m, "STOPPING=1")).is_none() {
@@ -374,7 +368,7 @@ fn sigterm_and_wait_stopping(d: &Daemon, n: &mut Notify) -> Instant {
 
 /// After a restart: the upload at `loc` resumes where the server says it is (at least `acked`,
 /// at most `acked + sent` bytes), is completed, and the blob serves `data` exactly.
-fn resume_and_complete(d: &Daemon, repo: &str, loc: &str, data: &[u8], acked: usize, sent: usize) {
+fn resume_and_complete(d: &Pier, repo: &str, loc: &str, data: &[u8], acked: usize, sent: usize) {
     let r = d.get(loc);
     assert_eq!(r.status, 204, "GET upload location after restart: {} {:?}\n{}", r.text(), r.headers, d.log_tail());
     let held = range_len(&r) as usize;
@@ -382,26 +376,26 @@ fn resume_and_complete(d: &Daemon, repo: &str, loc: &str, data: &[u8], acked: us
     assert!(held >= acked, "acknowledged upload data lost: holds {held}, {acked} acknowledged");
     assert!(held <= acked + sent, "holds {held} bytes but only {} were sent", acked + sent);
     let loc = r.header("location").map(strip_origin).unwrap_or_else(|| loc.to_string());
-    let loc = if held < data.len() { d.patch(&loc, data, held..data.len()) } else { loc };
-    let digest = fast_sha256(data);
+    let loc = if held < data.len() { patch(&d, &loc, data, held..data.len()) } else { loc };
+    let digest = sha256_digest(data);
     let r = d.req("PUT", &with_digest(&loc, &digest), &[], b"");
     assert_eq!(r.status, 201, "PUT completing the resumed upload: {}\n{}", r.text(), d.log_tail());
     let r = d.get(&format!("/v2/{repo}/blobs/{digest}"));
     assert_eq!(r.status, 200, "GET the completed blob: {}", r.text());
     assert_eq!(r.body.len(), data.len(), "length of the completed blob");
-    assert_eq!(fast_sha256(&r.body), digest, "content of the completed blob");
+    assert_eq!(sha256_digest(&r.body), digest, "content of the completed blob");
 }
 
 #[test]
 fn sigterm_lets_an_inflight_upload_finish_then_exits_zero() {
     const BIG: usize = 64 * MIB;
-    let mut d = Daemon::new("127.0.0.1:0", "  draintimeout: 20s\n", "");
+    let mut d = daemon("127.0.0.1:0", "  draintimeout: 20s\n");
     let mut n = Notify::new();
     let before = small_image("before-drain", 301);
     start_notified(&mut d, &mut n, &before);
 
     let data = Arc::new(random_bytes(BIG + MIB, 302));
-    let loc = d.start_upload("drain/big");
+    let loc = start_upload(&d, "drain/big");
     // 64 MiB in 1 MiB writes with 40 ms pauses: ~2.6 s or more on the wire.
     let up = slow_patch(d.addr, &loc, data.clone(), 0..BIG, 8 * MIB, MIB, Duration::from_millis(40));
     assert!(up.wait_sent(16 * MIB, Duration::from_secs(60)), "upload stalled at {}\n{}", up.sent(), d.log_tail());
@@ -434,8 +428,8 @@ fn sigterm_lets_an_inflight_upload_finish_then_exits_zero() {
         other => eprintln!("request after SIGTERM: {:?}", other.map(|r| r.status)),
     }
 
-    d.start(&[]);
-    d.assert_image("drain/before", "v1", &before);
+    d.serve(&[]);
+    assert_image(&d, "drain/before", "v1", &before);
     resume_and_complete(&d, "drain/big", &loc, &data, BIG, 0);
     assert_store_blobs_complete(&d.root);
     assert_store_links_consistent(&d.root);
@@ -444,7 +438,7 @@ fn sigterm_lets_an_inflight_upload_finish_then_exits_zero() {
 #[test]
 fn drain_deadline_cuts_a_slow_upload_and_exits_zero() {
     const TOTAL: usize = 16 * MIB;
-    let mut d = Daemon::new("127.0.0.1:0", "  draintimeout: 2s\n", "");
+    let mut d = daemon("127.0.0.1:0", "  draintimeout: 2s\n");
     let mut n = Notify::new();
     let before = small_image("before-deadline", 311);
     start_notified(&mut d, &mut n, &before);
@@ -462,8 +456,8 @@ fn drain_deadline_cuts_a_slow_upload_and_exits_zero() {
     assert!(took < Duration::from_secs(5), "exited after {took:?}, long after the 2 s drain deadline");
     let sent = stop_cut_patch(up, TOTAL - MIB);
 
-    d.start(&[]);
-    d.assert_image("drain/before", "v1", &before);
+    d.serve(&[]);
+    assert_image(&d, "drain/before", "v1", &before);
     resume_and_complete(&d, "drain/slow", &loc, &data, MIB, sent);
     assert_store_blobs_complete(&d.root);
     assert_store_links_consistent(&d.root);
@@ -472,13 +466,13 @@ fn drain_deadline_cuts_a_slow_upload_and_exits_zero() {
 #[test]
 fn second_sigterm_exits_at_once_without_losing_anything() {
     const TOTAL: usize = 24 * MIB;
-    let mut d = Daemon::new("127.0.0.1:0", "  draintimeout: 60s\n", "");
+    let mut d = daemon("127.0.0.1:0", "  draintimeout: 60s\n");
     let mut n = Notify::new();
     let before = small_image("before-second-signal", 321);
     start_notified(&mut d, &mut n, &before);
     // Acknowledged just before the signals: another image and part of an upload.
     let acked = small_image("acked-second-signal", 322);
-    d.push_image("drain/acked", "v1", &acked);
+    push_image_raw(&d, "drain/acked", "v1", &acked);
     let (data, loc, up) = start_slow_upload(&d, "drain/cut", TOTAL, 323, 4 * MIB);
 
     sigterm_and_wait_stopping(&d, &mut n);
@@ -494,9 +488,9 @@ fn second_sigterm_exits_at_once_without_losing_anything() {
     assert!(took < Duration::from_secs(2), "the second SIGTERM took {took:?} to stop pier");
     let sent = stop_cut_patch(up, TOTAL - MIB);
 
-    d.start(&[]);
-    d.assert_image("drain/before", "v1", &before);
-    d.assert_image("drain/acked", "v1", &acked);
+    d.serve(&[]);
+    assert_image(&d, "drain/before", "v1", &before);
+    assert_image(&d, "drain/acked", "v1", &acked);
     resume_and_complete(&d, "drain/cut", &loc, &data, MIB, sent);
     assert_store_blobs_complete(&d.root);
     assert_store_links_consistent(&d.root);
@@ -509,23 +503,23 @@ fn second_sigterm_exits_at_once_without_losing_anything() {
 
 #[test]
 fn twenty_kill9_restarts_keep_every_acknowledged_image() {
-    let mut d = Daemon::new("127.0.0.1:0", "", "");
-    d.start(&[]);
+    let mut d = daemon("127.0.0.1:0", "");
+    d.serve(&[]);
     let mut pushed: Vec<(String, String, Image)> = Vec::new();
     for i in 0..20u64 {
         let img = Image::new(&format!("loop{i}"), "amd64", &[200 + 37 * i as usize, 100], 400 + i);
         let (repo, tag) = (format!("restart/r{}", i % 3), format!("v{i}"));
-        d.push_image(&repo, &tag, &img);
+        push_image_raw(&d, &repo, &tag, &img);
         pushed.push((repo, tag, img));
         d.kill9();
-        d.start(&[]);
+        d.serve(&[]);
         let check = if i % 5 == 4 { &pushed[..] } else { &pushed[pushed.len() - 1..] };
         for (repo, tag, img) in check {
-            d.assert_image(repo, tag, img);
+            assert_image(&d, repo, tag, img);
         }
     }
     for (repo, tag, img) in &pushed {
-        d.assert_image(repo, tag, img);
+        assert_image(&d, repo, tag, img);
     }
     for r in 0..3 {
         let repo = format!("restart/r{r}");
@@ -591,28 +585,21 @@ fn unit_files_pass_systemd_analyze_verify_and_security() {
     );
 
     // `verify` exits 0 even for misspelled keys, only printing a warning: any output is a failure.
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&service)
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run systemd-analyze: {e} (Debian package `systemd`; .ci/run installs it)"));
+    let mut verify = Command::new("systemd-analyze");
+    verify.arg("verify").arg(&service).arg(&socket);
+    let out = output(&mut verify);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "systemd-analyze verify: {}\nstdout: {stdout}\nstderr: {stderr}", out.status);
+    assert!(out.status.success(), "{}", describe_failure(&verify, &out));
     assert!(
         stdout.trim().is_empty() && stderr.trim().is_empty(),
         "systemd-analyze verify printed something:\nstdout: {stdout}\nstderr: {stderr}"
     );
 
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=yes"])
-        .arg(&service)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run systemd-analyze security");
+    let mut security = Command::new("systemd-analyze");
+    security.args(["security", "--offline=yes"]).arg(&service);
+    let out = output(&mut security);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "systemd-analyze security: {}\nstdout: {stdout}\nstderr: {stderr}", out.status);
+    assert!(out.status.success(), "{}", describe_failure(&security, &out));
     let score = stdout
         .lines()
         .find(|l| l.contains("Overall exposure level for pier.service"))
@@ -642,8 +629,8 @@ fn base64(data: &[u8]) -> String {
 }
 
 /// A daemon with htpasswd auth for `USER`/`PASSWORD` (file made by `pier htpasswd`).
-fn auth_daemon() -> Daemon {
-    let mut d = Daemon::new("127.0.0.1:0", "", "");
+fn auth_daemon() -> Pier {
+    let mut d = daemon("127.0.0.1:0", "");
     let file = d.dir.path().join("htpasswd");
     let mut child = Command::new(PIER)
         .args(["htpasswd", "add", USER, "--password-stdin", "--cost", "4", "--file"])
@@ -657,13 +644,13 @@ fn auth_daemon() -> Daemon {
     child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "pier htpasswd add: {out:?}");
-    d.yaml = format!("auth:\n  htpasswd:\n    realm: pier-test\n    path: {}\n", file.display());
+    d.opts.extra_yaml = format!("auth:\n  htpasswd:\n    realm: pier-test\n    path: {}\n", file.display());
     d.write_config();
     d
 }
 
 /// Requests with good, wrong and no credentials; then a graceful stop. Returns the run's log.
-fn exercise_and_stop(d: &mut Daemon) -> String {
+fn exercise_and_stop(d: &mut Pier) -> String {
     let good = format!("Basic {}", base64(format!("{USER}:{PASSWORD}").as_bytes()));
     let bad = format!("Basic {}", base64(format!("{USER}:{WRONG}").as_bytes()));
     let r = d.req("GET", "/v2/", &[("Authorization", &good)], b"");
@@ -672,8 +659,7 @@ fn exercise_and_stop(d: &mut Daemon) -> String {
     assert_eq!(r.status, 401, "GET /v2/ with a wrong password");
     let r = d.req("GET", "/v2/logs/app/manifests/latest", &[("Authorization", &good)], b"");
     assert_eq!(r.status, 404, "GET of a missing manifest: {}", r.text());
-    d.signal("TERM");
-    assert_exits_zero(d, Duration::from_secs(10), "after SIGTERM");
+    d.stop();
     let log = d.run_log();
     for secret in [PASSWORD, WRONG, good.trim_start_matches("Basic "), bad.trim_start_matches("Basic ")] {
         assert!(!log.contains(secret), "the log contains the credential {secret:?}:\n{log}");
@@ -685,14 +671,14 @@ fn exercise_and_stop(d: &mut Daemon) -> String {
 fn text_and_json_logs_carry_request_fields_and_no_credentials() {
     // Text (the default when stderr is not the journal).
     let mut d = auth_daemon();
-    d.start(&[]);
+    d.serve(&[]);
     let log = exercise_and_stop(&mut d);
     assert!(log.lines().all(|l| !l.starts_with('{')), "JSON lines without log.formatter: json:\n{log}");
     assert!(log.lines().any(|l| l.contains("GET /v2/ 200")), "no text request line for `GET /v2/ 200`:\n{log}");
 
     // JSON lines (log.formatter: json, here through its REGISTRY_* variable).
     let mut d = auth_daemon();
-    d.start(&[("REGISTRY_LOG_FORMATTER", "json")]);
+    d.serve(&[("REGISTRY_LOG_FORMATTER", "json")]);
     let log = exercise_and_stop(&mut d);
     let lines: Vec<serde_json::Value> = log
         .lines()
@@ -733,8 +719,8 @@ fn text_and_json_logs_carry_request_fields_and_no_credentials() {
 #[test]
 fn journal_stream_without_journald_falls_back_to_stderr() {
     let journald = Path::new("/run/systemd/journal/socket").exists();
-    let mut d = Daemon::new(&free_addrs(1)[0].to_string(), "", "");
-    d.addr = d.listen.parse().unwrap();
+    let mut d = daemon(&free_addrs(1)[0].to_string(), "");
+    d.addr = d.opts.listen.parse().unwrap();
     // stderr will be this file: JOURNAL_STREAM names its device and inode, as systemd does for a
     // service whose stderr is the journal stream.
     std::fs::File::create(&d.log_path).unwrap();
@@ -742,8 +728,7 @@ fn journal_stream_without_journald_falls_back_to_stderr() {
     let stream = format!("{}:{}", m.dev(), m.ino());
     d.spawn(&[("JOURNAL_STREAM", &stream)]);
     assert_eq!(d.wait_http(Duration::from_secs(30)), 200, "GET /v2/ with JOURNAL_STREAM={stream}");
-    d.signal("TERM");
-    assert_exits_zero(&mut d, Duration::from_secs(10), "after SIGTERM");
+    d.stop();
     let log = d.run_log();
     if journald {
         // journald runs here: the lines went there instead of stderr.
@@ -761,13 +746,12 @@ fn journal_stream_without_journald_falls_back_to_stderr() {
 
     // JOURNAL_STREAM naming some other file: stderr is not the journal, text lines as usual.
     let other = std::fs::metadata(&d.config).unwrap();
-    d.listen = free_addrs(1)[0].to_string();
+    d.opts.listen = free_addrs(1)[0].to_string();
     d.write_config();
-    d.addr = d.listen.parse().unwrap();
+    d.addr = d.opts.listen.parse().unwrap();
     d.spawn(&[("JOURNAL_STREAM", &format!("{}:{}", other.dev(), other.ino()))]);
     assert_eq!(d.wait_http(Duration::from_secs(30)), 200, "GET /v2/ with a foreign JOURNAL_STREAM");
-    d.signal("TERM");
-    assert_exits_zero(&mut d, Duration::from_secs(10), "after SIGTERM");
+    d.stop();
     let log = d.run_log();
     assert!(log.contains(&format!("listening on {}", d.addr)), "no `listening on` on stderr:\n{log}");
     assert!(log.lines().any(|l| l.contains("GET /v2/ 200")), "no request line on stderr:\n{log}");

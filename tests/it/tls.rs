@@ -8,21 +8,13 @@
 //! change and on SIGHUP while a keep-alive connection keeps working, the answer to plain HTTP on
 //! the TLS port, and refusing to start with an unusable certificate or key.
 
-mod common;
-#[path = "tls/support.rs"]
-mod support;
-#[path = "e2e/util.rs"]
-mod util;
+use crate::harness::*;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use common::*;
-use support::*;
-use util::*;
 
 /// `skopeo copy --preserve-digests oci:DIR:v1 REFERENCE`, verifying the server with the
 /// certificates in `certs` (`--dest-cert-dir`).
@@ -52,15 +44,6 @@ fn base(p: &Pier) -> String {
     format!("https://127.0.0.1:{}", p.addr.port())
 }
 
-fn pier_alive(p: &mut Pier) -> bool {
-    matches!(p.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-}
-
-fn sighup(p: &Pier) {
-    let pid = p.child.as_ref().expect("pier runs").id().to_string();
-    must(Command::new("kill").args(["-HUP", &pid]));
-}
-
 /// Polls the certificate the server presents until its serial is `serial`; returns how long that
 /// took, or panics after `timeout` with what was seen.
 fn wait_for_serial(p: &Pier, serial: u64, timeout: Duration, what: &str) -> Duration {
@@ -73,7 +56,7 @@ fn wait_for_serial(p: &Pier, serial: u64, timeout: Duration, what: &str) -> Dura
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    panic!("{what}: serial {serial:X} not presented within {timeout:?}; last seen {last:?}\n{}", log_tail(p));
+    panic!("{what}: serial {serial:X} not presented within {timeout:?}; last seen {last:?}\n{}", p.log_tail());
 }
 
 /// Checks an upload/blob `Location` a TLS client got straight from pier: with a `Host` header
@@ -277,7 +260,7 @@ fn alpn_h2_and_http11_tls12_and_tls13() {
     for (flag, h2, seed) in [("--http2", true, 1u64), ("--http1.1", false, 2)] {
         let repo = format!("alpn/h{}", if h2 { "2" } else { "1" });
         let data = random_bytes(3 * 1024 * 1024 + 17, 900 + seed);
-        let digest = fast_sha256(&data);
+        let digest = sha256_digest(&data);
         let tls = ["--cacert", ca, flag];
         curl_push_blob(&tls, &base(&p), &repo, &data, &digest, 3, &|what, loc| {
             check_tls_location(&p, &repo, h2, what, loc)
@@ -343,7 +326,7 @@ fn certificates_reload_on_file_change_and_on_sighup_without_dropping_connections
 
     // A 16 MiB blob to download slowly across the swap.
     let big = random_bytes(16 * 1024 * 1024, 777);
-    let digest = fast_sha256(&big);
+    let digest = sha256_digest(&big);
     curl_push_blob(&["--cacert", &cafile], &base(&p), "reload/big", &big, &digest, 2, &|_, _| {});
     let blob_url = format!("{}/v2/reload/big/blobs/{digest}", base(&p));
     let v2_url = format!("{}/v2/", base(&p));
@@ -384,7 +367,7 @@ fn certificates_reload_on_file_change_and_on_sighup_without_dropping_connections
     // in service and the daemon stays up; once the key follows, the new pair is used.
     replace_file(&third.cert, &crt);
     std::thread::sleep(Duration::from_secs(5));
-    assert!(pier_alive(&mut p), "pier died on a certificate without its key:\n{}", log_tail(&p));
+    assert!(p.is_running(), "pier died on a certificate without its key:\n{}", p.log_tail());
     assert_eq!(
         served_cert(&p.host()).map(|c| c.0),
         Ok(second.serial),
@@ -395,9 +378,9 @@ fn certificates_reload_on_file_change_and_on_sighup_without_dropping_connections
     wait_for_serial(&p, third.serial, Duration::from_secs(10), "after the key followed");
 
     // 3. SIGHUP: with nothing changed, the daemon survives it and keeps its certificate.
-    sighup(&p);
+    p.signal("HUP");
     std::thread::sleep(Duration::from_millis(1000));
-    assert!(pier_alive(&mut p), "pier died on SIGHUP:\n{}", log_tail(&p));
+    assert!(p.is_running(), "pier died on SIGHUP:\n{}", p.log_tail());
     assert_eq!(served_cert(&p.host()).map(|c| c.0), Ok(third.serial));
     // Now a change only the signal can reveal: the new pair is written into the same files (same
     // inodes), padded to the same lengths, with the modification times put back, so the files
@@ -413,9 +396,9 @@ fn certificates_reload_on_file_change_and_on_sighup_without_dropping_connections
     std::fs::File::options().write(true).open(&crt).unwrap().set_modified(before.0 .2).unwrap();
     std::fs::File::options().write(true).open(&key).unwrap().set_modified(before.1 .2).unwrap();
     assert_eq!((stat(&crt), stat(&key)), before, "the rewrite should leave inode, length and mtime as they were");
-    sighup(&p);
+    p.signal("HUP");
     wait_for_serial(&p, fourth.serial, Duration::from_secs(10), "after SIGHUP");
-    assert!(pier_alive(&mut p), "pier died on SIGHUP:\n{}", log_tail(&p));
+    assert!(p.is_running(), "pier died on SIGHUP:\n{}", p.log_tail());
     let r = curl(&["--cacert", &cafile, &blob_url]).expect(200, "GET after SIGHUP reload");
     assert_eq!(r.body.len(), big.len());
 }
@@ -483,38 +466,7 @@ fn plain_http_on_the_tls_port_gets_a_clear_400() {
 /// Runs `pier serve` with `http.tls` set to `tls`; asserts it exits non-zero without listening
 /// and returns its stderr.
 fn refused(tls: &str, what: &str) -> String {
-    let dir = tmpdir();
-    let cfg = dir.path().join("config.yml");
-    let opts = Options { extra_yaml: tls.to_string(), ..Default::default() };
-    std::fs::write(&cfg, config_yaml(&dir.path().join("data"), &opts)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pier"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pier");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            panic!("pier is still running 20 s after starting with {what}:\n{err}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(!status.success(), "pier exited successfully with {what}:\n{err}");
-    assert!(!err.contains("listening on"), "pier listened with {what}:\n{err}");
-    err
+    Pier::new(Options { extra_yaml: tls.to_string(), ..Default::default() }).expect_refusal(what)
 }
 
 #[test]

@@ -8,21 +8,14 @@
 //! `Location`; and `Location` headers built from `X-Forwarded-Proto`/`X-Forwarded-Host` or from
 //! `http.host`.
 
-mod common;
-#[path = "tls/support.rs"]
-mod support;
-#[path = "e2e/util.rs"]
-mod util;
+use crate::harness::*;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{json, Value};
-use support::*;
-use util::*;
 
 // ---------------------------------------------------------------------------------------------
 // nginx
@@ -229,7 +222,7 @@ fn write_big_image(dir: &Path, tag: &str, sizes: &[usize], seed: u64) -> BigImag
             (&format!("pier-big/layer-{i}.bin"), &data),
         ]);
         drop(data);
-        let d = fast_sha256(&tar);
+        let d = sha256_digest(&tar);
         std::fs::write(bdir.join(d.trim_start_matches("sha256:")), &tar).unwrap();
         layers.push((d, tar.len() as u64));
     }
@@ -304,7 +297,7 @@ fn big_image_through_nginx(streaming: bool, seed: u64) {
             out.status,
             String::from_utf8_lossy(&out.stderr),
             ng.logs(),
-            log_tail(&p)
+            p.log_tail()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -393,7 +386,7 @@ fn prefix_behind_nginx_push_and_pull_following_every_location() {
         let tls = ["--cacert", cafile.as_str(), flag];
         // A layer in three PATCH chunks, and the config in one.
         let layer = random_bytes(5 * 1024 * 1024 + 11, 300 + seed);
-        let ld = fast_sha256(&layer);
+        let ld = sha256_digest(&layer);
         curl_push_blob(&tls, &base, repo, &layer, &ld, 3, &|what, loc| check(&format!("{flag} {what}"), loc));
         let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"repo\":\"{repo}\"}}").into_bytes();
         let cd = sha256_digest(&config);

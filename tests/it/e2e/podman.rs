@@ -5,15 +5,11 @@
 //! pulls it back from pier, and the result is checked with `podman image inspect` and by reading
 //! the unpacked files out of the vfs storage.
 
-mod common;
-#[path = "e2e/util.rs"]
-mod util;
+use crate::harness::*;
 
-use common::*;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
-use util::*;
 
 /// A podman with private storage under a temporary directory.
 struct Podman {
@@ -98,7 +94,7 @@ fn assert_inspect(v: &Value, img: &Image, manifest_digest: &str, repo_ref: &str)
 /// digests) and returns `(digest, manifest JSON)`.
 fn served_manifest(p: &Pier, repo: &str, tag: &str, img: &Image) -> (String, Value) {
     let r = get_manifest(p, repo, tag);
-    assert_eq!(r.status, 200, "GET manifest {repo}:{tag}: {}\n{}", r.text(), log_tail(p));
+    assert_eq!(r.status, 200, "GET manifest {repo}:{tag}: {}\n{}", r.text(), p.log_tail());
     let digest = sha256_digest(&r.body);
     assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
     let m = r.json();

@@ -5,13 +5,9 @@
 //! byte, read straight out of pier's on-disk per-repository OCI layout, and checked again after
 //! the daemon is restarted.
 
-mod common;
-#[path = "e2e/util.rs"]
-mod util;
+use crate::harness::*;
 
-use common::*;
 use serde_json::{json, Value};
-use util::*;
 
 fn inspect(p: &Pier, reference: &str, extra: &[&str]) -> Value {
     let mut args = vec!["inspect", "--tls-verify=false"];
@@ -261,27 +257,27 @@ fn skopeo_cross_repo_copy_mounts_and_dedups() {
     push_with_skopeo(&p, "e2e/mount-a", "t", &img);
     // Registry-to-registry copy within pier: skopeo (which saw the blobs in e2e/mount-a) asks
     // for a cross-repository mount of each layer; its debug log says whether pier granted it.
-    let out = std::process::Command::new("skopeo")
-        .args([
-            "--debug",
-            "--insecure-policy",
-            "copy",
-            "--preserve-digests",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-        ])
-        .arg(reference_of(&p, "e2e/mount-a", "t"))
-        .arg(reference_of(&p, "e2e/mount-b", "t"))
-        .output()
-        .expect("run skopeo (is it installed? .ci/run installs it)");
+    let out = output(
+        std::process::Command::new("skopeo")
+            .args([
+                "--debug",
+                "--insecure-policy",
+                "copy",
+                "--preserve-digests",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+            ])
+            .arg(reference_of(&p, "e2e/mount-a", "t"))
+            .arg(reference_of(&p, "e2e/mount-b", "t")),
+    );
     let debug = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "skopeo copy a -> b failed:\n{debug}\n{}", log_tail(&p));
+    assert!(out.status.success(), "skopeo copy a -> b failed:\n{debug}\n{}", p.log_tail());
     for d in img.layer_digests() {
         let attempt = format!("mount={}", d.replace(':', "%3A"));
         assert!(debug.contains(&attempt), "skopeo did not try to mount {d}:\n{debug}");
     }
     let granted = debug.matches("mount OK").count();
-    assert_eq!(granted, img.layers.len(), "pier should grant the mount of every layer:\n{debug}\n{}", log_tail(&p));
+    assert_eq!(granted, img.layers.len(), "pier should grant the mount of every layer:\n{debug}\n{}", p.log_tail());
     assert_image_served(&p, "e2e/mount-b", "t", &img);
     assert_pulls_identical(&p, "e2e/mount-b", "t", &img);
     assert_image_served(&p, "e2e/mount-a", "t", &img);
@@ -382,7 +378,7 @@ fn skopeo_concurrent_pushes_share_a_base_layer() {
             out.status.success(),
             "concurrent push {i} failed: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
-            log_tail(&p)
+            p.log_tail()
         );
     }
     for (i, img) in images.iter().enumerate() {

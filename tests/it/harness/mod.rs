@@ -1,0 +1,35 @@
+//! The integration-test harness, shared by every test module of the `it` binary.
+//!
+//! - `daemon`: [`Pier`], the one launcher for the real binary (config, environment, restarts,
+//!   signals, kill -9, graceful stop, its log and waits on log lines).
+//! - `http`: the one raw HTTP/1.1 client and response helpers.
+//! - `command`: the one runner for external tools, with failure messages that show the command,
+//!   its exit status and output.
+//! - `wait`: waiting on observable events instead of sleeping.
+//! - `image`: images, digests, tar archives and OCI layouts.
+//! - `registry`: pushing and checking images over HTTP and with skopeo.
+//! - `store`: checks of pier's data directory on disk.
+//! - `pki`: a throwaway PKI, curl and `openssl s_client`.
+//! - `systemd`: a fake sd_notify socket and other things systemd would provide.
+//!
+//! Test modules `use crate::harness::*`.
+
+pub mod command;
+pub mod daemon;
+pub mod http;
+pub mod image;
+pub mod pki;
+pub mod registry;
+pub mod store;
+pub mod systemd;
+pub mod wait;
+
+pub use command::*;
+pub use daemon::*;
+pub use http::*;
+pub use image::*;
+pub use pki::*;
+pub use registry::*;
+pub use store::*;
+pub use systemd::*;
+pub use wait::*;
