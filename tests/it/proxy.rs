@@ -206,8 +206,7 @@ impl BigImage {
 }
 
 /// Writes an OCI layout holding one image tagged `tag` whose layers are tar files each holding a
-/// nonce file and `size` bytes of xorshift data. Digests come from `sha256sum` (the test binary
-/// is unoptimised).
+/// nonce file and `size` bytes of xorshift data.
 fn write_big_image(dir: &Path, tag: &str, sizes: &[usize], seed: u64) -> BigImage {
     let bdir = dir.join("blobs/sha256");
     std::fs::create_dir_all(&bdir).unwrap();
