@@ -1682,11 +1682,11 @@ fn malformed_range_header_is_ignored() {
     let d = push_blob(&p, "r", &data);
     for range in ["bytes=5-1", "items=0-1", "bytes=a-b", "bytes=0-1,5-6", "bytes="] {
         let r = p.req("GET", &format!("/v2/r/blobs/{d}"), &[("Range", range)], b"");
-        assert!(r.status == 200 || r.status == 416, "Range {range}: {}", show(&r));
-        if r.status == 200 {
-            assert_eq!(r.body, data, "Range {range}");
-            assert!(r.header("content-range").is_none(), "Range {range}: {}", show(&r));
-        }
+        // pier ignores them all (RFC 9110 also allows 416 for an unsatisfiable range, but none of
+        // these is one: they are unparseable or multi-range, which pier does not serve).
+        assert_eq!(r.status, 200, "Range {range}: {}", show(&r));
+        assert_eq!(r.body, data, "Range {range}");
+        assert!(r.header("content-range").is_none(), "Range {range}: {}", show(&r));
     }
 }
 
@@ -1697,10 +1697,8 @@ fn patch_with_content_range_not_matching_body() {
     // Claims 100 bytes, sends 50.
     let r =
         p.req("PATCH", &loc, &[("Content-Type", "application/octet-stream"), ("Content-Range", "0-99")], &[1u8; 50]);
-    assert!(r.status == 400 || r.status == 416, "{}", show(&r));
-    assert_api_header(&r);
-    let code = r.error_code();
-    assert!(code == "SIZE_INVALID" || code == "BLOB_UPLOAD_INVALID", "{}", show(&r));
+    // The chunk is in order (416 is for out-of-order chunks); its size contradicts its range.
+    assert_error(&r, 400, "SIZE_INVALID");
     // Whatever was refused, the session is consistent: status reports nothing or exactly what
     // was accepted, and a correct upload still works.
     let s = p.get(&loc);
@@ -2090,9 +2088,10 @@ fn truncated_uploads_are_not_committed() {
         s.write_all(head.as_bytes()).unwrap();
         s.write_all(sent).unwrap();
         s.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(200));
         drop(s); // connection lost mid-body
-        std::thread::sleep(Duration::from_millis(300));
+                 // pier logs the request (a 400: the body ended early) once it has dealt with it.
+        let target = path.split('?').next().unwrap();
+        p.wait_log(&format!("{method} {target} 400"), Duration::from_secs(30));
     };
 
     // Monolithic PUT cut short.
@@ -2108,31 +2107,27 @@ fn truncated_uploads_are_not_committed() {
     let (loc, _) = start_upload(&p, "r");
     let cr = format!("Content-Range: 0-{}\r\n", data.len() - 1);
     send_partial("PATCH", &loc, &cr, data.len(), &data[..400_000]);
+    // A failed PATCH does not end the session: it still answers 204 with what it holds.
     let s = p.get(&loc);
-    if s.status == 404 {
-        assert_error(&s, 404, "BLOB_UPLOAD_UNKNOWN");
-    } else {
-        assert_status(&s, 204);
-        let range = s.header("range").expect("Range").to_string();
-        let end: usize =
-            range.strip_prefix("0-").and_then(|e| e.parse().ok()).unwrap_or_else(|| panic!("Range {range}"));
-        let loc = location(&s);
-        // "0-0" is ambiguous (nothing or one byte): try both.
-        let mut finished = false;
-        for off in if end == 0 { vec![0, 1] } else { vec![end + 1] } {
-            let r = patch_chunk(&p, &loc, off, &data[off..]);
-            if r.status == 416 {
-                continue;
-            }
-            assert_status(&r, 202);
-            let r = put_digest(&p, &location(&r), &d, b"");
-            assert_status(&r, 201);
-            finished = true;
-            break;
+    assert_status(&s, 204);
+    let range = s.header("range").expect("Range").to_string();
+    let end: usize = range.strip_prefix("0-").and_then(|e| e.parse().ok()).unwrap_or_else(|| panic!("Range {range}"));
+    let loc = location(&s);
+    // "0-0" is ambiguous (nothing or one byte): try both.
+    let mut finished = false;
+    for off in if end == 0 { vec![0, 1] } else { vec![end + 1] } {
+        let r = patch_chunk(&p, &loc, off, &data[off..]);
+        if r.status == 416 {
+            continue;
         }
-        assert!(finished, "could not resume after {range}");
-        get_blob_ok(&p, "r", &d, &data);
+        assert_status(&r, 202);
+        let r = put_digest(&p, &location(&r), &d, b"");
+        assert_status(&r, 201);
+        finished = true;
+        break;
     }
+    assert!(finished, "could not resume after {range}");
+    get_blob_ok(&p, "r", &d, &data);
 }
 
 #[test]
@@ -2318,7 +2313,9 @@ fn blob_delete_of_a_manifest_digest_keeps_the_manifest() {
     let md = push_image(&p, "r", "v1", &[b"layer"]);
     let m = p.get("/v2/r/manifests/v1").body;
     let r = p.req("DELETE", &format!("/v2/r/blobs/{md}"), &[], b"");
-    assert!(matches!(r.status, 202 | 400 | 404 | 405), "{}", show(&r));
+    // Refused (the spec's 405 UNSUPPORTED): the digest names a manifest, deleted through
+    // /manifests/ only.
+    assert_error(&r, 405, "UNSUPPORTED");
     for reference in ["v1", md.as_str()] {
         let r = p.get(&format!("/v2/r/manifests/{reference}"));
         assert_status(&r, 200);
@@ -2455,8 +2452,8 @@ fn final_put_with_wrong_content_range() {
         &[("Content-Type", "application/octet-stream"), ("Content-Range", "0-1999")],
         &data[3000..],
     );
-    assert!(r.status == 416 || r.status == 400, "{}", show(&r));
-    assert_api_header(&r);
+    // An out-of-order chunk: 416 (spec: "Requested Range Not Satisfiable").
+    assert_error(&r, 416, "BLOB_UPLOAD_INVALID");
     assert_eq!(p.get(&format!("/v2/r/blobs/{d}")).status, 404);
     assert!(files_under(&p.root.join("blobs")).is_empty(), "{:?}", files_under(&p.root.join("blobs")));
 }
@@ -2738,11 +2735,8 @@ fn malformed_content_range_is_blob_upload_invalid() {
     let (loc, _) = start_upload(&p, "r");
     for cr in ["abc", "5-1", "-5", "0-", "bytes=0-4"] {
         let r = p.req("PATCH", &loc, &[("Content-Type", "application/octet-stream"), ("Content-Range", cr)], b"hello");
-        // 416 is acceptable for a range that parses but cannot apply.
-        assert!(r.status == 400 || r.status == 416, "Content-Range {cr:?}: {}", show(&r));
-        assert_api_header(&r);
-        let code = r.error_code();
-        assert!(code == "BLOB_UPLOAD_INVALID" || code == "SIZE_INVALID", "Content-Range {cr:?}: {}", show(&r));
+        // None of these parses as `<start>-<end>`: 400, not the 416 of a chunk out of order.
+        assert_error_ctx(&r, 400, "BLOB_UPLOAD_INVALID", &format!("Content-Range {cr:?}"));
     }
     // The session is untouched.
     let r = patch_chunk(&p, &loc, 0, b"hello");

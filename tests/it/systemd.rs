@@ -140,7 +140,7 @@ fn foreign_listen_fds_are_ignored_and_signals_work_without_systemd() {
     assert_eq!(r.status, 200, "pier must serve on http.addr: {}\n{}", r.text(), d.log());
 
     d.signal("HUP");
-    std::thread::sleep(Duration::from_millis(300));
+    d.wait_log("configuration reloaded", Duration::from_secs(10));
     d.assert_running("after SIGHUP (it must reload, not die)");
     assert_eq!(d.get("/v2/").status, 200, "serving after SIGHUP");
 
@@ -248,6 +248,8 @@ fn notify_reloading_then_ready_on_sighup() {
         d.assert_running("after SIGHUP");
         assert_image(&d, "reload/app", "v1", &img);
         if i == 0 {
+            // This pause is the test: it spaces the two reloads so that the two clocks' intervals
+            // below are long enough to compare.
             std::thread::sleep(Duration::from_millis(700));
         }
     }
@@ -283,12 +285,17 @@ fn sighup_right_after_ready_reloads() {
     let mut d = daemon("127.0.0.1:0", "");
     for round in 0..5 {
         let mut n = signal_right_after_ready(&mut d, "HUP");
-        std::thread::sleep(Duration::from_millis(300));
+        // A reload announces itself (RELOADING=1) and ends with READY=1; then pier must still run.
+        let reloading = n.wait_for(Duration::from_secs(5), |m| has_line(m, "RELOADING=1")).is_some();
+        let ready_again = reloading && n.wait_for(Duration::from_secs(5), |m| has_line(m, "READY=1")).is_some();
         if let Some((st, _)) = d.wait_exit(Duration::ZERO) {
             panic!("round {round}: SIGHUP sent right after READY=1 ended pier ({st}); received:\n{}", n.dump());
         }
-        if n.wait_for(Duration::from_secs(5), |m| has_line(m, "RELOADING=1")).is_none() {
+        if !reloading {
             panic!("round {round}: no RELOADING=1 for a SIGHUP right after READY=1; received:\n{}", n.dump());
+        }
+        if !ready_again {
+            panic!("round {round}: no READY=1 after RELOADING=1; received:\n{}", n.dump());
         }
         d.stop();
     }
@@ -325,15 +332,22 @@ fn spawn_until_ready(d: &mut Pier, n: &mut Notify) {
 }
 
 /// Starts an upload of `total` random bytes to `repo`: the first MiB acknowledged by one PATCH,
-/// the rest trickling at 640 KiB/s after a `fast` burst that has been sent when this returns.
-/// Returns the data, the location after the first PATCH and the trickling PATCH.
+/// the rest trickling at 640 KiB/s after a `fast` burst that has been sent, and partly written to
+/// the upload's file by pier, when this returns. Returns the data, the location after the first
+/// PATCH and the trickling PATCH.
 fn start_slow_upload(d: &Pier, repo: &str, total: usize, seed: u64, fast: usize) -> (Arc<Vec<u8>>, String, SlowPatch) {
     let data = Arc::new(random_bytes(total, seed));
-    let loc = start_upload(&d, repo);
-    let loc = patch(&d, &loc, &data, 0..MIB);
+    let loc = start_upload(d, repo);
+    let loc = patch(d, &loc, &data, 0..MIB);
     let up = slow_patch(d.addr, &loc, data.clone(), MIB..total, fast, 64 << 10, Duration::from_millis(100));
     assert!(up.wait_sent(fast, Duration::from_secs(30)), "upload stalled at {}\n{}", up.sent(), d.log_tail());
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        wait_until(Duration::from_secs(30), || upload_bytes_on_disk(&d.root, &loc) > MIB as u64),
+        "pier did not write any of the trickling PATCH ({} bytes sent) to {}\n{}",
+        up.sent(),
+        upload_file(&d.root, &loc).display(),
+        d.log_tail()
+    );
     (data, loc, up)
 }
 
@@ -353,7 +367,7 @@ fn stop_cut_patch(up: SlowPatch, len: usize) -> usize {
 fn start_notified(d: &mut Pier, n: &mut Notify, before: &Image) {
     spawn_until_ready(d, n);
     d.wait_listening(1);
-    push_image_raw(&d, "drain/before", "v1", before);
+    push_image_raw(d, "drain/before", "v1", before);
 }
 
 /// Sends SIGTERM and waits for STOPPING=1.
@@ -376,7 +390,7 @@ fn resume_and_complete(d: &Pier, repo: &str, loc: &str, data: &[u8], acked: usiz
     assert!(held >= acked, "acknowledged upload data lost: holds {held}, {acked} acknowledged");
     assert!(held <= acked + sent, "holds {held} bytes but only {} were sent", acked + sent);
     let loc = r.header("location").map(strip_origin).unwrap_or_else(|| loc.to_string());
-    let loc = if held < data.len() { patch(&d, &loc, data, held..data.len()) } else { loc };
+    let loc = if held < data.len() { patch(d, &loc, data, held..data.len()) } else { loc };
     let digest = sha256_digest(data);
     let r = d.req("PUT", &with_digest(&loc, &digest), &[], b"");
     assert_eq!(r.status, 201, "PUT completing the resumed upload: {}\n{}", r.text(), d.log_tail());
@@ -402,8 +416,9 @@ fn sigterm_lets_an_inflight_upload_finish_then_exits_zero() {
     let term = sigterm_and_wait_stopping(&d, &mut n);
     assert!(up.sent() < BIG, "the PATCH finished before SIGTERM; the test proves nothing");
 
-    // New connections are no longer served (refused, reset, or at most an error status).
-    std::thread::sleep(Duration::from_millis(200));
+    // New connections are no longer served (refused, reset, or at most an error status) once
+    // pier says it stopped accepting.
+    d.wait_log("stopped accepting", Duration::from_secs(10));
     let addr = d.addr;
     let late = std::thread::spawn(move || try_request(addr, "GET", "/v2/", &[], b""));
 
@@ -446,14 +461,14 @@ fn drain_deadline_cuts_a_slow_upload_and_exits_zero() {
     // The rest trickles at 640 KiB/s: it cannot finish within the 2 s drain.
     let (data, loc, up) = start_slow_upload(&d, "drain/slow", TOTAL, 312, 2 * MIB);
     let term = sigterm_and_wait_stopping(&d, &mut n);
-    std::thread::sleep(Duration::from_millis(1000));
-    d.assert_running("1 s after SIGTERM although a request is in flight and http.draintimeout is 2s");
-    let (st, exited) = d.expect_exit(Duration::from_secs(8), "after SIGTERM with http.draintimeout: 2s");
+    d.wait_log("stopped accepting; waiting up to 2s for in-flight requests", Duration::from_secs(10));
+    let (st, exited) = d.expect_exit(Duration::from_secs(20), "after SIGTERM with http.draintimeout: 2s");
     let took = exited.duration_since(term);
     eprintln!("SIGTERM -> exit {took:?} ({st})");
     assert_eq!(st.code(), Some(0), "exit status after the drain deadline; log:\n{}", d.log_tail());
     assert!(took >= Duration::from_millis(1700), "exited after {took:?}, before the 2 s drain deadline");
-    assert!(took < Duration::from_secs(5), "exited after {took:?}, long after the 2 s drain deadline");
+    // Generous: the drain deadline is a timer, the rest (closing, exiting) takes milliseconds.
+    assert!(took < Duration::from_secs(10), "exited after {took:?}, long after the 2 s drain deadline");
     let sent = stop_cut_patch(up, TOTAL - MIB);
 
     d.serve(&[]);
@@ -476,8 +491,15 @@ fn second_sigterm_exits_at_once_without_losing_anything() {
     let (data, loc, up) = start_slow_upload(&d, "drain/cut", TOTAL, 323, 4 * MIB);
 
     sigterm_and_wait_stopping(&d, &mut n);
-    std::thread::sleep(Duration::from_millis(1000));
-    d.assert_running("1 s after the first SIGTERM although a request is in flight (draintimeout 60s)");
+    d.wait_log("stopped accepting; waiting up to 60s for in-flight requests", Duration::from_secs(10));
+    // Draining: pier keeps writing the in-flight body to the upload's file and keeps running.
+    let on_disk = upload_bytes_on_disk(&d.root, &loc);
+    assert!(
+        wait_until(Duration::from_secs(30), || upload_bytes_on_disk(&d.root, &loc) > on_disk),
+        "the in-flight PATCH stopped growing the upload file at {on_disk} bytes after the first SIGTERM\n{}",
+        d.log_tail()
+    );
+    d.assert_running("after the first SIGTERM although a request is in flight (draintimeout 60s)");
     let second = Instant::now();
     d.signal("TERM");
     let Some((st, exited)) = d.wait_exit(Duration::from_secs(10)) else {
@@ -485,7 +507,8 @@ fn second_sigterm_exits_at_once_without_losing_anything() {
     };
     let took = exited.duration_since(second);
     eprintln!("second SIGTERM -> exit {took:?} ({st})");
-    assert!(took < Duration::from_secs(2), "the second SIGTERM took {took:?} to stop pier");
+    // Generous (the drain would last 60 s): exiting at once takes milliseconds.
+    assert!(took < Duration::from_secs(5), "the second SIGTERM took {took:?} to stop pier");
     let sent = stop_cut_patch(up, TOTAL - MIB);
 
     d.serve(&[]);

@@ -168,13 +168,41 @@ impl Pier {
         addrs
     }
 
-    /// Waits until the current run's log contains `needle`.
-    pub fn wait_log(&mut self, needle: &str, timeout: Duration) {
+    /// Waits until the current run's log contains `needle` (e.g. the request line pier logs
+    /// once it has finished with a request); panics with the log if the process exits first.
+    #[track_caller]
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        self.wait_log_count(needle, 1, timeout);
+    }
+
+    /// How many times the current run's log contains `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.run_log().matches(needle).count()
+    }
+
+    /// Waits until the current run's log contains `needle` at least `n` times (take
+    /// [`Pier::log_count`] before triggering the event to wait for the next occurrence).
+    #[track_caller]
+    pub fn wait_log_count(&self, needle: &str, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        while !self.run_log().contains(needle) {
-            self.assert_running(&format!("before logging {needle:?}"));
-            assert!(Instant::now() < deadline, "{needle:?} not logged within {timeout:?}; log:\n{}", self.log());
+        while self.log_count(needle) < n {
+            assert!(!self.has_exited(), "the process exited before logging {needle:?}; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not logged {n} time(s) within {timeout:?}; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the process has exited (a zombie, or gone), without reaping it.
+    pub fn has_exited(&self) -> bool {
+        let Some(c) = &self.child else { return true };
+        match std::fs::read_to_string(format!("/proc/{}/stat", c.id())) {
+            // `PID (COMM) STATE ...`: COMM may hold spaces and parentheses, STATE follows the last `)`.
+            Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+            Err(_) => true,
         }
     }
 

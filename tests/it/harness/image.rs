@@ -343,8 +343,6 @@ impl Drop for LowerTmp {
     }
 }
 
-/// Sends a request whose body is cut short: the head announces `Content-Length: total` but only
-
 /// Deterministic incompressible-looking bytes (xorshift), for layers.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -66,6 +66,18 @@ pub fn inode(path: &Path) -> (u64, u64) {
     (m.dev(), m.ino())
 }
 
+/// The file holding the data of the upload at `location` (`/v2/<name>/blobs/uploads/<id>`).
+pub fn upload_file(root: &Path, location: &str) -> PathBuf {
+    let path = location.split('?').next().unwrap_or(location);
+    let id = path.rsplit('/').next().unwrap_or_else(|| panic!("no upload id in {location:?}"));
+    root.join("uploads").join(id)
+}
+
+/// How many bytes of the upload at `location` are on disk (0 if its file does not exist).
+pub fn upload_bytes_on_disk(root: &Path, location: &str) -> u64 {
+    std::fs::metadata(upload_file(root, location)).map(|m| m.len()).unwrap_or(0)
+}
+
 /// SHA-256 of a file, streamed through the `sha2` crate (built with optimisations even in test
 /// builds: see `[profile.dev.package.sha2]`).
 pub fn file_sha256(path: &Path) -> String {

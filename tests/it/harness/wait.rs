@@ -20,24 +20,3 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(POLL);
     }
 }
-
-/// Polls `f` until it returns `Some` (returned) or `timeout` passes (panics with `what` and
-/// whatever `explain` says then, e.g. the daemon's log).
-#[track_caller]
-pub fn wait_for<T>(
-    timeout: Duration,
-    what: &str,
-    explain: impl FnOnce() -> String,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() >= end {
-            panic!("{what}: not within {timeout:?}\n{}", explain());
-        }
-        std::thread::sleep(POLL);
-    }
-}
