@@ -306,6 +306,23 @@ fn slow_download(ca: &str, flag: &str, blob_url: &str, v2_url: &str, out: &Path)
         .unwrap_or_else(|e| panic!("cannot run curl: {e} (is it installed?)"))
 }
 
+/// Sends SIGHUP and waits until the reload it triggers has logged `reloaded` (the certificate
+/// line): from then on pier serves, and its poller compares against, the files as they are now.
+/// (The reload loop is sequential: no poll runs between the SIGHUP reload and its log line.)
+fn sighup_and_wait_reload(p: &Pier, reloaded: &str) {
+    let hups = p.log_count("SIGHUP: reloading");
+    p.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let log = p.run_log();
+            log.matches("SIGHUP: reloading").count() > hups
+                && log.rsplit("SIGHUP: reloading").next().is_some_and(|after| after.contains(reloaded))
+        }),
+        "no {reloaded:?} after SIGHUP within 20 s; log:\n{}",
+        p.log_tail()
+    );
+}
+
 #[test]
 fn certificates_reload_on_file_change_and_on_sighup_without_dropping_connections() {
     let dir = tmpdir();
@@ -334,7 +351,16 @@ fn certificates_reload_on_file_change_and_on_sighup_without_dropping_connections
     let out_h2 = d.join("big.h2");
     let mut dl_h1 = slow_download(&cafile, "--http1.1", &blob_url, &v2_url, &out_h1);
     let mut dl_h2 = slow_download(&cafile, "--http2", &blob_url, &v2_url, &out_h2);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Both downloads are under way (their handshakes were made with the first certificate) once
+    // their output files hold bytes.
+    let started = |f: &Path| std::fs::metadata(f).is_ok_and(|m| m.len() > 0);
+    assert!(
+        wait_until(Duration::from_secs(30), || started(&out_h1) && started(&out_h2)),
+        "the slow downloads did not start within 30 s\n{}",
+        p.log_tail()
+    );
+    let reloaded = format!("TLS certificate {} reloaded", crt.display());
+    let refused = "TLS certificate not reloaded, keeping the previous one";
 
     // 1. Replace both files (write new files, rename over): new handshakes get the new one.
     replace_file(&second.cert, &crt);
@@ -365,8 +391,9 @@ fn certificates_reload_on_file_change_and_on_sighup_without_dropping_connections
 
     // 2. A half-done replacement (new certificate, old key) is not taken: the old pair stays
     // in service and the daemon stays up; once the key follows, the new pair is used.
+    let refusals = p.log_count(refused);
     replace_file(&third.cert, &crt);
-    std::thread::sleep(Duration::from_secs(5));
+    p.wait_log_count(refused, refusals + 1, Duration::from_secs(20));
     assert!(p.is_running(), "pier died on a certificate without its key:\n{}", p.log_tail());
     assert_eq!(
         served_cert(&p.host()).map(|c| c.0),
@@ -378,8 +405,7 @@ fn certificates_reload_on_file_change_and_on_sighup_without_dropping_connections
     wait_for_serial(&p, third.serial, Duration::from_secs(10), "after the key followed");
 
     // 3. SIGHUP: with nothing changed, the daemon survives it and keeps its certificate.
-    p.signal("HUP");
-    std::thread::sleep(Duration::from_millis(1000));
+    sighup_and_wait_reload(&p, &reloaded);
     assert!(p.is_running(), "pier died on SIGHUP:\n{}", p.log_tail());
     assert_eq!(served_cert(&p.host()).map(|c| c.0), Ok(third.serial));
     // Now a change only the signal can reveal: the new pair is written into the same files (same
@@ -387,8 +413,9 @@ fn certificates_reload_on_file_change_and_on_sighup_without_dropping_connections
     // look untouched to a poller that stats them.
     pad_pem(&crt, 8192);
     pad_pem(&key, 8192);
-    // (Give the poller time to take in the padded files: the stamp it keeps is this one.)
-    std::thread::sleep(Duration::from_secs(3));
+    // (pier must take in the padded files, the same pair: the stamp it keeps is this one. The
+    // poller may have seen one file padded and not yet the other; a SIGHUP reload settles it.)
+    sighup_and_wait_reload(&p, &reloaded);
     assert_eq!(served_cert(&p.host()).map(|c| c.0), Ok(third.serial), "padding changed nothing");
     let before = (stat(&crt), stat(&key));
     write_in_place(&crt, &fourth.cert, 8192);
