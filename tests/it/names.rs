@@ -238,7 +238,7 @@ fn hostile_paths_never_escape_the_data_dir() {
     // that is no endpoint once its `..` segments stay literal (404 UNSUPPORTED).
     let (unknown_upload, no_endpoint) = ((404, "BLOB_UPLOAD_UNKNOWN"), (404, "UNSUPPORTED"));
     let (bad_digest, bad_tag) = ((400, "DIGEST_INVALID"), (400, "TAG_INVALID"));
-    let hostile: Vec<(&str, String, Vec<u8>, (u16, &str))> = vec![
+    let hostile: Vec<(&str, String, Vec<u8>, Expected)> = vec![
         ("GET", "/v2/ok/blobs/sha256:..%2f..%2f..%2fetc%2fpasswd".into(), vec![], bad_digest),
         ("GET", "/v2/ok/blobs/../../../etc/passwd".into(), vec![], no_endpoint),
         ("GET", format!("/v2/ok/blobs/sha256%2f..%2f..%2f{m}"), vec![], no_endpoint),
@@ -301,6 +301,9 @@ fn hostile_paths_never_escape_the_data_dir() {
     let r = p.get("/v2/ok/manifests/latest");
     assert_eq!(r.status, 200, "{}", show(&r));
 }
+
+/// The status and OCI error code a request must get.
+type Expected = (u16, &'static str);
 
 #[test]
 fn raw_dot_segments_in_request_target() {
