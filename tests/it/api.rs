@@ -29,13 +29,13 @@ const FOUR_MIB: usize = 4 * 1024 * 1024;
 // ---------------------------------------------------------------------------------------------
 
 #[track_caller]
-fn assert_status(r: &Response, status: u16) {
+pub(crate) fn assert_status(r: &Response, status: u16) {
     assert_eq!(r.status, status, "unexpected status: {}", show(r));
     assert_api_header(r);
 }
 
 #[track_caller]
-fn assert_api_header(r: &Response) {
+pub(crate) fn assert_api_header(r: &Response) {
     assert_eq!(
         r.header("docker-distribution-api-version"),
         Some("registry/2.0"),
@@ -46,13 +46,13 @@ fn assert_api_header(r: &Response) {
 
 /// Asserts an OCI error response: status, JSON content type, `errors[0].code` and a message.
 #[track_caller]
-fn assert_error(r: &Response, status: u16, code: &str) {
+pub(crate) fn assert_error(r: &Response, status: u16, code: &str) {
     assert_error_ctx(r, status, code, "");
 }
 
 /// [`assert_error`] with a description of the request for the failure message.
 #[track_caller]
-fn assert_error_ctx(r: &Response, status: u16, code: &str, ctx: &str) {
+pub(crate) fn assert_error_ctx(r: &Response, status: u16, code: &str, ctx: &str) {
     assert_eq!(r.status, status, "{ctx}: expected {status} {code}: {}", show(r));
     assert_api_header(r);
     let ct = r.header("content-type").unwrap_or("");
@@ -66,7 +66,7 @@ fn assert_error_ctx(r: &Response, status: u16, code: &str, ctx: &str) {
 
 /// Opens an upload session; returns (upload path, response).
 #[track_caller]
-fn start_upload(p: &Pier, repo: &str) -> (String, Response) {
+pub(crate) fn start_upload(p: &Pier, repo: &str) -> (String, Response) {
     let r = p.req("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
     assert_status(&r, 202);
     (location(&r), r)
@@ -82,18 +82,18 @@ fn start_upload_with(p: &Pier, repo: &str, first: &[u8]) -> String {
     location(&r)
 }
 
-fn patch_chunk(p: &Pier, loc: &str, start: usize, data: &[u8]) -> Response {
+pub(crate) fn patch_chunk(p: &Pier, loc: &str, start: usize, data: &[u8]) -> Response {
     let cr = format!("{}-{}", start, start + data.len() - 1);
     p.req("PATCH", loc, &[("Content-Type", "application/octet-stream"), ("Content-Range", &cr)], data)
 }
 
-fn put_digest(p: &Pier, loc: &str, digest: &str, body: &[u8]) -> Response {
+pub(crate) fn put_digest(p: &Pier, loc: &str, digest: &str, body: &[u8]) -> Response {
     p.req("PUT", &with_query(loc, &format!("digest={digest}")), &[("Content-Type", "application/octet-stream")], body)
 }
 
 /// `OCI-Chunk-Min-Length` of a POST response, as a chunk size usable by the tests.
 #[track_caller]
-fn chunk_size(r: &Response) -> usize {
+pub(crate) fn chunk_size(r: &Response) -> usize {
     let v = r.header("oci-chunk-min-length").unwrap_or_else(|| panic!("no OCI-Chunk-Min-Length: {}", show(r)));
     let n: usize = v.trim().parse().unwrap_or_else(|_| panic!("OCI-Chunk-Min-Length not a number: {v:?}"));
     n.max(1000)
@@ -108,7 +108,7 @@ fn global_blob(p: &Pier, digest: &str) -> PathBuf {
     p.root.join("blobs").join(alg).join(hex)
 }
 
-fn repo_dir(p: &Pier, repo: &str) -> PathBuf {
+pub(crate) fn repo_dir(p: &Pier, repo: &str) -> PathBuf {
     p.root.join("repositories").join(repo)
 }
 
@@ -128,14 +128,14 @@ fn finish_upload(p: &Pier, repo: &str, loc: &str, data: &[u8], last: &[u8]) {
 }
 
 #[track_caller]
-fn get_blob_ok(p: &Pier, repo: &str, digest: &str, data: &[u8]) {
+pub(crate) fn get_blob_ok(p: &Pier, repo: &str, digest: &str, data: &[u8]) {
     let r = p.get(&format!("/v2/{repo}/blobs/{digest}"));
     assert_status(&r, 200);
     assert!(r.body == data, "blob {digest} in {repo}: body differs ({} vs {} bytes)", r.body.len(), data.len());
     assert_eq!(r.header("docker-content-digest"), Some(digest), "{}", show(&r));
 }
 
-fn tags_of(p: &Pier, repo: &str) -> Vec<String> {
+pub(crate) fn tags_of(p: &Pier, repo: &str) -> Vec<String> {
     let r = p.get(&format!("/v2/{repo}/tags/list"));
     assert_status(&r, 200);
     let v = r.json();
@@ -1559,46 +1559,6 @@ fn same_layer_in_ten_repositories_is_stored_once() {
     assert_eq!(globals, vec![global_blob(&p, &d)]);
 }
 
-#[test]
-fn data_survives_kill9() {
-    let mut p = Pier::start();
-    let l1 = random_bytes(50_000, 33);
-    let l2 = random_bytes(10, 34);
-    let d1 = push_image(&p, "a", "v1", &[&l1, &l2]);
-    let m1 = p.get("/v2/a/manifests/v1").body;
-    push_manifest(&p, "a", "latest", OCI_MANIFEST, &m1);
-    let d2 = push_image(&p, "x/y/z", "v2", &[b"nested"]);
-    let m2 = p.get("/v2/x/y/z/manifests/v2").body;
-    let s = random_bytes(999, 35);
-    let sd = sha512_digest(&s);
-    assert_status(&p.req("POST", &format!("/v2/a/blobs/uploads/?digest={sd}"), &[], &s), 201);
-
-    p.kill9();
-    p.restart();
-
-    get_blob_ok(&p, "a", &sha256_digest(&l1), &l1);
-    get_blob_ok(&p, "a", &sha256_digest(&l2), &l2);
-    get_blob_ok(&p, "a", &sd, &s);
-    get_blob_ok(&p, "x/y/z", &sha256_digest(b"nested"), b"nested");
-    for (repo, reference, body) in [
-        ("a", "v1", &m1),
-        ("a", "latest", &m1),
-        ("a", d1.as_str(), &m1),
-        ("x/y/z", "v2", &m2),
-        ("x/y/z", d2.as_str(), &m2),
-    ] {
-        let r = p.get(&format!("/v2/{repo}/manifests/{reference}"));
-        assert_status(&r, 200);
-        assert_eq!(&r.body, body, "{repo}:{reference}");
-    }
-    assert_eq!(tags_of(&p, "a"), vec!["latest", "v1"]);
-    assert_eq!(tags_of(&p, "x/y/z"), vec!["v2"]);
-    assert_eq!(p.get("/v2/_catalog").json()["repositories"], json!(["a", "x/y/z"]));
-    // Still writable.
-    push_image(&p, "a", "v3", &[b"after restart"]);
-    assert_eq!(tags_of(&p, "a"), vec!["latest", "v1", "v3"]);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Concurrency and large blobs
 // ---------------------------------------------------------------------------------------------
@@ -1872,33 +1832,6 @@ fn deleting_a_tag_keeps_the_referrer() {
 }
 
 #[test]
-fn upload_in_progress_across_kill9() {
-    let mut p = Pier::start();
-    let (loc, r) = start_upload(&p, "r");
-    let c = chunk_size(&r);
-    let data = random_bytes(2 * c, 64);
-    let r = patch_chunk(&p, &loc, 0, &data[..c]);
-    assert_status(&r, 202);
-    let loc = location(&r);
-    p.kill9();
-    p.restart();
-    let s = p.get(&loc);
-    let d = sha256_digest(&data);
-    if s.status == 204 {
-        // Resumable: it must resume at the right offset and produce the right blob.
-        assert_eq!(s.header("range"), Some(format!("0-{}", c - 1).as_str()), "{}", show(&s));
-        let r = patch_chunk(&p, &loc, c, &data[c..]);
-        assert_status(&r, 202);
-        assert_status(&put_digest(&p, &location(&r), &d, b""), 201);
-    } else {
-        assert_error(&s, 404, "BLOB_UPLOAD_UNKNOWN");
-        let (loc, _) = start_upload(&p, "r");
-        assert_status(&put_digest(&p, &loc, &d, &data), 201);
-    }
-    get_blob_ok(&p, "r", &d, &data);
-}
-
-#[test]
 fn put_without_digest_is_refused() {
     let p = Pier::start();
     let (loc, _) = start_upload(&p, "r");
@@ -2128,95 +2061,6 @@ fn truncated_uploads_are_not_committed() {
     }
     assert!(finished, "could not resume after {range}");
     get_blob_ok(&p, "r", &d, &data);
-}
-
-#[test]
-fn crash_during_writes_leaves_consistent_state() {
-    let mut p = Pier::start();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let addr = p.addr;
-    let handles: Vec<_> = (0..4u64)
-        .map(|t| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut i = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    // Raw requests: the server may die at any moment, so tolerate failures.
-                    let res = std::panic::catch_unwind(|| {
-                        let layer = random_bytes(200_000, 1000 * t + i);
-                        let d = sha256_digest(&layer);
-                        let r = request(addr, "POST", &format!("/v2/r{t}/blobs/uploads/?digest={d}"), &[], &layer);
-                        if r.status != 201 {
-                            return;
-                        }
-                        let cfg = format!("{{\"t\":{t},\"i\":{i}}}").into_bytes();
-                        let cd = sha256_digest(&cfg);
-                        let r = request(addr, "POST", &format!("/v2/r{t}/blobs/uploads/?digest={cd}"), &[], &cfg);
-                        if r.status != 201 {
-                            return;
-                        }
-                        let m = image_manifest((&cd, cfg.len()), &[(&d, layer.len())]);
-                        request(
-                            addr,
-                            "PUT",
-                            &format!("/v2/r{t}/manifests/t{i}"),
-                            &[("Content-Type", OCI_MANIFEST)],
-                            &m,
-                        );
-                    });
-                    if res.is_err() {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(1500));
-    p.kill9();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for h in handles {
-        let _ = h.join();
-    }
-    p.restart();
-
-    // Every stored blob file holds exactly the content its name promises.
-    let blobs = files_under(&p.root.join("blobs").join("sha256"));
-    assert!(!blobs.is_empty(), "nothing was written before the kill");
-    for f in &blobs {
-        let content = std::fs::read(f).unwrap();
-        let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        assert_eq!(sha256_digest(&content), format!("sha256:{name}"), "torn blob {f:?}");
-    }
-    // Every listed tag resolves to a manifest whose bytes match its digest and whose blobs exist.
-    let mut tagged = 0;
-    for t in 0..4 {
-        let repo = format!("r{t}");
-        let r = p.get(&format!("/v2/{repo}/tags/list"));
-        if r.status == 404 {
-            continue;
-        }
-        assert_status(&r, 200);
-        for tag in r.json()["tags"].as_array().unwrap() {
-            let tag = tag.as_str().unwrap();
-            let m = p.get(&format!("/v2/{repo}/manifests/{tag}"));
-            assert_status(&m, 200);
-            assert_eq!(m.header("docker-content-digest"), Some(sha256_digest(&m.body).as_str()));
-            let v: Value = serde_json::from_slice(&m.body).unwrap();
-            for l in v["layers"].as_array().unwrap() {
-                let b = p.get(&format!("/v2/{repo}/blobs/{}", l["digest"].as_str().unwrap()));
-                assert_status(&b, 200);
-                assert_eq!(sha256_digest(&b.body), l["digest"].as_str().unwrap());
-            }
-            tagged += 1;
-        }
-        let index: Value = serde_json::from_slice(&std::fs::read(repo_dir(&p, &repo).join("index.json")).unwrap())
-            .unwrap_or_else(|e| panic!("{repo}/index.json is not JSON after the crash: {e}"));
-        assert!(index["manifests"].is_array());
-    }
-    assert!(tagged > 0, "no tag was pushed before the kill");
-    // And the registry keeps working.
-    push_image(&p, "r0", "after", &[b"after crash"]);
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
