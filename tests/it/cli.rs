@@ -140,6 +140,7 @@ fn idle_timeout_is_not_a_total_timeout() {
     write!(s, "POST /v2/slow/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", data.len()).unwrap();
     let started = Instant::now();
     for chunk in data.chunks(4) {
+        // The pause is the test: a client slower than nothing, faster than the idle timeout.
         std::thread::sleep(Duration::from_millis(300));
         s.write_all(chunk).unwrap();
     }
@@ -180,6 +181,7 @@ fn abandoned_uploads_are_purged_by_age() {
     let active = start(&p);
     let mut sent = 0u64;
     for _ in 0..8 {
+        // The pause is the test: an upload active every 500 ms for 4 s outlives the 2 s age.
         std::thread::sleep(Duration::from_millis(500));
         let end = sent + 9;
         let r = p.req(

@@ -180,6 +180,8 @@ fn kill9_during_manifest_put() {
     // (1) Half of b's manifest for a new tag, then SIGKILL.
     let half = &b.manifest[..b.manifest.len() / 2];
     let conn = send_partial(p.addr, "PUT", &format!("/v2/{repo}/manifests/b"), &headers, half, b.manifest.len());
+    // A manifest body is held in memory until complete, so nothing outside shows pier has read
+    // the half: this pause lets it arrive before the kill (the outcome must be the same if not).
     std::thread::sleep(Duration::from_millis(300));
     p.kill9();
     drop(conn);
@@ -189,6 +191,7 @@ fn kill9_during_manifest_put() {
 
     // (2) Half of b's manifest re-pointing the existing tag `a`: `a` still serves a complete image.
     let conn = send_partial(p.addr, "PUT", &format!("/v2/{repo}/manifests/a"), &headers, half, b.manifest.len());
+    // (As above: time for the half body to arrive; nothing outside pier shows it.)
     std::thread::sleep(Duration::from_millis(300));
     p.kill9();
     drop(conn);
@@ -207,6 +210,7 @@ fn kill9_during_manifest_put() {
             &b.manifest,
             b.manifest.len(),
         );
+        // The delay is the test: 0, 5 and 10 ms put the kill before, during or after the commit.
         std::thread::sleep(Duration::from_millis(i * 5));
         p.kill9();
         drop(conn);
@@ -293,6 +297,7 @@ fn kill9_during_skopeo_push() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("run skopeo (is it installed? .ci/run installs it)");
+        // The delay is the test: the kill lands early, midway or late in skopeo's push.
         std::thread::sleep(Duration::from_millis(delay_ms));
         p.kill9();
         // skopeo now fails (or finished before the kill); don't let it linger either way.
@@ -326,7 +331,16 @@ fn kill9_during_monolithic_blob_put() {
     // (1) Half the body, then SIGKILL.
     let loc = start_upload(&p, repo);
     let conn = send_partial(p.addr, "PUT", &with_digest(&loc, &digest), &headers, &big[..big.len() / 2], big.len());
-    std::thread::sleep(Duration::from_millis(300));
+    // Kill once pier has written (nearly) all of the half it got: the upload file holds it but
+    // for the last, not yet flushed, write buffer.
+    let half = (big.len() / 2) as u64;
+    assert!(
+        wait_until(Duration::from_secs(30), || upload_bytes_on_disk(&p.root, &loc) + (1 << 20) >= half),
+        "pier wrote {} of the {half} bytes sent to {}\n{}",
+        upload_bytes_on_disk(&p.root, &loc),
+        upload_file(&p.root, &loc).display(),
+        p.log_tail()
+    );
     p.kill9();
     drop(conn);
     p.restart();
@@ -340,6 +354,7 @@ fn kill9_during_monolithic_blob_put() {
     for delay in [0u64, 20, 100] {
         let loc = start_upload(&p, repo);
         let conn = send_partial(p.addr, "PUT", &with_digest(&loc, &digest), &headers, &big, big.len());
+        // The delay is the test: the kill lands while pier receives, verifies or commits.
         std::thread::sleep(Duration::from_millis(delay));
         p.kill9();
         drop(conn);
@@ -401,6 +416,7 @@ fn kill9_during_concurrent_pushes() {
                     .expect("run skopeo (is it installed? .ci/run installs it)")
             })
             .collect();
+        // The delay is the test: the kill lands early or midway in three concurrent pushes.
         std::thread::sleep(Duration::from_millis(delay_ms));
         p.kill9();
         for mut c in children {
