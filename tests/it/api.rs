@@ -13,13 +13,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 const EMPTY_SHA256: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 const FOUR_MIB: usize = 4 * 1024 * 1024;
@@ -200,7 +193,7 @@ fn artifact_manifest(
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": config,
-        "layers": [{"mediaType": OCI_LAYER, "digest": layer.0, "size": layer.1}],
+        "layers": [{"mediaType": OCI_LAYER_TAR, "digest": layer.0, "size": layer.1}],
     });
     if let Some(a) = artifact_type {
         m["artifactType"] = json!(a);
@@ -865,7 +858,7 @@ fn manifest_put_get_head_exact_bytes() {
     let ld = push_blob(&p, "r", &layer);
     // Deliberately non-canonical JSON: odd whitespace and key order must be preserved.
     let m = format!(
-        "{{\n  \"schemaVersion\" : 2,\n\t\"mediaType\": \"{OCI_MANIFEST}\",\n  \"config\": {{ \"size\": {}, \"digest\": \"{cd}\", \"mediaType\": \"{OCI_CONFIG}\" }},\n  \"layers\": [ {{\"digest\": \"{ld}\", \"mediaType\": \"{OCI_LAYER}\", \"size\": {}}} ],\n  \"annotations\": {{\"z\": \"1\", \"a\": \"2\"}}\n}}\n\n",
+        "{{\n  \"schemaVersion\" : 2,\n\t\"mediaType\": \"{OCI_MANIFEST}\",\n  \"config\": {{ \"size\": {}, \"digest\": \"{cd}\", \"mediaType\": \"{OCI_CONFIG}\" }},\n  \"layers\": [ {{\"digest\": \"{ld}\", \"mediaType\": \"{OCI_LAYER_TAR}\", \"size\": {}}} ],\n  \"annotations\": {{\"z\": \"1\", \"a\": \"2\"}}\n}}\n\n",
         config.len(),
         layer.len()
     )

@@ -17,8 +17,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const REALM: &str = "pier-test";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 const ALL: &[&str] = &["pull", "push", "delete"];
 
 /// `(user, repository globs, actions)`: one entry of the `access` section.

@@ -2,10 +2,13 @@
 //! and every test runs the real `pier` binary over real sockets, against real clients (skopeo,
 //! podman, nginx, curl, openssl, the ORAS Python SDK, systemd tools).
 //!
-//! Tests run in parallel threads of this one process. Anything process-wide they would share
-//! (the environment, fixed ports, a client's global storage) is either avoided (every `Pier`
-//! has its own directory and an ephemeral port; child processes get their environment on their
-//! `Command`, never through `std::env::set_var`) or serialised with a lock in `harness::locks`.
+//! Tests run in parallel threads of this one process, so none may rely on process-wide state:
+//! every `Pier` has its own temporary directory and an ephemeral port; environment variables go
+//! on a child's `Command`, never through `std::env::set_var`; podman gets private storage per
+//! test; skopeo credentials come from per-test files (`REGISTRY_AUTH_FILE`); images carry a
+//! per-call nonce, so the blob-info cache that every skopeo and podman on the machine shares
+//! never links one test's digests to another's registry. Nothing needs a lock today; a resource
+//! that cannot be made private would get its own `Mutex` in the harness, never a global one.
 
 mod harness;
 

@@ -6,8 +6,6 @@ use crate::harness::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
 fn empty_index() -> Vec<u8> {
     serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})).unwrap()
 }
