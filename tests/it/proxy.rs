@@ -100,20 +100,22 @@ http {{
             .unwrap_or_else(|e| panic!("cannot run nginx: {e} (is it installed? .ci/run installs it)"));
         let pid_file = d.join("nginx.pid");
         let mut n = Nginx { child: Some(child), port, dir };
-        let start = Instant::now();
-        loop {
+        let mut exited = None;
+        let ready = wait_until(Duration::from_secs(15), || {
             if let Ok(Some(st)) = n.child.as_mut().unwrap().try_wait() {
-                n.child = None;
-                return Err(format!("nginx exited ({st}):\n{}", n.logs()));
+                exited = Some(st);
+                return true;
             }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() && pid_file.exists() {
-                return Ok(n);
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                return Err(format!("nginx is not listening on {port} after 15 s:\n{}", n.logs()));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            TcpStream::connect(("127.0.0.1", port)).is_ok() && pid_file.exists()
+        });
+        if let Some(st) = exited {
+            n.child = None;
+            return Err(format!("nginx exited ({st}):\n{}", n.logs()));
         }
+        if !ready {
+            return Err(format!("nginx is not listening on {port} after 15 s:\n{}", n.logs()));
+        }
+        Ok(n)
     }
 
     fn host(&self) -> String {
@@ -151,12 +153,8 @@ impl Drop for Nginx {
         if let Some(mut c) = self.child.take() {
             // SIGTERM to the master (by pid): it stops its worker and exits.
             let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if wait_until(Duration::from_secs(10), || matches!(c.try_wait(), Ok(Some(_)))) {
+                return;
             }
             let _ = c.kill();
             let _ = c.wait();
