@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Drives the ORAS Python SDK (`pip install oras`) against a registry for tests/e2e_oras.rs.
+"""Drives the ORAS Python SDK (`pip install oras`) against a registry for tests/it/e2e/oras.rs.
 
 Every subcommand prints one JSON object on stdout and exits non-zero on any failure.
 
