@@ -189,6 +189,7 @@ fn every_step<F>(
     assert_durable_order(name, &plan.trace());
     assert_eq!(store.check(true).unwrap(), vec![], "{name}: fault-free run");
     drop(store);
+    eprintln!("{name}: {steps} steps x 3 faults");
 
     for n in 1..=steps {
         for fault in [Fault::Crash, Fault::Error(EIO), Fault::Error(ENOSPC)] {
