@@ -5,11 +5,15 @@ use crate::harness::*;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The `pier` binary under `timeout`, so a `serve` that wrongly starts fails the test (exit 124)
+/// instead of hanging it.
 fn pier() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pier"))
+    let mut c = Command::new("timeout");
+    c.args(["-k", "5", "30", PIER]);
+    c
 }
 
 #[test]
@@ -17,7 +21,7 @@ fn unparsable_yaml_exits_2_with_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.yml");
     std::fs::write(&cfg, "version: 0.1\nhttp:\n  addr: [127.0.0.1:0\nstorage: {}\n").unwrap();
-    let out = pier().arg("serve").arg("--config").arg(&cfg).output().unwrap();
+    let out = output(pier().arg("serve").arg("--config").arg(&cfg));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line") && err.contains("column"), "no position in: {err}");
@@ -28,17 +32,17 @@ fn bad_values_and_missing_files_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.yml");
     std::fs::write(&cfg, "storage:\n  delete:\n    enabled: sometimes\n").unwrap();
-    let out = pier().args(["serve", "--config"]).arg(&cfg).output().unwrap();
+    let out = output(pier().args(["serve", "--config"]).arg(&cfg));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("storage.delete.enabled"));
 
-    let out = pier().args(["serve", "--config", "/nonexistent/pier.yml"]).output().unwrap();
+    let out = output(pier().args(["serve", "--config", "/nonexistent/pier.yml"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pier.yml"));
 
-    let out = pier().arg("frobnicate").output().unwrap();
+    let out = output(pier().arg("frobnicate"));
     assert_eq!(out.status.code(), Some(2));
-    let out = pier().arg("--version").output().unwrap();
+    let out = output(pier().arg("--version"));
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("pier "));
 }
@@ -62,31 +66,16 @@ fn unknown_keys_are_named_in_a_warning() {
 #[test]
 fn embedded_defaults_and_env_overrides() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = pier()
+    // The harness's launcher, running `pier serve` without --config in `dir`.
+    let mut p = Pier::new(Options::default());
+    let mut serve = Command::new(PIER);
+    serve
         .arg("serve")
         .current_dir(dir.path())
         .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
-        .env("REGISTRY_STORAGE_DELETE_ENABLED", "true")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = loop {
-        let mut buf = [0u8; 512];
-        let n = stderr.read(&mut buf).unwrap();
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if let Some(pos) = seen.find("listening on ") {
-            let rest = &seen[pos + 13..];
-            if let Some(end) = rest.find('\n') {
-                break rest[..end].trim().to_string();
-            }
-        }
-        assert!(n > 0 && Instant::now() < deadline, "no address in: {seen}");
-    };
-    let addr = addr.parse().unwrap();
+        .env("REGISTRY_STORAGE_DELETE_ENABLED", "true");
+    p.spawn_cmd(serve);
+    let addr = p.wait_listening(1)[0];
     let r = request(addr, "GET", "/v2/", &[], b"");
     assert_eq!(r.status, 200);
     // Data lands in ./pier-data, and delete is enabled by the override.
@@ -96,8 +85,7 @@ fn embedded_defaults_and_env_overrides() {
     assert!(dir.path().join("pier-data/repositories/x/oci-layout").is_file());
     let r = request(addr, "DELETE", &format!("/v2/x/blobs/{}", sha256_digest(b"hi")), &[], b"");
     assert_eq!(r.status, 202, "{}", r.text());
-    let _ = child.kill();
-    let _ = child.wait();
+    p.stop();
 }
 
 #[test]
