@@ -345,7 +345,7 @@ impl Conn {
 }
 
 fn pier_cmd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pier"))
+    Command::new(PIER)
 }
 
 /// Starts pier with htpasswd auth on `htpasswd`, which must refuse to start; returns its stderr.
