@@ -370,25 +370,6 @@ fn certificates_reload_on_file_change_and_on_sighup_without_dropping_connections
         dl_h1.try_wait().unwrap().is_none() && dl_h2.try_wait().unwrap().is_none(),
         "the slow downloads ended before the reload was seen ({took:?}); they no longer span it"
     );
-    // ... while the connections opened before keep working: the download completes, and the
-    // follow-up request reuses the connection (num_connects 0).
-    for (child, out, ver) in [(dl_h1, &out_h1, "1.1"), (dl_h2, &out_h2, "2")] {
-        let o = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert!(
-            o.status.success(),
-            "HTTP/{ver} download across the reload failed: {text}\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(
-            lines,
-            [format!("200 1 {} {ver}", big.len()), format!("200 0 2 {ver}")],
-            "HTTP/{ver} keep-alive connection across the reload"
-        );
-        assert_eq!(file_sha256(out), digest, "HTTP/{ver} download content");
-    }
-
     // 2. A half-done replacement (new certificate, old key) is not taken: the old pair stays
     // in service and the daemon stays up; once the key follows, the new pair is used.
     let refusals = p.log_count(refused);
@@ -428,6 +409,26 @@ fn certificates_reload_on_file_change_and_on_sighup_without_dropping_connections
     assert!(p.is_running(), "pier died on SIGHUP:\n{}", p.log_tail());
     let r = curl(&["--cacert", &cafile, &blob_url]).expect(200, "GET after SIGHUP reload");
     assert_eq!(r.body.len(), big.len());
+
+    // 5. ... while the connections opened before the first reload kept working through all of
+    // them (steps 2 to 4 run while they download): each download completes, and its follow-up
+    // request reuses the connection (num_connects 0).
+    for (child, out, ver) in [(dl_h1, &out_h1, "1.1"), (dl_h2, &out_h2, "2")] {
+        let o = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "HTTP/{ver} download across the reloads failed: {text}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [format!("200 1 {} {ver}", big.len()), format!("200 0 2 {ver}")],
+            "HTTP/{ver} keep-alive connection across the reloads"
+        );
+        assert_eq!(file_sha256(out), digest, "HTTP/{ver} download content");
+    }
 }
 
 /// (inode, length, mtime) of a file.
