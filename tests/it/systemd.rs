@@ -14,7 +14,7 @@
 
 use crate::harness::*;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -26,21 +26,6 @@ const MIB: usize = 1 << 20;
 /// A small image (two tar layers of a few KiB) unique to this run.
 fn small_image(name: &str, seed: u64) -> Image {
     Image::new(name, "amd64", &[3000 + seed as usize % 1000, 1500], seed)
-}
-
-/// `systemd-socket-activate -l ADDR... [--fdname=NAMES] PIER serve --config CONFIG`. It listens
-/// itself, and on the first connection execs pier in the same process with `LISTEN_FDS`,
-/// `LISTEN_PID` and `LISTEN_FDNAMES` set and the sockets as fds 3, 4, ...
-fn socket_activate(d: &Pier, addrs: &[SocketAddr], fdnames: Option<&str>) -> Command {
-    let mut cmd = Command::new("systemd-socket-activate");
-    for a in addrs {
-        cmd.arg("-l").arg(a.to_string());
-    }
-    if let Some(n) = fdnames {
-        cmd.arg(format!("--fdname={n}"));
-    }
-    cmd.arg(PIER).arg("serve").arg("--config").arg(&d.config);
-    cmd
 }
 
 /// A configured, not yet running pier with deletes enabled, `http.addr: listen` and `http_yaml`
@@ -70,7 +55,7 @@ fn socket_activation_serves_push_and_pull_on_the_inherited_socket() {
     let occupied = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut d = daemon(&occupied.local_addr().unwrap().to_string(), "");
     let addr = free_addrs(1)[0];
-    d.spawn_cmd(socket_activate(&d, &[addr], None));
+    d.spawn_cmd(d.socket_activation_command(&[addr], None));
     d.wait_log(&format!("Listening on {addr}"), Duration::from_secs(10));
     assert!(
         exe_name(d.pid()).starts_with("systemd-socket-activ"),
@@ -103,7 +88,7 @@ fn socket_activation_with_two_sockets_serves_both() {
     let mut d = daemon(&occupied.local_addr().unwrap().to_string(), "");
     let addrs = free_addrs(2);
     let (a1, a2) = (addrs[0], addrs[1]);
-    d.spawn_cmd(socket_activate(&d, &addrs, Some("web:alt")));
+    d.spawn_cmd(d.socket_activation_command(&addrs, Some("web:alt")));
     d.wait_log(&format!("Listening on {a2}"), Duration::from_secs(10));
 
     // The first connection arrives on the second socket.

@@ -8,9 +8,10 @@
 //! it); dropping a `Pier` kills its process.
 //!
 //! Variants are options, not other types: [`Options`] (config YAML, environment, extra
-//! arguments, a fixed listen address), [`Pier::spawn_cmd`] for a wrapper such as
-//! `systemd-socket-activate`, and per-run environment (e.g. `NOTIFY_SOCKET`) on
-//! [`Pier::spawn`]/[`Pier::serve`].
+//! arguments, a fixed listen address), [`Pier::socket_activation_command`] (or any other
+//! wrapper) run by [`Pier::spawn_cmd`], and per-run environment (e.g. `NOTIFY_SOCKET`) on
+//! [`Pier::spawn`]/[`Pier::serve`]. Stopping: [`Pier::kill9`] (no chance to clean up),
+//! [`Pier::stop`] (SIGTERM, must exit 0), [`Pier::signal`] for anything else.
 
 use std::fs::OpenOptions;
 use std::net::SocketAddr;
@@ -105,6 +106,25 @@ impl Pier {
             c.env(k, v);
         }
         c
+    }
+
+    /// `systemd-socket-activate -l ADDR... [--fdname=NAMES] PIER serve --config CONFIG ARGS...`
+    /// (the systemd tool, with the environment of `opts`): it listens itself, and on the first
+    /// connection execs pier in the same process with `LISTEN_FDS`, `LISTEN_PID` and
+    /// `LISTEN_FDNAMES` set and the sockets as fds 3, 4, ... Run it with [`Pier::spawn_cmd`].
+    pub fn socket_activation_command(&self, addrs: &[SocketAddr], fdnames: Option<&str>) -> Command {
+        let mut cmd = Command::new("systemd-socket-activate");
+        for a in addrs {
+            cmd.arg("-l").arg(a.to_string());
+        }
+        if let Some(n) = fdnames {
+            cmd.arg(format!("--fdname={n}"));
+        }
+        cmd.arg(PIER).arg("serve").arg("--config").arg(&self.config).args(&self.opts.args);
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
+        cmd
     }
 
     /// Spawns `cmd` with stdin and stdout on /dev/null and stderr appended to the log file.
