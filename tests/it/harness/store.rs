@@ -1,6 +1,6 @@
-//! Checks of pier's data directory from the outside: every blob file complete and named by its
-//! content, repository layouts consistent, hardlink counts matching the repositories that hold a
-//! blob.
+//! pier's data directory seen from the outside: checks that every blob file is complete and
+//! named by its content, that repository layouts are consistent and that hardlink counts match
+//! the repositories holding a blob; and where an upload's bytes are, so a test can wait for them.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
