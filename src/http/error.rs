@@ -5,6 +5,7 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use super::body::ResponseBody;
 use crate::core::manifest::ManifestError;
+use crate::core::policy::Refusal;
 use crate::core::{DigestError, ErrorCode, NameError};
 use crate::store::StoreError;
 
@@ -84,6 +85,16 @@ impl From<StoreError> for HttpError {
             ),
             e @ (StoreError::Io(_) | StoreError::Db(_)) => HttpError::internal(e),
         }
+    }
+}
+
+impl From<Refusal> for HttpError {
+    fn from(r: Refusal) -> Self {
+        let code = match r {
+            Refusal::ReadOnly | Refusal::DeleteDisabled => ErrorCode::Unsupported,
+            Refusal::Algorithm(_) => ErrorCode::DigestInvalid,
+        };
+        HttpError::new(code, r.to_string())
     }
 }
 
