@@ -38,14 +38,14 @@ pub async fn authenticate(state: &State, req: &Request<Incoming>, peer: SocketAd
         Verdict::Anonymous => Ok(Identity::Anonymous),
         Verdict::User(u) => Ok(Identity::User(u)),
         Verdict::Invalid => {
-            refused(auth, header.as_deref(), peer).await;
+            failed(auth, header.as_deref(), peer).await;
             Err(unauthorized(state, "invalid credentials"))
         }
     }
 }
 
 /// Logs a failed authentication and waits as long as the address's failures require.
-async fn refused(auth: &Authenticator, header: Option<&[u8]>, peer: SocketAddr) {
+async fn failed(auth: &Authenticator, header: Option<&[u8]>, peer: SocketAddr) {
     match header.and_then(auth::parse_basic) {
         Some((u, _)) => log::warn!("authentication failed for user {u:?} from {}", peer.ip()),
         None => log::warn!("malformed Authorization header from {}", peer.ip()),
