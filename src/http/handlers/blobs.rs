@@ -5,7 +5,7 @@ use http::{header, Method, StatusCode};
 use super::{blocking, finish, reply, HttpResult};
 use crate::core::range::{parse_range, RangeError};
 use crate::core::{Digest, ErrorCode};
-use crate::http::body::{stream_file, ResponseBody};
+use crate::http::body::{stream_blob, ResponseBody};
 use crate::http::context::Ctx;
 use crate::http::error::HttpError;
 use crate::http::CONTENT_DIGEST;
@@ -14,10 +14,11 @@ pub async fn get(ctx: &Ctx<'_>, name: &str, digest: &str) -> HttpResult {
     let repo = ctx.repo(name)?;
     let digest = Digest::parse(digest)?;
     let store = ctx.state.store.clone();
-    let (file, size) = {
+    let blob = {
         let (repo, digest) = (repo.clone(), digest.clone());
         blocking(move || store.open_blob(&repo, &digest)).await?
     };
+    let size = blob.size();
     let (status, start, len) = match ctx.header(header::RANGE) {
         None => (StatusCode::OK, 0, size),
         Some(r) => match parse_range(r, size) {
@@ -42,7 +43,7 @@ pub async fn get(ctx: &Ctx<'_>, name: &str, digest: &str) -> HttpResult {
         b = b.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", start, start + len - 1));
     }
     let body =
-        if ctx.method == Method::HEAD || len == 0 { ResponseBody::empty() } else { stream_file(file, start, len) };
+        if ctx.method == Method::HEAD || len == 0 { ResponseBody::empty() } else { stream_blob(blob, start, len) };
     finish(b, body)
 }
 
