@@ -64,7 +64,6 @@ pub fn run(args: &[String]) -> i32 {
             return 1;
         }
     };
-    store.set_delete_enabled(true); // SHIM(issue 8): removed when the store no longer checks deletion
     let auth = match &config.htpasswd {
         None => None,
         Some(h) => match Authenticator::load(h) {

@@ -76,9 +76,6 @@ impl From<StoreError> for HttpError {
                 HttpError::new(ErrorCode::ManifestBlobUnknown, format!("{d} is not in this repository"))
                     .detail(serde_json::json!({"digest": d.as_str()}))
             }
-            StoreError::DeleteDisabled => {
-                HttpError::new(ErrorCode::Unsupported, "deletion is disabled on this registry (storage.delete.enabled)")
-            }
             StoreError::IsManifest => HttpError::new(
                 ErrorCode::Unsupported,
                 "this digest is a manifest of the repository: delete it with DELETE /v2/<name>/manifests/<digest>",
