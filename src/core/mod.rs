@@ -8,6 +8,7 @@ pub mod digest;
 pub mod error;
 pub mod manifest;
 pub mod name;
+pub mod policy;
 pub mod range;
 mod robustness;
 

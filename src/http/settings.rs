@@ -1,0 +1,115 @@
+//! What every connection shares ([`State`]) and the part of the configuration that SIGHUP
+//! reloads ([`Settings`]).
+//!
+//! Invariant: a request works on one [`Settings`] snapshot from start to end; a reload swaps in
+//! a new snapshot and never changes one in place.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+
+use http::{HeaderName, HeaderValue};
+
+use super::auth::Authenticator;
+use crate::config::Config;
+use crate::core::access::Policy;
+use crate::core::policy::{AlgorithmSet, RegistryPolicy};
+use crate::core::Algorithm;
+use crate::store::Store;
+
+/// Shared by every connection.
+pub struct State {
+    pub store: Arc<Store>,
+    /// The configuration pier started with (listen address, data directory, TLS and htpasswd
+    /// paths, URLs: what a reload cannot change).
+    pub config: Config,
+    /// `None` when authentication is off.
+    pub auth: Option<Arc<Authenticator>>,
+    /// What a reload (SIGHUP) can change; each request works on one snapshot.
+    settings: RwLock<Arc<Settings>>,
+    /// Connections accepted so far (the watchdog checks that it moves).
+    pub accepted: AtomicU64,
+}
+
+/// The part of the configuration that SIGHUP reloads.
+pub struct Settings {
+    /// Who may do what (access rules).
+    pub access: Policy,
+    /// What the registry does at all: deletion, read-only mode, digest algorithms.
+    pub policy: RegistryPolicy,
+    pub extra_headers: Vec<(HeaderName, HeaderValue)>,
+    pub access_log: bool,
+}
+
+/// The digest algorithms `config` accepts.
+fn accepted_algorithms(config: &Config) -> AlgorithmSet {
+    let mut algorithms = RegistryPolicy::DEFAULT_ALGORITHMS;
+    if config.blake3 {
+        algorithms.insert(Algorithm::Blake3);
+    }
+    algorithms
+}
+
+impl Settings {
+    fn from_config(config: &Config, authenticated: bool) -> Settings {
+        let extra_headers = config
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
+            .collect();
+        let access = match (authenticated, &config.access) {
+            (false, _) => Policy::Open,
+            (true, None) => Policy::AuthenticatedOnly,
+            (true, Some(rules)) => Policy::Rules(rules.clone()),
+        };
+        let policy = RegistryPolicy {
+            delete: config.delete_enabled,
+            read_only: config.read_only,
+            algorithms: accepted_algorithms(config),
+        };
+        Settings { access, policy, extra_headers, access_log: config.access_log }
+    }
+}
+
+impl State {
+    pub fn new(store: Arc<Store>, config: Config, auth: Option<Arc<Authenticator>>) -> State {
+        let settings = RwLock::new(Arc::new(Settings::from_config(&config, auth.is_some())));
+        State { store, config, auth, settings, accepted: AtomicU64::new(0) }
+    }
+
+    /// The current reloadable settings.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Applies a re-read configuration: access rules, headers, read-only mode, access log,
+    /// log level and deletion take effect now; anything else that changed is reported, since it
+    /// needs a restart.
+    pub fn reconfigure(&self, new: &Config) -> Vec<String> {
+        let old = &self.config;
+        let mut restart = Vec::new();
+        let mut check = |changed: bool, key: &str| {
+            if changed {
+                restart.push(key.to_string());
+            }
+        };
+        check(new.addr != old.addr, "http.addr");
+        check(new.root != old.root, "storage.filesystem.rootdirectory");
+        check(new.prefix != old.prefix, "http.prefix");
+        check(new.host != old.host || new.relative_urls != old.relative_urls, "http.host/http.relativeurls");
+        check(new.tls != old.tls, "http.tls");
+        check(new.htpasswd != old.htpasswd, "auth.htpasswd");
+        check(new.idle_timeout != old.idle_timeout, "http.idletimeout");
+        check(new.blake3 != old.blake3, "storage.digests.blake3");
+        if new.access.is_some() && self.auth.is_none() {
+            restart.push(String::from("access (needs auth.htpasswd, which needs a restart)"));
+        }
+        log::set_max_level(new.log_level);
+        let mut settings = Settings::from_config(new, self.auth.is_some());
+        // The accepted algorithms need a restart (storage.digests.blake3 above).
+        settings.policy.algorithms = accepted_algorithms(old);
+        if let Ok(mut s) = self.settings.write() {
+            *s = Arc::new(settings);
+        }
+        restart
+    }
+}
