@@ -18,6 +18,7 @@ mod cli;
 mod crash;
 mod e2e;
 mod names;
+mod policy;
 mod proxy;
 mod systemd;
 mod tls;

@@ -2,15 +2,11 @@
 //! manifests addressed by a digest obey the accepted algorithms like blobs do, and the policy
 //! follows SIGHUP except for the algorithms, which need a restart.
 
-mod common;
+use crate::harness::*;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use pier::core::{Algorithm, Digest};
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// Pushes a config and a layer to `repo` and returns a manifest referencing them.
 fn manifest_in(p: &Pier, repo: &str) -> Vec<u8> {
@@ -71,10 +67,6 @@ fn manifest_references_obey_the_digest_algorithms() {
 fn policy_follows_sighup_except_the_algorithms() {
     let p = Pier::start_with(Options::default());
     let original = std::fs::read_to_string(&p.config).unwrap();
-    let hup = || {
-        let pid = p.child.as_ref().unwrap().id().to_string();
-        run(Command::new("kill").args(["-HUP", &pid]));
-    };
     let d = push_blob(&p, "r", b"deletable");
     let blob = format!("/v2/r/blobs/{d}");
     let r = p.req("DELETE", &blob, &[], b"");
@@ -87,7 +79,7 @@ fn policy_follows_sighup_except_the_algorithms() {
         .replace("  delete:\n    enabled: false\n", "  delete:\n    enabled: true\n  digests:\n    blake3: true\n");
     assert_ne!(reloaded, original, "the generated config changed shape");
     std::fs::write(&p.config, reloaded).unwrap();
-    hup();
+    p.signal("HUP");
     assert!(
         wait_until(Duration::from_secs(10), || p.log().contains("storage.digests.blake3")),
         "the algorithm change is not reported as needing a restart: {}",
@@ -98,13 +90,12 @@ fn policy_follows_sighup_except_the_algorithms() {
     assert_blake3_refused(&p.req("POST", &blake3, &[], b"x"), "blake3 after a reload (needs a restart)");
 
     let read_only = original.replace("storage:\n", "storage:\n  maintenance:\n    readonly:\n      enabled: true\n");
+    let reloads = p.log_count("configuration reloaded");
     std::fs::write(&p.config, read_only).unwrap();
-    hup();
-    assert!(
-        wait_until(Duration::from_secs(10), || p.req("POST", "/v2/r/blobs/uploads/", &[], b"").status == 405),
-        "read-only mode not applied: {}",
-        p.log()
-    );
+    p.signal("HUP");
+    p.wait_log_count("configuration reloaded", reloads + 1, Duration::from_secs(10));
+    let r = p.req("POST", "/v2/r/blobs/uploads/", &[], b"");
+    assert_eq!(r.status, 405, "read-only mode not applied: {}\n{}", show(&r), p.log_tail());
     // Deletion is off again too, but read-only mode is the refusal given.
     let r = p.req("DELETE", &blob, &[], b"");
     let message = r.json()["errors"][0]["message"].as_str().unwrap_or_default().to_string();
