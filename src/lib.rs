@@ -8,6 +8,9 @@
 //! - `http`: the OCI Distribution API on hyper; maps every error to OCI error JSON once.
 //! - `cli`: the `pier` subcommands.
 //!
+//! Beside them: `config` (`config.yml` and `REGISTRY_*`), `htpasswd` (the password file's format,
+//! for `http` and `cli`), `logging`, `systemd`.
+//!
 //! Everything except `core` sits behind the default `server` feature, so
 //! `cargo build --lib --no-default-features` builds the core alone, as `no_std`.
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -21,6 +24,8 @@ pub mod core;
 pub mod cli;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
+pub mod htpasswd;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]

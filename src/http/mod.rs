@@ -19,7 +19,7 @@ use std::time::Instant;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::config::Config;
+use crate::config::{Config, LiveSettings, Reload};
 use crate::core::access::{Action, Identity, Policy};
 use crate::core::{Digest, ErrorCode, RepoName};
 use crate::store::{Store, StoreError};
@@ -60,24 +60,24 @@ pub struct Settings {
 }
 
 impl Settings {
-    fn from_config(config: &Config, authenticated: bool) -> Settings {
-        let extra_headers = config
+    fn new(live: &LiveSettings, authenticated: bool) -> Settings {
+        let extra_headers = live
             .headers
             .iter()
             .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
             .collect();
-        let policy = match (authenticated, &config.access) {
+        let policy = match (authenticated, &live.access) {
             (false, _) => Policy::Open,
             (true, None) => Policy::AuthenticatedOnly,
             (true, Some(rules)) => Policy::Rules(rules.clone()),
         };
-        Settings { policy, extra_headers, read_only: config.read_only, access_log: config.access_log }
+        Settings { policy, extra_headers, read_only: live.read_only, access_log: live.access_log }
     }
 }
 
 impl State {
     pub fn new(store: Arc<Store>, config: Config, auth: Option<Arc<Authenticator>>) -> State {
-        let settings = std::sync::RwLock::new(Arc::new(Settings::from_config(&config, auth.is_some())));
+        let settings = std::sync::RwLock::new(Arc::new(Settings::new(&config.live_settings(), auth.is_some())));
         State { store, config, auth, settings, accepted: std::sync::atomic::AtomicU64::new(0) }
     }
 
@@ -86,31 +86,17 @@ impl State {
         self.settings.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Applies a re-read configuration: access rules, headers, read-only mode, access log,
-    /// log level and deletion take effect now; anything else that changed is reported, since it
-    /// needs a restart.
+    /// Applies a re-read configuration: its live settings (see [`Reload::plan`]) take effect
+    /// now; the keys of anything else that changed are returned, since they need a restart.
     pub fn reconfigure(&self, new: &Config) -> Vec<String> {
-        let old = &self.config;
-        let mut restart = Vec::new();
-        let mut check = |changed: bool, key: &str| {
-            if changed {
-                restart.push(key.to_string());
-            }
-        };
-        check(new.addr != old.addr, "http.addr");
-        check(new.root != old.root, "storage.filesystem.rootdirectory");
-        check(new.prefix != old.prefix, "http.prefix");
-        check(new.host != old.host || new.relative_urls != old.relative_urls, "http.host/http.relativeurls");
-        check(new.tls != old.tls, "http.tls");
-        check(new.htpasswd != old.htpasswd, "auth.htpasswd");
-        check(new.idle_timeout != old.idle_timeout, "http.idletimeout");
-        check(new.blake3 != old.blake3, "storage.digests.blake3");
-        if new.access.is_some() && self.auth.is_none() {
+        let Reload { live, restart_needed } = Reload::plan(&self.config, new);
+        let mut restart: Vec<String> = restart_needed.into_iter().map(String::from).collect();
+        if live.access.is_some() && self.auth.is_none() {
             restart.push(String::from("access (needs auth.htpasswd, which needs a restart)"));
         }
-        log::set_max_level(new.log_level);
-        self.store.set_delete_enabled(new.delete_enabled);
-        let settings = Arc::new(Settings::from_config(new, self.auth.is_some()));
+        log::set_max_level(live.log_level);
+        self.store.set_delete_enabled(live.delete_enabled);
+        let settings = Arc::new(Settings::new(&live, self.auth.is_some()));
         if let Ok(mut s) = self.settings.write() {
             *s = settings;
         }
