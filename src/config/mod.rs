@@ -6,9 +6,11 @@
 //! - `schema`: the typed sections of `config.yml` and their resolution into [`Config`].
 //! - `reload`: which settings a SIGHUP applies live and which wait for a restart.
 //!
-//! Every key in the file or the environment is understood, reported as a Distribution key that
-//! pier does not use, or reported as unknown (named by its dotted key or its variable), and
-//! each value is checked against its key's type: nothing is dropped without a warning.
+//! Every key in the file or the environment is either understood, reported as a Distribution
+//! key that pier does not use, or reported as unknown (named by its dotted key or by its
+//! variable); a value of the wrong kind is an error naming its key. What the file holds beyond
+//! that (further YAML documents, a key repeated in another case, a header HTTP does not allow)
+//! is warned about: nothing is dropped silently. An empty value (`~`) leaves the default.
 //! `REGISTRY_*` variables that are not UTF-8 are errors; other variables are not looked at.
 
 mod reload;
@@ -228,6 +230,9 @@ fn parse_yaml(text: &str, warnings: &mut Vec<String>) -> Result<Node, ConfigErro
         column: e.marker().col() + 1,
         message: e.info().to_string(),
     })?;
+    if docs.len() > 1 {
+        warnings.push(format!("the config file holds {} YAML documents; only the first is used", docs.len()));
+    }
     Ok(match docs.first() {
         None => Node::Map(Vec::new()),
         Some(doc) => match Node::from_yaml(doc, "", warnings) {

@@ -198,9 +198,7 @@ impl Document {
             prefix: prefix.map(|p| normalized_prefix(&p)).unwrap_or(defaults.prefix),
             host: host.map(|h| h.trim_end_matches('/').to_string()).filter(|h| !h.is_empty()),
             relative_urls: relativeurls.unwrap_or(defaults.relative_urls),
-            headers: headers.map_or(defaults.headers, |Headers(h)| {
-                h.into_iter().flat_map(|(name, values)| values.into_iter().map(move |v| (name.clone(), v))).collect()
-            }),
+            headers: headers.map_or(defaults.headers, |Headers(h)| valid_headers(h, warnings)),
             log_level: level.map(|l| log_level(&l)).transpose()?.unwrap_or(defaults.log_level),
             access_log: access_log_disabled.map_or(defaults.access_log, |disabled| !disabled),
             log_format: formatter.map(|f| log_format(&f)).transpose()?.unwrap_or(defaults.log_format),
@@ -220,6 +218,27 @@ impl Document {
             read_only: read_only.unwrap_or(defaults.read_only),
         })
     }
+}
+
+/// `http.headers` as (name, value) pairs; a name or value that HTTP does not allow is left out
+/// with a warning.
+fn valid_headers(headers: Vec<(String, Vec<String>)>, warnings: &mut Warnings) -> Vec<(String, String)> {
+    let mut valid = Vec::new();
+    for (name, values) in headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            warnings.push(format!("config key http.headers.{name}: not a valid header name; ignored"));
+            continue;
+        }
+        for value in values {
+            if http::HeaderValue::from_str(&value).is_err() {
+                warnings
+                    .push(format!("config key http.headers.{name}: {value:?} is not a valid header value; ignored"));
+                continue;
+            }
+            valid.push((name.clone(), value));
+        }
+    }
+    valid
 }
 
 /// `http.prefix` as `""` or `/something` (no trailing slash).

@@ -123,6 +123,23 @@ fn keys_are_case_insensitive_but_header_names_are_kept() {
 }
 
 #[test]
+fn nothing_is_dropped_without_a_warning() {
+    let text = "http:\n  headers:\n    Bad Name: [x]\n    X-Ok: [\"line\\nbreak\", fine]\n  Addr: :1\n  addr: :2\n---\nhttp: {}\n";
+    let Loaded { config, warnings } = yaml(text).unwrap();
+    assert_eq!(config.headers, [("X-Ok".to_string(), "fine".to_string())]);
+    assert_eq!(config.addr, ":2");
+    assert_eq!(
+        warnings,
+        [
+            "the config file holds 2 YAML documents; only the first is used",
+            "config key http.addr is given more than once (keys are case-insensitive); the last one is used",
+            "config key http.headers.Bad Name: not a valid header name; ignored",
+            "config key http.headers.X-Ok: \"line\\nbreak\" is not a valid header value; ignored",
+        ]
+    );
+}
+
+#[test]
 fn unknown_and_ignored_keys_are_named_by_their_source() {
     let l = Config::from_sources(
         Some("http:\n  frobnicate: true\n  secret: s\nnotifications:\n  endpoints: []\n"),

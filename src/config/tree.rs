@@ -94,7 +94,13 @@ impl Node {
                     let name = if keep_case { name } else { name.to_ascii_lowercase() };
                     let value = Node::from_yaml(v, &join(path, &name), warnings);
                     match entries.iter_mut().find(|(k, _)| *k == name) {
-                        Some(entry) => entry.1 = value,
+                        Some(entry) => {
+                            let key = join(path, &name);
+                            warnings.push(format!(
+                                "config key {key} is given more than once (keys are case-insensitive); the last one is used"
+                            ));
+                            entry.1 = value;
+                        }
                         None => entries.push((name, value)),
                     }
                 }
