@@ -23,7 +23,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess
 use yaml_rust2::Yaml;
 
 /// Keys that exist in Distribution but mean nothing here: accepted with a warning.
-pub(super) const IGNORED: &[&str] = &[
+const IGNORED: &[&str] = &[
     "storage.cache",
     "storage.redirect",
     "http.secret",
@@ -35,11 +35,10 @@ pub(super) const IGNORED: &[&str] = &[
     "http.http2",
 ];
 
+const ONLY_HTPASSWD: &str = "only auth.htpasswd (realm, path) is supported; token and silly authentication are not";
+
 /// Sections where an unknown key is an error, with the reason.
-const STRICT: &[(&str, &str)] = &[
-    ("auth", "only auth.htpasswd (realm, path) is supported; token and silly authentication are not"),
-    ("auth.htpasswd", "only auth.htpasswd (realm, path) is supported; token and silly authentication are not"),
-];
+const STRICT: &[(&str, &str)] = &[("auth", ONLY_HTPASSWD), ("auth.htpasswd", ONLY_HTPASSWD)];
 
 /// Sections that a scalar may name instead of spelling out: `auth: htpasswd`.
 const NAMED_BY_SCALAR: &[&str] = &["auth"];
