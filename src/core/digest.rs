@@ -71,7 +71,7 @@ impl fmt::Display for DigestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             DigestError::Malformed => "digest must look like <algorithm>:<hex>",
-            DigestError::UnsupportedAlgorithm => "unsupported digest algorithm (sha256, sha512)",
+            DigestError::UnsupportedAlgorithm => "unsupported digest algorithm (sha256, sha512, blake3)",
             DigestError::WrongLength => "digest has the wrong length for its algorithm",
             DigestError::NotLowerHex => "digest must be lower-case hex",
         })
@@ -126,6 +126,12 @@ impl Digest {
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
     }
 }
 

@@ -11,7 +11,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::core::digest::Digest;
 
@@ -33,12 +33,35 @@ pub enum ManifestKind {
     Index,
 }
 
-/// A reference from a manifest to content.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A reference to content: what a manifest says about its config, layers, children and subject,
+/// and what the registry writes in an image index (`index.json` of a repository's layout, the
+/// referrers response).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Descriptor {
     pub media_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
     pub digest: Digest,
     pub size: u64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An OCI image index as the registry writes it (never used to parse: pushed indexes are parsed
+/// by [`Manifest::parse`] and stored byte for byte).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageIndex {
+    pub schema_version: u32,
+    pub media_type: &'static str,
+    pub manifests: Vec<Descriptor>,
+}
+
+impl ImageIndex {
+    pub fn new(manifests: Vec<Descriptor>) -> ImageIndex {
+        ImageIndex { schema_version: 2, media_type: OCI_INDEX, manifests }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,7 +145,7 @@ fn descriptor(raw: RawDescriptor, what: &str) -> Result<Descriptor, ManifestErro
         .map_err(|e| ManifestError::Invalid(format!("{what} has an invalid digest {:?}: {e}", raw.digest)))?;
     let size = u64::try_from(raw.size).map_err(|_| ManifestError::Invalid(format!("{what} has a negative size")))?;
     let media_type = raw.media_type.unwrap_or_default();
-    Ok(Descriptor { media_type, digest, size })
+    Ok(Descriptor { media_type, artifact_type: None, digest, size, annotations: BTreeMap::new() })
 }
 
 impl Manifest {

@@ -74,8 +74,8 @@ pub const READ_CHUNK: usize = 512 * 1024;
 /// Chunks in flight between the reader thread and the connection.
 pub const READ_AHEAD: usize = 4;
 
-/// Streams `len` bytes of `file` from `start`, read on a blocking thread.
-pub fn stream_file(mut file: std::fs::File, start: u64, len: u64) -> ResponseBody {
+/// Streams `len` bytes of `blob` from `start`, read on a blocking thread.
+pub fn stream_blob(mut file: crate::store::BlobReader, start: u64, len: u64) -> ResponseBody {
     let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
         use std::io::{Read, Seek, SeekFrom};

@@ -82,7 +82,11 @@ impl From<StoreError> for HttpError {
                 ErrorCode::Unsupported,
                 "this digest is a manifest of the repository: delete it with DELETE /v2/<name>/manifests/<digest>",
             ),
-            e @ (StoreError::Io(_) | StoreError::Db(_)) => HttpError::internal(e),
+            e @ StoreError::ChunkOutOfOrder { .. } => {
+                HttpError::new(ErrorCode::BlobUploadInvalid, e.to_string()).status(416)
+            }
+            e @ StoreError::ChunkLength { .. } => HttpError::new(ErrorCode::SizeInvalid, e.to_string()).status(416),
+            e @ (StoreError::Io { .. } | StoreError::Db(_)) => HttpError::internal(e),
         }
     }
 }

@@ -13,15 +13,13 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::core::{Digest, RepoName};
+use crate::core::{Algorithm, Digest, RepoName};
 
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
-/// `index.json` of a repository without manifests yet.
-pub const EMPTY_INDEX: &[u8] =
-    br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
 
+/// Builds every path of the data directory (and nothing else does).
 #[derive(Clone, Debug)]
-pub struct Paths {
+pub(crate) struct Paths {
     root: PathBuf,
 }
 
@@ -29,17 +27,17 @@ impl Paths {
     pub fn new(root: &Path) -> Paths {
         Paths { root: root.to_path_buf() }
     }
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
     pub fn db(&self) -> PathBuf {
         self.root.join("meta.redb")
     }
     pub fn blobs(&self) -> PathBuf {
         self.root.join("blobs")
     }
+    pub fn blob_dir(&self, a: Algorithm) -> PathBuf {
+        self.blobs().join(a.name())
+    }
     pub fn blob(&self, d: &Digest) -> PathBuf {
-        self.root.join("blobs").join(d.algorithm().name()).join(d.hex())
+        self.blob_dir(d.algorithm()).join(d.hex())
     }
     pub fn repositories(&self) -> PathBuf {
         self.root.join("repositories")
@@ -47,13 +45,23 @@ impl Paths {
     pub fn repo(&self, r: &RepoName) -> PathBuf {
         self.root.join("repositories").join(r.as_str())
     }
+    pub fn oci_layout(&self, r: &RepoName) -> PathBuf {
+        self.repo(r).join("oci-layout")
+    }
+    pub fn index(&self, r: &RepoName) -> PathBuf {
+        self.repo(r).join("index.json")
+    }
+    pub fn repo_blob_dir(&self, r: &RepoName, a: Algorithm) -> PathBuf {
+        self.repo(r).join("blobs").join(a.name())
+    }
     pub fn repo_blob(&self, r: &RepoName, d: &Digest) -> PathBuf {
-        self.repo(r).join("blobs").join(d.algorithm().name()).join(d.hex())
+        self.repo_blob_dir(r, d.algorithm()).join(d.hex())
     }
     pub fn uploads(&self) -> PathBuf {
         self.root.join("uploads")
     }
-    /// `id` must be a canonical UUID string (see `Store::parse_upload_id`).
+    /// `id` must be a canonical UUID string (see `upload::parse_upload_id`), or one with a
+    /// suffix of the store's own (`<uuid>.manifest`).
     pub fn upload(&self, id: &str) -> PathBuf {
         self.root.join("uploads").join(id)
     }

@@ -17,6 +17,9 @@ use std::collections::BTreeMap;
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
+use crate::core::manifest::Descriptor;
+use crate::core::{Digest, Manifest};
+
 /// repo → creation time (unix seconds).
 pub const REPOS: TableDefinition<&str, u64> = TableDefinition::new("repos");
 /// digest → (size, number of repositories linking it).
@@ -52,6 +55,31 @@ pub struct ManifestRecord {
 }
 
 impl ManifestRecord {
+    /// What is remembered of `manifest`, whose bytes are `size` long.
+    pub fn of(manifest: &Manifest, size: u64) -> ManifestRecord {
+        ManifestRecord {
+            media_type: manifest.media_type.clone(),
+            size,
+            artifact_type: manifest.artifact_type.clone(),
+            subject: manifest.subject.as_ref().map(|s| s.digest.to_string()),
+            annotations: manifest.annotations.clone(),
+            children: manifest.children.iter().map(|c| c.digest.to_string()).collect(),
+            blobs: manifest.blobs.iter().map(|b| b.digest.to_string()).collect(),
+        }
+    }
+
+    /// The manifest's descriptor with its artifact type and annotations (as the referrers API
+    /// lists it; `index.json` narrows it, see `store::index`).
+    pub fn descriptor(&self, digest: Digest) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
+            artifact_type: self.artifact_type.clone(),
+            digest,
+            size: self.size,
+            annotations: self.annotations.clone(),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }

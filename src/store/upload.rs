@@ -1,107 +1,189 @@
-//! Upload sessions: `uploads/<uuid>` files that grow by PATCH/PUT and become blobs on commit.
+//! Upload sessions: `uploads/<uuid>` files that grow chunk by chunk and become blobs on commit.
+//!
+//! An [`UploadSession`] is a handle; one request at a time has exclusive use of it through a
+//! [`SessionClaim`] ([`UploadSession::claim`] waits for it). With the claim, a request appends
+//! one chunk ([`Store::begin_append`] → [`ChunkAppend::write`]… → [`ChunkAppend::finish`]), then
+//! may commit ([`Store::commit_upload`]) or cancel ([`Store::cancel_upload`]). The store applies,
+//! rolls back and reports chunks itself; callers never see the file.
 //!
 //! Invariants:
-//! - A session's file holds exactly the bytes acknowledged so far, and `offset` is its length.
+//! - A session's file holds exactly the bytes acknowledged so far, and `offset` is its length
+//!   (while a chunk is being appended, the file may hold more: the chunk's bytes so far).
 //! - `hasher`, when present, has been fed exactly those bytes, so each byte is hashed once.
 //!   After a restart (or an I/O error) it is `None` and is rebuilt by re-reading the file.
+//! - A chunk with a declared length is wholly in the upload or not at all: a body that ends short
+//!   is cut back off. A body that is interrupted keeps what arrived (the client may resume).
 //! - `UPLOADS[uuid]` exists ⇔ the session is live; the start-up sweep removes files without a
 //!   record and records without a file.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use redb::{ReadableDatabase, ReadableTable};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use super::disk::Disk;
+use super::error::{IoContext, Result, StoreError};
 use super::meta::UPLOADS;
 use super::upload_writer::{trim_preallocation, UploadWriter};
-use super::{files, now_unix, Result, Store, StoreError};
+use super::{now_unix, Store};
 use crate::core::{Algorithm, Digest, Hasher, RepoName};
 
-/// The in-memory state of one upload.
-pub struct UploadSession {
-    pub id: String,
-    pub repo: RepoName,
-    pub algorithm: Algorithm,
-    pub hasher: Option<Hasher>,
-    pub offset: u64,
+/// An upload session (a cheap handle; clones name the same session).
+///
+/// Exclusive use is arbitrated by a `tokio::sync::Mutex`, whose futures need no tokio runtime:
+/// waiting for a session costs a parked task, never a thread.
+#[derive(Clone)]
+pub struct UploadSession(Arc<Mutex<SessionState>>);
+
+/// The in-memory state of one session.
+struct SessionState {
+    id: String,
+    repo: RepoName,
+    algorithm: Algorithm,
+    hasher: Option<Hasher>,
+    offset: u64,
     /// Set once the session is committed or cancelled: a request that was waiting for the
-    /// session's lock must then answer `BLOB_UPLOAD_UNKNOWN`.
-    pub closed: bool,
+    /// session must then answer "upload unknown".
+    closed: bool,
+}
+
+/// Exclusive use of a live session, held by one request.
+pub struct SessionClaim(OwnedMutexGuard<SessionState>);
+
+impl UploadSession {
+    fn new(state: SessionState) -> UploadSession {
+        UploadSession(Arc::new(Mutex::new(state)))
+    }
+
+    /// Waits for exclusive use of the session. Fails with `UploadUnknown` when the request that
+    /// held it meanwhile committed or cancelled it.
+    pub async fn claim(&self) -> Result<SessionClaim> {
+        let state = self.0.clone().lock_owned().await;
+        if state.closed {
+            return Err(StoreError::UploadUnknown);
+        }
+        Ok(SessionClaim(state))
+    }
+
+    /// Exclusive use if nobody has it right now.
+    pub(super) fn try_claim(&self) -> Option<SessionClaim> {
+        let state = self.0.clone().try_lock_owned().ok()?;
+        (!state.closed).then_some(SessionClaim(state))
+    }
+}
+
+impl SessionClaim {
+    /// The session's id (a canonical UUID).
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+    pub fn repo(&self) -> &RepoName {
+        &self.0.repo
+    }
+    /// Bytes acknowledged so far.
+    pub fn offset(&self) -> u64 {
+        self.0.offset
+    }
+}
+
+/// How a chunk's request body ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendEnd {
+    /// The body was received completely.
+    Complete,
+    /// The body was cut off (client gone, protocol error): what arrived is kept.
+    Interrupted,
+}
+
+/// One chunk being appended to a claimed session. Blocking: runs on a thread that may do file
+/// I/O. Memory is bounded by the upload writer (see `upload_writer`).
+pub struct ChunkAppend<'c> {
+    claim: &'c mut SessionClaim,
+    path: PathBuf,
+    disk: Disk,
+    writer: UploadWriter,
+    hasher: Option<Hasher>,
+    /// The session's length when the chunk started.
+    start: u64,
+    /// The chunk's declared length (`Content-Range`), if any.
+    declared: Option<u64>,
+    received: u64,
+    failed: Option<StoreError>,
+}
+
+impl ChunkAppend<'_> {
+    /// Appends `batch` (hashing each byte once). After a failure, later batches are dropped and
+    /// `finish` reports the failure; returns whether the caller should go on sending.
+    pub fn write(&mut self, batch: Vec<Bytes>) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        for chunk in batch {
+            if let Some(h) = self.hasher.as_mut() {
+                h.update(&chunk);
+            }
+            self.received += chunk.len() as u64;
+            if let Err(e) = self.writer.push(chunk) {
+                self.failed = Some(e);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Ends the chunk: the session's new length, or why the chunk is not (wholly) in the upload.
+    /// On every path `offset` and the hash describe the file exactly afterwards, so the client
+    /// can resume from `offset`.
+    pub fn finish(self, end: AppendEnd) -> Result<u64> {
+        let ChunkAppend { claim, path, disk, writer, hasher, start, declared, received, failed } = self;
+        let written = match failed {
+            Some(e) => Err(e),
+            None => writer.finish(),
+        };
+        let state = &mut *claim.0;
+        match (written, declared) {
+            (Err(e), _) => {
+                // What reached the file is unknown: re-derive both from the file next time.
+                state.hasher = None;
+                state.offset = fs::metadata(&path).map(|m| m.len()).unwrap_or(start);
+                Err(e)
+            }
+            (Ok(()), Some(declared)) if end == AppendEnd::Complete && received != declared => {
+                state.hasher = None;
+                match disk.truncate(&path, start) {
+                    Ok(()) => {
+                        state.offset = start;
+                        Err(StoreError::ChunkLength { received, declared })
+                    }
+                    Err(e) => {
+                        state.offset = fs::metadata(&path).map(|m| m.len()).unwrap_or(start);
+                        Err(e)
+                    }
+                }
+            }
+            (Ok(()), _) => {
+                state.hasher = hasher;
+                state.offset = start + received;
+                Ok(state.offset)
+            }
+        }
+    }
 }
 
 /// Read buffer for re-hashing a partial upload.
 const READ_BUFFER: usize = 1 << 20;
 
-impl UploadSession {
-    /// Appends every batch of chunks received from `rx` to the upload file, hashing each byte once.
-    /// `announced` is the body length the request announced, if any (space is allocated for it).
-    /// Runs on a blocking thread. On return `offset`/`hasher` describe the file exactly, even
-    /// after an error (the client can resume from `offset`).
-    pub fn append_stream(
-        &mut self,
-        path: &std::path::Path,
-        rx: &mut tokio::sync::mpsc::Receiver<Vec<Bytes>>,
-        announced: Option<u64>,
-    ) -> io::Result<u64> {
-        if self.hasher.is_none() {
-            self.rehash(path)?;
-        }
-        let mut out = UploadWriter::new(path, self.offset, announced)?;
-        let mut written = 0u64;
-        let streamed = (|| {
-            while let Some(batch) = rx.blocking_recv() {
-                for chunk in batch {
-                    if let Some(h) = self.hasher.as_mut() {
-                        h.update(&chunk);
-                    }
-                    written += chunk.len() as u64;
-                    out.push(chunk)?;
-                }
-            }
-            Ok(())
-        })();
-        let result = streamed.and(out.finish());
-        self.offset += written;
-        if result.is_err() {
-            // What reached the file is unknown: re-derive both from the file next time.
-            self.hasher = None;
-            self.offset = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        }
-        result.map(|()| written)
-    }
-
-    /// Rebuilds `hasher` and `offset` from the file.
-    pub fn rehash(&mut self, path: &std::path::Path) -> io::Result<()> {
-        let (hasher, len) = hash_file(path, self.algorithm)?;
-        self.hasher = Some(hasher);
-        self.offset = len;
-        Ok(())
-    }
-
-    /// The digest of the content so far under `algorithm` (re-reading the file only if the
-    /// session hashes with another algorithm).
-    pub fn digest(&mut self, path: &std::path::Path, algorithm: Algorithm) -> io::Result<Digest> {
-        if algorithm == self.algorithm {
-            if self.hasher.is_none() {
-                self.rehash(path)?;
-            }
-            if let Some(h) = &self.hasher {
-                return Ok(h.clone().finish());
-            }
-        }
-        Ok(hash_file(path, algorithm)?.0.finish())
-    }
-}
-
-fn hash_file(path: &std::path::Path, algorithm: Algorithm) -> io::Result<(Hasher, u64)> {
-    let mut f = File::open(path)?;
+fn hash_file(path: &Path, algorithm: Algorithm) -> Result<(Hasher, u64)> {
+    let mut f = File::open(path).at("open", path)?;
     let mut h = algorithm.hasher();
     let mut buf = vec![0u8; READ_BUFFER];
     let mut len = 0u64;
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f.read(&mut buf).at("read", path)?;
         if n == 0 {
             return Ok((h, len));
         }
@@ -110,45 +192,38 @@ fn hash_file(path: &std::path::Path, algorithm: Algorithm) -> io::Result<(Hasher
     }
 }
 
+/// Canonicalises an upload id from a URL; anything that is not a UUID is unknown.
+fn parse_upload_id(s: &str) -> Option<String> {
+    uuid::Uuid::parse_str(s).ok().map(|u| u.hyphenated().to_string())
+}
+
 impl Store {
-    /// Canonicalises an upload id from a URL; anything that is not a UUID is unknown.
-    pub fn parse_upload_id(s: &str) -> Option<String> {
-        uuid::Uuid::parse_str(s).ok().map(|u| u.hyphenated().to_string())
+    fn sessions_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, UploadSession>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts an upload session for `repo`, hashing with `algorithm`.
-    pub fn create_upload(
-        &self,
-        repo: &RepoName,
-        algorithm: Algorithm,
-    ) -> Result<Arc<tokio::sync::Mutex<UploadSession>>> {
+    pub fn create_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadSession> {
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        let path = self.paths.upload(&id);
-        OpenOptions::new().write(true).create_new(true).open(&path)?;
+        self.disk.create_new(&self.paths.upload(&id))?;
         let txn = self.db.begin_write()?;
         txn.open_table(UPLOADS)?.insert(id.as_str(), (repo.as_str(), algorithm.name(), now_unix()))?;
-        txn.commit()?;
-        let session = Arc::new(tokio::sync::Mutex::new(UploadSession {
+        self.disk.commit(txn)?;
+        let session = UploadSession::new(SessionState {
             id: id.clone(),
             repo: repo.clone(),
             algorithm,
             hasher: Some(algorithm.hasher()),
             offset: 0,
             closed: false,
-        }));
+        });
         self.sessions_lock().insert(id, session.clone());
         Ok(session)
     }
 
-    fn sessions_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<tokio::sync::Mutex<UploadSession>>>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Finds the session `id` of `repo` (loading it from metadata after a restart).
-    pub fn upload(&self, repo: &RepoName, id: &str) -> Result<Arc<tokio::sync::Mutex<UploadSession>>> {
-        let id = Self::parse_upload_id(id).ok_or(StoreError::UploadUnknown)?;
+    pub fn upload(&self, repo: &RepoName, id: &str) -> Result<UploadSession> {
+        let id = parse_upload_id(id).ok_or(StoreError::UploadUnknown)?;
         // The map lock is held across the metadata lookup so that a session being forgotten
         // (see `forget`) cannot be resurrected from a stale record.
         let mut sessions = self.sessions_lock();
@@ -168,44 +243,135 @@ impl Store {
         }
         let algorithm = Algorithm::from_name(&algorithm).unwrap_or(Algorithm::Sha256);
         let offset = fs::metadata(self.paths.upload(&id)).map(|m| m.len()).map_err(|_| StoreError::UploadUnknown)?;
-        let session = Arc::new(tokio::sync::Mutex::new(UploadSession {
+        let session = UploadSession::new(SessionState {
             id: id.clone(),
             repo: repo.clone(),
             algorithm,
             hasher: None,
             offset,
             closed: false,
-        }));
+        });
         sessions.insert(id, session.clone());
         Ok(session)
     }
 
+    /// Starts appending a chunk at the end of the claimed session. `start` is where the client
+    /// says the chunk begins and `declared` its length (a `Content-Range`), if it said so;
+    /// `announced` is the request body's length if known in advance (space is allocated for it).
+    /// Blocking (may re-hash the file after a restart).
+    pub fn begin_append<'c>(
+        &self,
+        claim: &'c mut SessionClaim,
+        start: Option<u64>,
+        declared: Option<u64>,
+        announced: Option<u64>,
+    ) -> Result<ChunkAppend<'c>> {
+        let state = &mut *claim.0;
+        if let Some(start) = start.filter(|&s| s != state.offset) {
+            return Err(StoreError::ChunkOutOfOrder { start, offset: state.offset });
+        }
+        let path = self.paths.upload(&state.id);
+        if state.hasher.is_none() {
+            let (hasher, len) = hash_file(&path, state.algorithm)?;
+            state.hasher = Some(hasher);
+            state.offset = len;
+        }
+        let writer = UploadWriter::new(self.disk.clone(), &path, state.offset, announced)?;
+        // The hasher travels with the chunk; it comes back in `finish` if every byte is accounted for.
+        let hasher = state.hasher.take();
+        let start = state.offset;
+        Ok(ChunkAppend {
+            claim,
+            path,
+            disk: self.disk.clone(),
+            writer,
+            hasher,
+            start,
+            declared,
+            received: 0,
+            failed: None,
+        })
+    }
+
+    /// Verifies the session's content against `expected` and commits it as a blob of the
+    /// session's repository. On a mismatch the session is cancelled (nothing becomes visible).
+    pub fn commit_upload(&self, mut claim: SessionClaim, expected: &Digest) -> Result<()> {
+        let path = self.paths.upload(&claim.0.id);
+        let state = &mut *claim.0;
+        let actual = if expected.algorithm() == state.algorithm {
+            if state.hasher.is_none() {
+                let (hasher, len) = hash_file(&path, state.algorithm)?;
+                state.hasher = Some(hasher);
+                state.offset = len;
+            }
+            match &state.hasher {
+                Some(h) => h.clone().finish(),
+                None => hash_file(&path, state.algorithm)?.0.finish(),
+            }
+        } else {
+            hash_file(&path, expected.algorithm())?.0.finish()
+        };
+        if &actual != expected {
+            self.cancel_upload(claim)?;
+            return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
+        }
+        let file = fs::OpenOptions::new().write(true).open(&path).at("open", &path)?;
+        trim_preallocation(&file).at("truncate", &path)?;
+        self.disk.sync(&file, &path)?;
+        drop(file);
+        // The file becomes the blob; in the same transaction that records the link, the session
+        // ends. A crash before that commit leaves the session as it was (resumable), one after it
+        // leaves an upload file without a record (swept at start-up).
+        {
+            let _guard = self.lock();
+            self.place_global(&path, expected)?;
+            self.link_into_repo(&state.repo, expected)?;
+            let txn = self.db.begin_write()?;
+            Self::record_repo_blob(&txn, &state.repo, expected, state.offset)?;
+            txn.open_table(UPLOADS)?.remove(state.id.as_str())?;
+            self.disk.commit(txn)?;
+        }
+        state.closed = true;
+        self.sessions_lock().remove(&state.id);
+        if let Err(e) = self.disk.remove_if_exists(&path) {
+            log::warn!("committed upload {}: its file stays until the next start: {e}", state.id);
+        }
+        Ok(())
+    }
+
+    /// Ends a session: forgets it and removes its file.
+    pub fn cancel_upload(&self, mut claim: SessionClaim) -> Result<()> {
+        self.forget(&mut claim)?;
+        self.disk.remove_if_exists(&self.paths.upload(&claim.0.id))
+    }
+
     /// Ends a session's life in memory and in metadata (not its file). Requests waiting for
     /// the session see `closed`; later lookups find no record.
-    fn forget(&self, session: &mut UploadSession) -> Result<()> {
-        session.closed = true;
+    fn forget(&self, claim: &mut SessionClaim) -> Result<()> {
+        let state = &mut *claim.0;
+        state.closed = true;
         let mut sessions = self.sessions_lock();
-        sessions.remove(&session.id);
+        sessions.remove(&state.id);
         let txn = self.db.begin_write()?;
-        txn.open_table(UPLOADS)?.remove(session.id.as_str())?;
-        txn.commit()?;
-        Ok(())
+        txn.open_table(UPLOADS)?.remove(state.id.as_str())?;
+        self.disk.commit(txn)
     }
 
     /// Removes uploads whose file has not been written to for `age` (abandoned pushes).
     /// Returns how many were purged. Sessions in use right now are skipped.
     pub fn purge_uploads(&self, age: std::time::Duration) -> Result<usize> {
-        let ids: Vec<String> = {
+        let records: Vec<(String, String)> = {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(UPLOADS)?;
             let mut v = Vec::new();
             for e in table.iter()? {
-                v.push(e?.0.value().to_string());
+                let (k, v2) = e?;
+                v.push((k.value().to_string(), v2.value().0.to_string()));
             }
             v
         };
         let mut purged = 0;
-        for id in ids {
+        for (id, owner) in records {
             let idle = fs::metadata(self.paths.upload(&id))
                 .and_then(|m| m.modified())
                 .ok()
@@ -214,43 +380,12 @@ impl Store {
             if idle < age {
                 continue;
             }
-            let Some(repo) = self.upload_owner(&id)? else { continue };
-            let session = self.upload(&repo, &id)?;
+            let Ok(repo) = RepoName::parse(&owner) else { continue };
             // A session in use right now is not abandoned.
-            let Ok(mut session) = session.try_lock() else { continue };
-            self.cancel_upload(&mut session)?;
+            let Some(claim) = self.upload(&repo, &id)?.try_claim() else { continue };
+            self.cancel_upload(claim)?;
             purged += 1;
         }
         Ok(purged)
-    }
-
-    fn upload_owner(&self, id: &str) -> Result<Option<RepoName>> {
-        let txn = self.db.begin_read()?;
-        let owner = txn.open_table(UPLOADS)?.get(id)?.map(|v| v.value().0.to_string());
-        Ok(owner.and_then(|o| RepoName::parse(&o).ok()))
-    }
-
-    /// Ends a session: forgets it and removes its file.
-    pub fn cancel_upload(&self, session: &mut UploadSession) -> Result<()> {
-        self.forget(session)?;
-        files::remove_if_exists(&self.paths.upload(&session.id))?;
-        Ok(())
-    }
-
-    /// Verifies the session's content against `expected` and commits it as a blob of the
-    /// session's repository. On a mismatch the session is cancelled (nothing becomes visible).
-    pub fn commit_upload(&self, session: &mut UploadSession, expected: &Digest) -> Result<()> {
-        let path = self.paths.upload(&session.id);
-        let actual = session.digest(&path, expected.algorithm())?;
-        if &actual != expected {
-            self.cancel_upload(session)?;
-            return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
-        }
-        let file = OpenOptions::new().write(true).open(&path)?;
-        trim_preallocation(&file)?;
-        file.sync_all()?;
-        let size = session.offset;
-        self.commit_blob_file(&path, &session.repo, expected, size)?;
-        self.forget(session)
     }
 }

@@ -21,11 +21,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
+
+use super::disk::{Disk, Step};
+use super::error::{IoContext, Result, StoreError};
 
 /// Bytes of received chunks gathered before they are written.
 const WRITE_BUFFER: usize = 1 << 20;
@@ -41,6 +44,8 @@ const ALLOCATION_SLACK: u64 = 1 << 20;
 
 /// Writes one request's worth of upload bytes to the end of the upload file.
 pub(super) struct UploadWriter {
+    disk: Disk,
+    path: PathBuf,
     /// File length once everything pushed so far is written.
     position: u64,
     gathered: ChunkWriter,
@@ -52,13 +57,21 @@ pub(super) struct UploadWriter {
 impl UploadWriter {
     /// Starts writing at the end of the file at `path`, whose length must be `position`.
     /// `announced` is the request's body length when it is known in advance (`Content-Length`).
-    pub(super) fn new(path: &Path, position: u64, announced: Option<u64>) -> io::Result<Self> {
-        let file = OpenOptions::new().append(true).open(path)?;
+    pub(super) fn new(disk: Disk, path: &Path, position: u64, announced: Option<u64>) -> Result<Self> {
+        let file = OpenOptions::new().append(true).open(path).at("open", path)?;
         if let Some(len) = announced.filter(|&len| len >= PREALLOCATE_FROM) {
             preallocate(&file, position, len);
         }
         Ok(UploadWriter {
-            gathered: ChunkWriter { file, pending: Vec::new(), pending_len: 0 },
+            gathered: ChunkWriter {
+                disk: disk.clone(),
+                path: path.to_path_buf(),
+                file,
+                pending: Vec::new(),
+                pending_len: 0,
+            },
+            disk,
+            path: path.to_path_buf(),
             position,
             unsynced: 0,
             flusher: None,
@@ -66,11 +79,11 @@ impl UploadWriter {
         })
     }
 
-    pub(super) fn push(&mut self, chunk: Bytes) -> io::Result<()> {
+    pub(super) fn push(&mut self, chunk: Bytes) -> Result<()> {
         if self.failed {
-            return Err(io::Error::other("upload writer stopped after an earlier error"));
+            return Err(io::Error::other("upload writer stopped after an earlier error")).at("write", &self.path);
         }
-        let result = self.push_inner(chunk);
+        let result = self.push_inner(chunk).at("write", &self.path);
         self.failed = result.is_err();
         result
     }
@@ -84,7 +97,8 @@ impl UploadWriter {
             self.gathered.flush()?;
             self.unsynced = 0;
             if self.flusher.is_none() {
-                self.flusher = Some(Flusher::start(self.gathered.file.try_clone()?)?);
+                self.flusher =
+                    Some(Flusher::start(self.disk.clone(), self.path.clone(), self.gathered.file.try_clone()?)?);
             }
             if let Some(flusher) = &self.flusher {
                 flusher.request(self.position)?;
@@ -95,19 +109,21 @@ impl UploadWriter {
 
     /// Writes what is still gathered (unless a write failed before) and waits for the flusher.
     /// Every byte pushed is in the file when this returns `Ok`.
-    pub(super) fn finish(mut self) -> io::Result<()> {
+    pub(super) fn finish(mut self) -> Result<()> {
         let written = if self.failed { Ok(()) } else { self.gathered.flush() };
         let flushed = match self.flusher.take() {
             Some(flusher) => flusher.finish(),
             None => Ok(()),
         };
-        written.and(flushed)
+        written.and(flushed).map_err(|source| StoreError::Io { op: "write", path: self.path.clone(), source })
     }
 }
 
 /// Gathers received chunks (without copying them) and writes them with one `writev` per
 /// `WRITE_BUFFER` bytes: few system calls, and no user-space copy between socket and file.
 struct ChunkWriter {
+    disk: Disk,
+    path: PathBuf,
     /// The upload file, opened for appending.
     file: File,
     pending: Vec<Bytes>,
@@ -131,6 +147,10 @@ impl ChunkWriter {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.disk.step(|| Step::Write(self.path.clone()))?;
         let mut slices: Vec<io::IoSlice<'_>> = self.pending.iter().map(|b| io::IoSlice::new(b)).collect();
         let mut bufs = &mut slices[..];
         while !bufs.is_empty() {
@@ -156,11 +176,12 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn start(file: File) -> io::Result<Self> {
+    fn start(disk: Disk, path: PathBuf, file: File) -> io::Result<Self> {
         let (requests, rx) = sync_channel::<u64>(0);
         let thread = std::thread::Builder::new().name("upload-flush".into()).spawn(move || {
             let mut dropped_to = KEEP_CACHED;
             while let Ok(flushed_to) = rx.recv() {
+                disk.step(|| Step::Fsync(path.clone()))?;
                 file.sync_data()?;
                 if flushed_to > dropped_to {
                     drop_behind(&file, dropped_to, flushed_to);
@@ -235,7 +256,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("upload");
         File::create(&path).unwrap();
-        let mut writer = UploadWriter::new(&path, 0, Some(16 << 20)).unwrap();
+        let mut writer = UploadWriter::new(Disk::default(), &path, 0, Some(16 << 20)).unwrap();
         writer.push(Bytes::from(vec![7u8; 3 << 20])).unwrap();
         writer.finish().unwrap();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
@@ -261,7 +282,7 @@ mod tests {
         let pattern: Vec<u8> = (0u32..(3 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let (mut position, mut seed) = (0u64, 1u32);
         for request_end in [SYNC_EVERY + 777, total] {
-            let mut writer = UploadWriter::new(&path, position, None).unwrap();
+            let mut writer = UploadWriter::new(Disk::default(), &path, position, None).unwrap();
             while position < request_end {
                 seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                 let len = (u64::from(seed >> 8) % 700_000 + 1).min(request_end - position);

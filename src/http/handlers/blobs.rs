@@ -2,7 +2,7 @@
 
 use http::{header, Method, StatusCode};
 
-use super::super::body::{stream_file, ResponseBody};
+use super::super::body::{stream_blob, ResponseBody};
 use super::super::error::HttpError;
 use super::super::{blocking, finish, reply, Ctx, HttpResult, CONTENT_DIGEST};
 use crate::core::range::{parse_range, RangeError};
@@ -12,10 +12,11 @@ pub async fn get(ctx: &Ctx<'_>, name: &str, digest: &str) -> HttpResult {
     let repo = ctx.repo(name)?;
     let digest = ctx.digest(digest)?;
     let store = ctx.state.store.clone();
-    let (file, size) = {
+    let blob = {
         let (repo, digest) = (repo.clone(), digest.clone());
         blocking(move || store.open_blob(&repo, &digest)).await?
     };
+    let size = blob.size();
     let (status, start, len) = match ctx.header(header::RANGE) {
         None => (StatusCode::OK, 0, size),
         Some(r) => match parse_range(r, size) {
@@ -40,7 +41,7 @@ pub async fn get(ctx: &Ctx<'_>, name: &str, digest: &str) -> HttpResult {
         b = b.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", start, start + len - 1));
     }
     let body =
-        if ctx.method == Method::HEAD || len == 0 { ResponseBody::empty() } else { stream_file(file, start, len) };
+        if ctx.method == Method::HEAD || len == 0 { ResponseBody::empty() } else { stream_blob(blob, start, len) };
     finish(b, body)
 }
 

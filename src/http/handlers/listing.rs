@@ -7,7 +7,7 @@ use super::super::body::ResponseBody;
 use super::super::error::HttpError;
 use super::super::{blocking, finish, reply, Ctx, HttpResult, OCI_FILTERS_APPLIED};
 use crate::core::access::Action;
-use crate::core::manifest::OCI_INDEX;
+use crate::core::manifest::{ImageIndex, OCI_INDEX};
 use crate::core::ErrorCode;
 use crate::store::Page;
 
@@ -78,23 +78,8 @@ pub async fn referrers(ctx: &Ctx<'_>, name: &str, digest: &str) -> HttpResult {
     let filter = ctx.query("artifactType").map(str::to_string);
     let store = ctx.state.store.clone();
     let f = filter.clone();
-    let list = blocking(move || store.referrers(&repo, &subject, f.as_deref())).await?;
-    let manifests: Vec<_> = list
-        .iter()
-        .map(|r| {
-            let mut d = serde_json::json!({"mediaType": r.record.media_type, "digest": r.digest.as_str(), "size": r.record.size});
-            if let Some(a) = &r.record.artifact_type {
-                d["artifactType"] = serde_json::Value::String(a.clone());
-            }
-            if !r.record.annotations.is_empty() {
-                d["annotations"] = serde_json::json!(r.record.annotations);
-            }
-            d
-        })
-        .collect();
-    let body =
-        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}))
-            .map_err(HttpError::internal)?;
+    let manifests = blocking(move || store.referrers(&repo, &subject, f.as_deref())).await?;
+    let body = serde_json::to_vec(&ImageIndex::new(manifests)).map_err(HttpError::internal)?;
     let mut b =
         reply(StatusCode::OK).header(header::CONTENT_TYPE, OCI_INDEX).header(header::CONTENT_LENGTH, body.len());
     if filter.is_some() {

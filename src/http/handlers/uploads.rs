@@ -2,16 +2,14 @@
 //! `PATCH` (chunked with `Content-Range`, or streamed), `PUT ?digest=` (commit), `GET` (status),
 //! `DELETE` (cancel).
 //!
-//! Bodies are streamed to a blocking writer thread through a bounded channel, so memory stays
-//! constant whatever the blob size, and each byte is hashed exactly once on its way to disk.
-
-use std::sync::Arc;
+//! A request body is fed to the store's `ChunkAppend` on a blocking thread through a bounded
+//! channel, so memory stays constant whatever the blob size; the store writes, hashes (each byte
+//! once), rolls back a short chunk and reports the session's length.
 
 use bytes::Bytes;
 use http::{header, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::super::body::ResponseBody;
 use super::super::error::HttpError;
@@ -19,7 +17,7 @@ use super::super::{blocking, finish, reply, Ctx, HttpResult, CHUNK_MIN_LENGTH, C
 use crate::core::access::Action;
 use crate::core::range::ContentRange;
 use crate::core::{Algorithm, Digest, ErrorCode, RepoName};
-use crate::store::UploadSession;
+use crate::store::{AppendEnd, SessionClaim, StoreError};
 
 /// Advertised in `OCI-Chunk-Min-Length`: a hint for efficient chunking. Smaller chunks are
 /// still accepted.
@@ -32,20 +30,28 @@ const BATCH: usize = 1 << 20;
 /// and the one being written, an upload holds at most ~4 MiB (see `keep_freed_buffers` in main.rs).
 const WRITE_AHEAD: usize = 2;
 
-type Session = OwnedMutexGuard<UploadSession>;
+/// What the connection hands to the writer thread.
+enum Feed {
+    Data(Vec<Bytes>),
+    /// The body is over; nothing follows.
+    End(AppendEnd),
+}
 
 fn range_header(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
 }
 
+fn session_url(ctx: &Ctx<'_>, claim: &SessionClaim) -> String {
+    ctx.url(&format!("/v2/{}/blobs/uploads/{}", claim.repo(), claim.id()))
+}
+
 /// 202 with the session's `Location`, `Range` and id.
-fn accepted(ctx: &Ctx<'_>, session: &UploadSession) -> HttpResult {
-    let location = ctx.url(&format!("/v2/{}/blobs/uploads/{}", session.repo, session.id));
+fn accepted(ctx: &Ctx<'_>, claim: &SessionClaim) -> HttpResult {
     finish(
         reply(StatusCode::ACCEPTED)
-            .header(header::LOCATION, location)
-            .header(header::RANGE, range_header(session.offset))
-            .header(UPLOAD_UUID, session.id.as_str())
+            .header(header::LOCATION, session_url(ctx, claim))
+            .header(header::RANGE, range_header(claim.offset()))
+            .header(UPLOAD_UUID, claim.id())
             .header(CHUNK_MIN_LENGTH, CHUNK_MIN)
             .header(header::CONTENT_LENGTH, 0),
         ResponseBody::empty(),
@@ -98,35 +104,56 @@ pub async fn start(ctx: &Ctx<'_>, name: &str, body: Incoming) -> HttpResult {
     let store = ctx.state.store.clone();
     let r = repo.clone();
     let session = blocking(move || store.create_upload(&r, alg)).await?;
-    let session = session.lock_owned().await;
+    let claim = session.claim().await?;
     match digest {
         // Single-request push: the body is the whole blob.
         Some(digest) => {
-            let (session, res) = append(ctx, session, body).await?;
-            if let Err(e) = res {
+            let (claim, appended) = append(ctx, claim, None, body).await?;
+            if let Err(e) = appended {
                 let store = ctx.state.store.clone();
-                let mut session = session;
-                blocking(move || store.cancel_upload(&mut session)).await?;
+                blocking(move || store.cancel_upload(claim)).await?;
                 return Err(e);
             }
-            commit(ctx, session, digest).await
+            commit(ctx, claim, digest).await
         }
-        None => accepted(ctx, &session),
+        None => accepted(ctx, &claim),
     }
 }
 
-/// Streams the request body onto the end of the session's file.
+/// Streams the request body into the session as one chunk (`range`: its declared place).
+/// Returns the claim with the outcome: the session's new length, or why the chunk is not (wholly)
+/// in the upload.
 async fn append(
     ctx: &Ctx<'_>,
-    mut session: Session,
+    mut claim: SessionClaim,
+    range: Option<ContentRange>,
     mut body: Incoming,
-) -> Result<(Session, Result<u64, HttpError>), HttpError> {
-    let path = ctx.state.store.paths().upload(&session.id);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITE_AHEAD);
+) -> Result<(SessionClaim, Result<u64, HttpError>), HttpError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Feed>(WRITE_AHEAD);
     let announced = http_body::Body::size_hint(&body).exact();
+    let store = ctx.state.store.clone();
     let writer = tokio::task::spawn_blocking(move || {
-        let r = session.append_stream(&path, &mut rx, announced);
-        (session, r)
+        let appended = (|| {
+            let mut append =
+                store.begin_append(&mut claim, range.map(|r| r.start), range.map(|r| r.len()), announced)?;
+            // A sender dropped without `End` is a request that went away mid-body.
+            let mut end = AppendEnd::Interrupted;
+            while let Some(feed) = rx.blocking_recv() {
+                match feed {
+                    Feed::Data(batch) => {
+                        if !append.write(batch) {
+                            break; // the write failed; `finish` reports it
+                        }
+                    }
+                    Feed::End(e) => {
+                        end = e;
+                        break;
+                    }
+                }
+            }
+            append.finish(end)
+        })();
+        (claim, appended)
     });
     let mut body_error = None;
     let (mut batch, mut batch_len) = (Vec::new(), 0);
@@ -138,8 +165,8 @@ async fn append(
                     batch.push(data);
                     if batch_len >= BATCH {
                         batch_len = 0;
-                        if tx.send(std::mem::take(&mut batch)).await.is_err() {
-                            break; // writer failed; its error is reported below
+                        if tx.send(Feed::Data(std::mem::take(&mut batch))).await.is_err() {
+                            break; // the writer stopped; its error is reported below
                         }
                     }
                 }
@@ -152,61 +179,50 @@ async fn append(
     }
     // What arrived before the end (or an interruption) is written too: the client may resume.
     if !batch.is_empty() {
-        let _ = tx.send(batch).await;
+        let _ = tx.send(Feed::Data(batch)).await;
     }
+    let end = if body_error.is_some() { AppendEnd::Interrupted } else { AppendEnd::Complete };
+    let _ = tx.send(Feed::End(end)).await;
     drop(tx);
-    let (session, written) = writer.await.map_err(HttpError::internal)?;
-    let result = match (written, body_error) {
-        (Err(e), _) => Err(HttpError::internal(format!("writing upload {}: {e}", session.id))),
+    let (claim, appended) = writer.await.map_err(HttpError::internal)?;
+    let result = match (appended, body_error) {
+        (Err(e), _) => Err(HttpError::from(e)),
         (Ok(_), Some(e)) => Err(HttpError::new(ErrorCode::BlobUploadInvalid, format!("request body interrupted: {e}"))),
         (Ok(n), None) => Ok(n),
     };
-    Ok((session, result))
+    Ok((claim, result))
 }
 
-async fn commit(ctx: &Ctx<'_>, session: Session, digest: Digest) -> HttpResult {
+async fn commit(ctx: &Ctx<'_>, claim: SessionClaim, digest: Digest) -> HttpResult {
     let store = ctx.state.store.clone();
     let d = digest.clone();
-    let repo = session.repo.clone();
-    blocking(move || {
-        let mut session = session;
-        store.commit_upload(&mut session, &d)
-    })
-    .await?;
+    let repo = claim.repo().clone();
+    blocking(move || store.commit_upload(claim, &d)).await?;
     created(ctx, &repo, &digest)
-}
-
-async fn session(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<Arc<Mutex<UploadSession>>, HttpError> {
-    let repo = ctx.repo(name)?;
-    let store = ctx.state.store.clone();
-    let id = id.to_string();
-    blocking(move || store.upload(&repo, &id)).await
 }
 
 /// Finds a session and waits for exclusive use of it; it may have been committed or cancelled
 /// meanwhile by the request that held it.
-async fn open(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<Session, HttpError> {
-    let session = session(ctx, name, id).await?.lock_owned().await;
-    if session.closed {
-        return Err(HttpError::code(ErrorCode::BlobUploadUnknown));
-    }
-    Ok(session)
+async fn open(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<SessionClaim, HttpError> {
+    let repo = ctx.repo(name)?;
+    let store = ctx.state.store.clone();
+    let id = id.to_string();
+    let session = blocking(move || store.upload(&repo, &id)).await?;
+    Ok(session.claim().await?)
 }
 
-/// Checks a chunk's `Content-Range` against the session: it must start where the upload ends.
-fn check_range(ctx: &Ctx<'_>, session: &UploadSession) -> Result<Option<ContentRange>, HttpError> {
+/// Reads a chunk's `Content-Range` and checks it against the session: it must start where the
+/// upload ends (the store checks again; here the answer gets the session's headers).
+fn chunk_range(ctx: &Ctx<'_>, claim: &SessionClaim) -> Result<Option<ContentRange>, HttpError> {
     let Some(h) = ctx.header(header::CONTENT_RANGE) else { return Ok(None) };
     let range = ContentRange::parse(h)
         .map_err(|_| HttpError::new(ErrorCode::BlobUploadInvalid, format!("malformed Content-Range {h:?}")))?;
-    if range.start != session.offset {
-        return Err(HttpError::new(
-            ErrorCode::BlobUploadInvalid,
-            format!("chunk starts at {} but the upload has {} bytes", range.start, session.offset),
-        )
-        .status(416)
-        .header(header::RANGE, range_header(session.offset))
-        .header(header::LOCATION, ctx.url(&format!("/v2/{}/blobs/uploads/{}", session.repo, session.id)))
-        .header(UPLOAD_UUID, session.id.clone()));
+    if range.start != claim.offset() {
+        let refused = StoreError::ChunkOutOfOrder { start: range.start, offset: claim.offset() };
+        return Err(HttpError::from(refused)
+            .header(header::RANGE, range_header(claim.offset()))
+            .header(header::LOCATION, session_url(ctx, claim))
+            .header(UPLOAD_UUID, claim.id().to_string()));
     }
     if let Some(len) = ctx.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) {
         if len != range.len() {
@@ -219,36 +235,18 @@ fn check_range(ctx: &Ctx<'_>, session: &UploadSession) -> Result<Option<ContentR
     Ok(Some(range))
 }
 
-/// Appends a chunk, enforcing its declared range: a chunk that arrives short is cut back off,
-/// so that a chunk is either wholly in the upload or not at all.
-async fn append_chunk(ctx: &Ctx<'_>, session: Session, body: Incoming) -> Result<Session, HttpError> {
-    let range = check_range(ctx, &session)?;
-    let before = session.offset;
-    let (mut session, res) = append(ctx, session, body).await?;
-    let written = res?;
-    if let Some(range) = range {
-        if written != range.len() {
-            let path = ctx.state.store.paths().upload(&session.id);
-            let truncate = std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(before));
-            session.hasher = None;
-            session.offset = before;
-            if let Err(e) = truncate {
-                return Err(HttpError::internal(format!("truncating upload {}: {e}", session.id)));
-            }
-            return Err(HttpError::new(
-                ErrorCode::SizeInvalid,
-                format!("chunk has {written} bytes, Content-Range says {}", range.len()),
-            )
-            .status(416));
-        }
-    }
-    Ok(session)
+/// Appends the request body as one chunk; an error means the chunk is not (wholly) in the upload.
+async fn append_chunk(ctx: &Ctx<'_>, claim: SessionClaim, body: Incoming) -> Result<SessionClaim, HttpError> {
+    let range = chunk_range(ctx, &claim)?;
+    let (claim, appended) = append(ctx, claim, range, body).await?;
+    appended?;
+    Ok(claim)
 }
 
 pub async fn patch(ctx: &Ctx<'_>, name: &str, id: &str, body: Incoming) -> HttpResult {
-    let session = open(ctx, name, id).await?;
-    let session = append_chunk(ctx, session, body).await?;
-    accepted(ctx, &session)
+    let claim = open(ctx, name, id).await?;
+    let claim = append_chunk(ctx, claim, body).await?;
+    accepted(ctx, &claim)
 }
 
 pub async fn put(ctx: &Ctx<'_>, name: &str, id: &str, body: Incoming) -> HttpResult {
@@ -261,26 +259,26 @@ pub async fn put(ctx: &Ctx<'_>, name: &str, id: &str, body: Incoming) -> HttpRes
             ))
         }
     };
-    let session = open(ctx, name, id).await?;
-    let session = append_chunk(ctx, session, body).await?;
-    commit(ctx, session, digest).await
+    let claim = open(ctx, name, id).await?;
+    let claim = append_chunk(ctx, claim, body).await?;
+    commit(ctx, claim, digest).await
 }
 
 pub async fn status(ctx: &Ctx<'_>, name: &str, id: &str) -> HttpResult {
-    let session = open(ctx, name, id).await?;
+    let claim = open(ctx, name, id).await?;
     finish(
         reply(StatusCode::NO_CONTENT)
-            .header(header::LOCATION, ctx.url(&format!("/v2/{}/blobs/uploads/{}", session.repo, session.id)))
-            .header(header::RANGE, range_header(session.offset))
-            .header(UPLOAD_UUID, session.id.as_str())
+            .header(header::LOCATION, session_url(ctx, &claim))
+            .header(header::RANGE, range_header(claim.offset()))
+            .header(UPLOAD_UUID, claim.id())
             .header(CHUNK_MIN_LENGTH, CHUNK_MIN),
         ResponseBody::empty(),
     )
 }
 
 pub async fn cancel(ctx: &Ctx<'_>, name: &str, id: &str) -> HttpResult {
-    let mut session = open(ctx, name, id).await?;
+    let claim = open(ctx, name, id).await?;
     let store = ctx.state.store.clone();
-    blocking(move || store.cancel_upload(&mut session)).await?;
+    blocking(move || store.cancel_upload(claim)).await?;
     finish(reply(StatusCode::NO_CONTENT).header(header::CONTENT_LENGTH, 0), ResponseBody::empty())
 }

@@ -1,0 +1,99 @@
+//! `StoreError`: every way a store operation can fail. The HTTP layer maps each variant to one
+//! OCI error code, in one place (`http::error`).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::core::Digest;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("repository not known")]
+    NameUnknown,
+    #[error("blob unknown")]
+    BlobUnknown,
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    #[error("upload unknown")]
+    UploadUnknown,
+    /// The content's digest is not the one the client claimed.
+    #[error("content has digest {actual}, not {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    /// A manifest references a blob or manifest the repository does not have.
+    #[error("referenced content {0} is not in this repository")]
+    ManifestBlobUnknown(Digest),
+    /// Deletion is disabled by configuration.
+    #[error("deletion is disabled (storage.delete.enabled)")]
+    DeleteDisabled,
+    /// A blob delete named a manifest (which must be deleted through the manifest endpoint).
+    #[error("this digest is a manifest; delete it through the manifests endpoint")]
+    IsManifest,
+    /// A chunk did not start where the upload ends (nothing was written).
+    #[error("chunk starts at {start} but the upload has {offset} bytes")]
+    ChunkOutOfOrder { start: u64, offset: u64 },
+    /// A chunk's body was not as long as its declared range; it was rolled back.
+    #[error("chunk has {received} bytes, Content-Range says {declared}")]
+    ChunkLength { received: u64, declared: u64 },
+    /// A file-system operation failed; `path` is empty when no single path is concerned.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The metadata database failed.
+    #[error("metadata: {0}")]
+    Db(#[source] redb::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+impl StoreError {
+    /// The I/O error kind, if this is an I/O failure.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            StoreError::Io { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+}
+
+/// Attaches the operation and the path to an I/O error.
+pub(crate) trait IoContext<T> {
+    fn at(self, op: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, op: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|source| StoreError::Io { op, path: path.to_path_buf(), source })
+    }
+}
+
+/// Maps "file not found" to `unknown` (the object was deleted concurrently), other errors as is.
+pub(crate) fn gone_as(e: io::Error, op: &'static str, path: &Path, unknown: StoreError) -> StoreError {
+    if e.kind() == io::ErrorKind::NotFound {
+        unknown
+    } else {
+        StoreError::Io { op, path: path.to_path_buf(), source: e }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

@@ -1,0 +1,81 @@
+//! Sorted, paginated listings: the catalog of repositories and a repository's tags.
+
+use std::ops::Bound;
+
+use redb::{ReadableDatabase, ReadableTableMetadata};
+
+use super::error::{Result, StoreError};
+use super::meta::{REPOS, TAGS};
+use super::Store;
+use crate::core::RepoName;
+
+/// A page of a sorted listing, and whether more follows.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    pub items: Vec<String>,
+    pub more: bool,
+}
+
+impl Page {
+    /// Adds `item` unless the page already holds `limit` items (then marks that more follows).
+    /// Returns whether the caller should go on.
+    fn offer(&mut self, item: &str, limit: usize) -> bool {
+        if self.items.len() == limit {
+            self.more = true;
+            return false;
+        }
+        self.items.push(item.to_string());
+        true
+    }
+}
+
+impl Store {
+    pub fn repo_count(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(REPOS)?.len()?)
+    }
+
+    /// Repositories for which `visible` holds, in lexical order, `n` at most, strictly after
+    /// `last`.
+    pub fn catalog(&self, n: Option<usize>, last: Option<&str>, visible: &dyn Fn(&str) -> bool) -> Result<Page> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REPOS)?;
+        let iter = match last {
+            Some(l) => table.range::<&str>((Bound::Excluded(l), Bound::Unbounded))?,
+            None => table.range::<&str>(..)?,
+        };
+        let limit = n.unwrap_or(usize::MAX);
+        let mut page = Page::default();
+        for entry in iter {
+            let (k, _) = entry?;
+            if visible(k.value()) && !page.offer(k.value(), limit) {
+                break;
+            }
+        }
+        Ok(page)
+    }
+
+    /// Tags of `repo` in lexical order, `n` at most, strictly after `last`.
+    pub fn tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+        let txn = self.db.begin_read()?;
+        if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() {
+            return Err(StoreError::NameUnknown);
+        }
+        let table = txn.open_table(TAGS)?;
+        let r = repo.as_str();
+        let start = match last {
+            Some(l) => Bound::Excluded((r, l)),
+            None => Bound::Included((r, "")),
+        };
+        let limit = n.unwrap_or(usize::MAX);
+        let mut page = Page::default();
+        for entry in table.range::<(&str, &str)>((start, Bound::Unbounded))? {
+            let (k, _) = entry?;
+            let (kr, tag) = k.value();
+            if kr != r || !page.offer(tag, limit) {
+                break;
+            }
+        }
+        Ok(page)
+    }
+}

@@ -1,0 +1,218 @@
+//! Manifests, tags and referrers: storing a validated manifest (its bytes become a blob of the
+//! repository, like any layer), resolving and deleting tags and manifests, listing referrers.
+//!
+//! A manifest is only recorded when every blob and child manifest it references is in the
+//! repository (checked before writing anything, and again inside the transaction, under the
+//! write lock, because a concurrent delete may have removed a reference meanwhile).
+
+use std::fs;
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::error::{gone_as, Result, StoreError};
+use super::meta::{ManifestRecord, MANIFESTS, REFERRERS, REPOS, REPO_BLOBS, TAGS};
+use super::Store;
+use crate::core::manifest::Descriptor;
+use crate::core::{Digest, Manifest, RepoName, Tag};
+
+/// A stored manifest as served: its record and digest (bytes are read separately).
+#[derive(Clone, Debug)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub record: ManifestRecord,
+}
+
+impl Store {
+    /// Resolves a tag to its manifest.
+    pub fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<StoredManifest> {
+        let txn = self.db.begin_read()?;
+        let digest = match txn.open_table(TAGS)?.get((repo.as_str(), tag.as_str()))? {
+            Some(d) => d.value().to_string(),
+            None => return Err(Self::unknown_manifest(&txn, repo)?),
+        };
+        let digest = Digest::parse(&digest).map_err(|_| StoreError::ManifestUnknown)?;
+        let record = Self::manifest_record(&txn, repo, &digest)?.ok_or(StoreError::ManifestUnknown)?;
+        Ok(StoredManifest { digest, record })
+    }
+
+    pub fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<StoredManifest> {
+        let txn = self.db.begin_read()?;
+        match Self::manifest_record(&txn, repo, digest)? {
+            Some(record) => Ok(StoredManifest { digest: digest.clone(), record }),
+            None => Err(Self::unknown_manifest(&txn, repo)?),
+        }
+    }
+
+    /// Reads a stored manifest's bytes.
+    pub fn manifest_bytes(&self, digest: &Digest) -> Result<Vec<u8>> {
+        // A concurrent delete of the last link may have removed the file since the lookup.
+        let path = self.paths.blob(digest);
+        fs::read(&path).map_err(|e| gone_as(e, "read", &path, StoreError::ManifestUnknown))
+    }
+
+    fn unknown_manifest(txn: &redb::ReadTransaction, repo: &RepoName) -> Result<StoreError> {
+        Ok(if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() {
+            StoreError::NameUnknown
+        } else {
+            StoreError::ManifestUnknown
+        })
+    }
+
+    fn manifest_record(
+        txn: &redb::ReadTransaction,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>> {
+        Ok(txn
+            .open_table(MANIFESTS)?
+            .get((repo.as_str(), digest.as_str()))?
+            .and_then(|v| ManifestRecord::decode(v.value())))
+    }
+
+    /// The first reference of `manifest` that `repo` lacks, checked in one transaction's tables.
+    fn missing_reference<
+        T: ReadableTable<(&'static str, &'static str), u64>,
+        M: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    >(
+        links: &T,
+        manifests: &M,
+        repo: &RepoName,
+        manifest: &Manifest,
+    ) -> Result<Option<Digest>> {
+        for b in &manifest.blobs {
+            if links.get((repo.as_str(), b.digest.as_str()))?.is_none() {
+                return Ok(Some(b.digest.clone()));
+            }
+        }
+        for c in &manifest.children {
+            if manifests.get((repo.as_str(), c.digest.as_str()))?.is_none() {
+                return Ok(Some(c.digest.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores a validated manifest (bytes `body`, digest `digest`) and points `tags` at it.
+    pub fn put_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: &[u8],
+        manifest: &Manifest,
+        tags: &[Tag],
+    ) -> Result<()> {
+        // Fail fast, before writing anything.
+        {
+            let txn = self.db.begin_read()?;
+            if let Some(d) =
+                Self::missing_reference(&txn.open_table(REPO_BLOBS)?, &txn.open_table(MANIFESTS)?, repo, manifest)?
+            {
+                return Err(StoreError::ManifestBlobUnknown(d));
+            }
+        }
+        let record = ManifestRecord::of(manifest, body.len() as u64);
+        let _guard = self.lock();
+        // The bytes become a blob of the repository, like any layer.
+        if !self.paths.blob(digest).exists() {
+            let tmp = self.paths.upload(&format!("{}.manifest", uuid::Uuid::new_v4()));
+            self.disk.write_new(&tmp, body)?;
+            let placed = self.place_global(&tmp, digest);
+            self.disk.remove_if_exists(&tmp)?;
+            placed?;
+        }
+        self.link_into_repo(repo, digest)?;
+        let txn = self.db.begin_write()?;
+        // Re-check under the lock: a concurrent delete may have removed a reference.
+        if let Some(d) =
+            Self::missing_reference(&txn.open_table(REPO_BLOBS)?, &txn.open_table(MANIFESTS)?, repo, manifest)?
+        {
+            return Err(StoreError::ManifestBlobUnknown(d));
+        }
+        Self::record_repo_blob(&txn, repo, digest, body.len() as u64)?;
+        txn.open_table(MANIFESTS)?.insert((repo.as_str(), digest.as_str()), record.encode().as_slice())?;
+        {
+            let mut t = txn.open_table(TAGS)?;
+            for tag in tags {
+                t.insert((repo.as_str(), tag.as_str()), digest.as_str())?;
+            }
+        }
+        if let Some(s) = &manifest.subject {
+            txn.open_table(REFERRERS)?.insert((repo.as_str(), s.digest.as_str(), digest.as_str()), ())?;
+        }
+        self.disk.commit(txn)?;
+        self.write_index(repo)?;
+        Ok(())
+    }
+
+    /// Removes a tag (the manifest stays).
+    pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
+        self.check_delete_enabled()?;
+        let _guard = self.lock();
+        let txn = self.db.begin_write()?;
+        if txn.open_table(TAGS)?.remove((repo.as_str(), tag.as_str()))?.is_none() {
+            return Err(Self::unknown_in_write(&txn, repo, StoreError::ManifestUnknown)?);
+        }
+        self.disk.commit(txn)?;
+        self.write_index(repo)?;
+        Ok(())
+    }
+
+    /// Removes a manifest, every tag pointing at it and its referrer edge.
+    pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.check_delete_enabled()?;
+        let _guard = self.lock();
+        let txn = self.db.begin_write()?;
+        let record = match txn.open_table(MANIFESTS)?.remove((repo.as_str(), digest.as_str()))? {
+            Some(v) => ManifestRecord::decode(v.value()),
+            None => return Err(Self::unknown_in_write(&txn, repo, StoreError::ManifestUnknown)?),
+        };
+        {
+            let mut tags = txn.open_table(TAGS)?;
+            let mut doomed = Vec::new();
+            for entry in tags.range::<(&str, &str)>((repo.as_str(), "")..)? {
+                let (k, v) = entry?;
+                let (r, t) = k.value();
+                if r != repo.as_str() {
+                    break;
+                }
+                if v.value() == digest.as_str() {
+                    doomed.push(t.to_string());
+                }
+            }
+            for t in doomed {
+                tags.remove((repo.as_str(), t.as_str()))?;
+            }
+        }
+        if let Some(subject) = record.as_ref().and_then(|r| r.subject.clone()) {
+            txn.open_table(REFERRERS)?.remove((repo.as_str(), subject.as_str(), digest.as_str()))?;
+        }
+        let unlinked = Self::unrecord_repo_blob(&txn, repo, digest)?;
+        self.disk.commit(txn)?;
+        self.remove_blob_files(repo, digest, unlinked)?;
+        self.write_index(repo)?;
+        Ok(())
+    }
+
+    /// Descriptors of the manifests in `repo` whose subject is `subject`, optionally only those
+    /// of `artifact_type` (as the referrers API lists them: with artifact type and annotations).
+    pub fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
+        let txn = self.db.begin_read()?;
+        let edges = txn.open_table(REFERRERS)?;
+        let mut out = Vec::new();
+        let (r, s) = (repo.as_str(), subject.as_str());
+        for entry in edges.range::<(&str, &str, &str)>((r, s, "")..)? {
+            let (k, _) = entry?;
+            let (kr, ks, referrer) = k.value();
+            if kr != r || ks != s {
+                break;
+            }
+            let Ok(digest) = Digest::parse(referrer) else { continue };
+            let Some(record) = Self::manifest_record(&txn, repo, &digest)? else { continue };
+            if artifact_type.is_some_and(|a| record.artifact_type.as_deref() != Some(a)) {
+                continue;
+            }
+            out.push(record.descriptor(digest));
+        }
+        Ok(out)
+    }
+}
