@@ -54,7 +54,6 @@ pub fn run(args: &[OsString]) -> i32 {
             return 1;
         }
     };
-    store.set_delete_enabled(config.delete_enabled);
     let auth = match &config.htpasswd {
         None => None,
         Some(h) => match Authenticator::load(h) {

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod error;
 pub mod manifest;
 pub mod name;
+pub mod policy;
 pub mod range;
 mod robustness;
 

@@ -1,4 +1,6 @@
-//! Authentication (htpasswd + bcrypt, HTTP Basic) and authorization (access rules).
+//! Credential verification for HTTP Basic authentication against an htpasswd file (bcrypt).
+//! Turning a request into an identity is `authn`; what an identity may do is `authz`, with the
+//! rules in `core::access`.
 //!
 //! - The htpasswd file is the source of truth; it is re-read when it changes (polled) and on
 //!   SIGHUP. Only bcrypt entries are accepted: any other line is refused with its line number.

@@ -5,6 +5,7 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use super::body::ResponseBody;
 use crate::core::manifest::ManifestError;
+use crate::core::policy::Refusal;
 use crate::core::{DigestError, ErrorCode, NameError};
 use crate::store::StoreError;
 
@@ -75,9 +76,6 @@ impl From<StoreError> for HttpError {
                 HttpError::new(ErrorCode::ManifestBlobUnknown, format!("{d} is not in this repository"))
                     .detail(serde_json::json!({"digest": d.as_str()}))
             }
-            StoreError::DeleteDisabled => {
-                HttpError::new(ErrorCode::Unsupported, "deletion is disabled on this registry (storage.delete.enabled)")
-            }
             StoreError::IsManifest => HttpError::new(
                 ErrorCode::Unsupported,
                 "this digest is a manifest of the repository: delete it with DELETE /v2/<name>/manifests/<digest>",
@@ -88,6 +86,16 @@ impl From<StoreError> for HttpError {
             e @ StoreError::ChunkLength { .. } => HttpError::new(ErrorCode::SizeInvalid, e.to_string()).status(416),
             e @ (StoreError::Io { .. } | StoreError::Db(_)) => HttpError::internal(e),
         }
+    }
+}
+
+impl From<Refusal> for HttpError {
+    fn from(r: Refusal) -> Self {
+        let code = match r {
+            Refusal::ReadOnly | Refusal::DeleteDisabled => ErrorCode::Unsupported,
+            Refusal::Algorithm(_) => ErrorCode::DigestInvalid,
+        };
+        HttpError::new(code, r.to_string())
     }
 }
 

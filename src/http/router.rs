@@ -2,7 +2,7 @@
 //! and even components such as `blobs` or `manifests`, so routes are recognised from the end
 //! of the path. Names and digests are validated by the handlers, not here.
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route<'a> {
     /// `/v2/`
     Base,
@@ -21,6 +21,17 @@ pub enum Route<'a> {
     /// `/v2/<name>/referrers/<digest>`
     Referrers(&'a str, &'a str),
     NotFound,
+}
+
+/// The route of a request path under `http.prefix` (`""` for none): `NotFound` outside it.
+pub fn route_under<'p>(prefix: &str, path: &'p str) -> Route<'p> {
+    match prefix {
+        "" => route(path),
+        p => match path.strip_prefix(p) {
+            Some(rest) if rest.starts_with('/') => route(rest),
+            _ => Route::NotFound,
+        },
+    }
 }
 
 pub fn route(path: &str) -> Route<'_> {
@@ -74,5 +85,15 @@ mod tests {
         assert_eq!(route("/v3/"), Route::NotFound);
         assert_eq!(route("/v2/a"), Route::NotFound);
         assert_eq!(route("/v2/a/foo/bar"), Route::NotFound);
+    }
+
+    #[test]
+    fn routes_under_a_prefix() {
+        assert_eq!(route_under("", "/v2/a/tags/list"), Route::Tags("a"));
+        assert_eq!(route_under("/reg", "/reg/v2/a/tags/list"), Route::Tags("a"));
+        assert_eq!(route_under("/reg", "/reg/v2/"), Route::Base);
+        assert_eq!(route_under("/reg", "/v2/a/tags/list"), Route::NotFound);
+        assert_eq!(route_under("/reg", "/regv2/"), Route::NotFound);
+        assert_eq!(route_under("/reg", "/reg"), Route::NotFound);
     }
 }

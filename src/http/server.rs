@@ -135,7 +135,7 @@ async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| super::handle(state.clone(), req, peer));
+    let service = service_fn(move |req| super::service::handle(state.clone(), req, peer));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         log::debug!("connection from {peer}: {e}");

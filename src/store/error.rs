@@ -23,9 +23,6 @@ pub enum StoreError {
     /// A manifest references a blob or manifest the repository does not have.
     #[error("referenced content {0} is not in this repository")]
     ManifestBlobUnknown(Digest),
-    /// Deletion is disabled by configuration.
-    #[error("deletion is disabled (storage.delete.enabled)")]
-    DeleteDisabled,
     /// A blob delete named a manifest (which must be deleted through the manifest endpoint).
     #[error("this digest is a manifest; delete it through the manifests endpoint")]
     IsManifest,

@@ -36,7 +36,6 @@ mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -67,7 +66,6 @@ pub struct Store {
     /// (uploads and manifests alike), and removed when a delete takes away the last link (or by
     /// the start-up sweep, for what a crash left unreferenced), always while holding this lock.
     write_lock: Mutex<()>,
-    delete_enabled: AtomicBool,
 }
 
 pub fn now_unix() -> u64 {
@@ -102,29 +100,9 @@ impl Store {
             txn.open_table(UPLOADS)?;
             disk.commit(txn)?;
         }
-        let store = Store {
-            paths,
-            db,
-            disk,
-            sessions: Mutex::new(HashMap::new()),
-            write_lock: Mutex::new(()),
-            delete_enabled: AtomicBool::new(false),
-        };
+        let store = Store { paths, db, disk, sessions: Mutex::new(HashMap::new()), write_lock: Mutex::new(()) };
         store.sweep()?;
         Ok(store)
-    }
-
-    /// `storage.delete.enabled` (reloadable).
-    pub fn set_delete_enabled(&self, enabled: bool) {
-        self.delete_enabled.store(enabled, Ordering::Relaxed);
-    }
-
-    fn check_delete_enabled(&self) -> Result<()> {
-        if self.delete_enabled.load(Ordering::Relaxed) {
-            Ok(())
-        } else {
-            Err(StoreError::DeleteDisabled)
-        }
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {

@@ -44,9 +44,7 @@ fn sha256(bytes: &[u8]) -> Digest {
 }
 
 fn open(dir: &Path, plan: Option<Arc<FaultPlan>>) -> Result<Store> {
-    let store = Store::open_on(dir, plan.map(Disk::with_faults).unwrap_or_default())?;
-    store.set_delete_enabled(true);
-    Ok(store)
+    Store::open_on(dir, plan.map(Disk::with_faults).unwrap_or_default())
 }
 
 fn claim(session: &UploadSession) -> SessionClaim {

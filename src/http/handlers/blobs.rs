@@ -2,15 +2,17 @@
 
 use http::{header, Method, StatusCode};
 
-use super::super::body::{stream_blob, ResponseBody};
-use super::super::error::HttpError;
-use super::super::{blocking, finish, reply, Ctx, HttpResult, CONTENT_DIGEST};
+use super::{blocking, finish, reply, HttpResult};
 use crate::core::range::{parse_range, RangeError};
-use crate::core::ErrorCode;
+use crate::core::{Digest, ErrorCode};
+use crate::http::body::{stream_blob, ResponseBody};
+use crate::http::context::Ctx;
+use crate::http::error::HttpError;
+use crate::http::CONTENT_DIGEST;
 
 pub async fn get(ctx: &Ctx<'_>, name: &str, digest: &str) -> HttpResult {
     let repo = ctx.repo(name)?;
-    let digest = ctx.digest(digest)?;
+    let digest = Digest::parse(digest)?;
     let store = ctx.state.store.clone();
     let blob = {
         let (repo, digest) = (repo.clone(), digest.clone());
@@ -47,7 +49,7 @@ pub async fn get(ctx: &Ctx<'_>, name: &str, digest: &str) -> HttpResult {
 
 pub async fn delete(ctx: &Ctx<'_>, name: &str, digest: &str) -> HttpResult {
     let repo = ctx.repo(name)?;
-    let digest = ctx.digest(digest)?;
+    let digest = Digest::parse(digest)?;
     let store = ctx.state.store.clone();
     blocking(move || store.delete_blob(&repo, &digest)).await?;
     finish(reply(StatusCode::ACCEPTED).header(header::CONTENT_LENGTH, 0), ResponseBody::empty())

@@ -3,12 +3,15 @@
 
 use http::{header, StatusCode};
 
-use super::super::body::ResponseBody;
-use super::super::error::HttpError;
-use super::super::{blocking, finish, reply, Ctx, HttpResult, OCI_FILTERS_APPLIED};
+use super::{blocking, finish, reply, HttpResult};
 use crate::core::access::Action;
 use crate::core::manifest::{ImageIndex, OCI_INDEX};
-use crate::core::ErrorCode;
+use crate::core::{Digest, ErrorCode};
+use crate::http::body::ResponseBody;
+use crate::http::context::Ctx;
+use crate::http::error::HttpError;
+use crate::http::query;
+use crate::http::OCI_FILTERS_APPLIED;
 use crate::store::Page;
 
 /// Parses `n` (absent = everything).
@@ -22,24 +25,11 @@ fn page_size(ctx: &Ctx<'_>) -> Result<Option<usize>, HttpError> {
     }
 }
 
-/// Percent-encodes a query value (for `Link` headers).
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn json_page(ctx: &Ctx<'_>, path: &str, n: Option<usize>, page: &Page, body: serde_json::Value) -> HttpResult {
     let mut b = reply(StatusCode::OK).header(header::CONTENT_TYPE, "application/json");
     if let (true, Some(n), Some(last)) = (page.more, n, page.items.last()) {
         let prefix = &ctx.state.config.prefix;
-        b = b.header(header::LINK, format!("<{prefix}{path}?n={n}&last={}>; rel=\"next\"", encode(last)));
+        b = b.header(header::LINK, format!("<{prefix}{path}?n={n}&last={}>; rel=\"next\"", query::encode(last)));
     }
     let bytes = serde_json::to_vec(&body).map_err(HttpError::internal)?;
     finish(b.header(header::CONTENT_LENGTH, bytes.len()), ResponseBody::full(bytes))
@@ -51,7 +41,7 @@ pub async fn catalog(ctx: &Ctx<'_>) -> HttpResult {
     let store = ctx.state.store.clone();
     // Only what the caller may pull is listed (pagination counts listed names only).
     let (settings, identity) = (ctx.settings.clone(), ctx.identity.clone());
-    let visible = move |repo: &str| settings.policy.allows(&identity, Action::Pull, repo);
+    let visible = move |repo: &str| settings.access.allows(&identity, Action::Pull, repo);
     let page = blocking(move || store.catalog(n, last.as_deref(), &visible)).await?;
     json_page(ctx, "/v2/_catalog", n, &page, serde_json::json!({ "repositories": page.items }))
 }
@@ -74,7 +64,7 @@ pub async fn tags(ctx: &Ctx<'_>, name: &str) -> HttpResult {
 
 pub async fn referrers(ctx: &Ctx<'_>, name: &str, digest: &str) -> HttpResult {
     let repo = ctx.repo(name)?;
-    let subject = ctx.digest(digest)?;
+    let subject = Digest::parse(digest)?;
     let filter = ctx.query("artifactType").map(str::to_string);
     let store = ctx.state.store.clone();
     let f = filter.clone();

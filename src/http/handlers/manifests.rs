@@ -4,12 +4,14 @@ use http::{header, Method, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::super::body::ResponseBody;
-use super::super::error::HttpError;
-use super::super::{blocking, finish, reply, Ctx, HttpResult, CONTENT_DIGEST, OCI_SUBJECT};
+use super::{blocking, finish, reply, HttpResult};
 use crate::core::manifest::MAX_MANIFEST_BYTES;
 use crate::core::name::ReferenceError;
 use crate::core::{Algorithm, Digest, ErrorCode, Manifest, Reference, Tag};
+use crate::http::body::ResponseBody;
+use crate::http::context::Ctx;
+use crate::http::error::HttpError;
+use crate::http::{CONTENT_DIGEST, OCI_SUBJECT};
 
 fn reference(s: &str) -> Result<Reference, HttpError> {
     Reference::parse(s).map_err(|e| match e {

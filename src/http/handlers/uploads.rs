@@ -11,12 +11,14 @@ use http::{header, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::super::body::ResponseBody;
-use super::super::error::HttpError;
-use super::super::{blocking, finish, reply, Ctx, HttpResult, CHUNK_MIN_LENGTH, CONTENT_DIGEST, UPLOAD_UUID};
+use super::{blocking, finish, reply, HttpResult};
 use crate::core::access::Action;
 use crate::core::range::ContentRange;
 use crate::core::{Algorithm, Digest, ErrorCode, RepoName};
+use crate::http::body::ResponseBody;
+use crate::http::context::Ctx;
+use crate::http::error::HttpError;
+use crate::http::{CHUNK_MIN_LENGTH, CONTENT_DIGEST, UPLOAD_UUID};
 use crate::store::{AppendEnd, SessionClaim, StoreError};
 
 /// Advertised in `OCI-Chunk-Min-Length`: a hint for efficient chunking. Smaller chunks are
@@ -69,23 +71,19 @@ fn created(ctx: &Ctx<'_>, repo: &RepoName, digest: &Digest) -> HttpResult {
     )
 }
 
+/// The algorithm of a session: `digest-algorithm`, sha256 by default.
 fn algorithm(ctx: &Ctx<'_>) -> Result<Algorithm, HttpError> {
     match ctx.query("digest-algorithm") {
         None => Ok(Algorithm::Sha256),
-        Some(name) => {
-            let alg = Algorithm::from_name(name).map_err(|_| {
-                HttpError::new(ErrorCode::DigestInvalid, format!("unsupported digest algorithm {name:?}"))
-            })?;
-            ctx.check_algorithm(alg)?;
-            Ok(alg)
-        }
+        Some(name) => Algorithm::from_name(name)
+            .map_err(|_| HttpError::new(ErrorCode::DigestInvalid, format!("unsupported digest algorithm {name:?}"))),
     }
 }
 
 pub async fn start(ctx: &Ctx<'_>, name: &str, body: Incoming) -> HttpResult {
     let repo = ctx.repo(name)?;
     if let Some(mount) = ctx.query("mount") {
-        let digest = ctx.digest(mount)?;
+        let digest = Digest::parse(mount)?;
         // A mount copies access: it needs pull on the source (else a normal upload follows).
         if let Some(from) = ctx.query("from").filter(|from| ctx.may(Action::Pull, from)) {
             let from = ctx.repo(from)?;
@@ -96,7 +94,7 @@ pub async fn start(ctx: &Ctx<'_>, name: &str, body: Incoming) -> HttpResult {
             }
         }
     }
-    let digest = ctx.query("digest").map(|d| ctx.digest(d)).transpose()?;
+    let digest = ctx.query("digest").map(Digest::parse).transpose()?;
     let alg = match &digest {
         Some(d) => d.algorithm(),
         None => algorithm(ctx)?,
@@ -251,7 +249,7 @@ pub async fn patch(ctx: &Ctx<'_>, name: &str, id: &str, body: Incoming) -> HttpR
 
 pub async fn put(ctx: &Ctx<'_>, name: &str, id: &str, body: Incoming) -> HttpResult {
     let digest = match ctx.query("digest") {
-        Some(d) => ctx.digest(d)?,
+        Some(d) => Digest::parse(d)?,
         None => {
             return Err(HttpError::new(
                 ErrorCode::DigestInvalid,

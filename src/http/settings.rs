@@ -1,0 +1,98 @@
+//! What every connection shares ([`State`]) and the part of the configuration that SIGHUP
+//! reloads ([`Settings`]).
+//!
+//! Invariant: a request works on one [`Settings`] snapshot from start to end; a reload swaps in
+//! a new snapshot and never changes one in place.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+
+use http::{HeaderName, HeaderValue};
+
+use super::auth::Authenticator;
+use crate::config::{Config, LiveSettings, Reload};
+use crate::core::access::Policy;
+use crate::core::policy::{AlgorithmSet, RegistryPolicy};
+use crate::core::Algorithm;
+use crate::store::Store;
+
+/// Shared by every connection.
+pub struct State {
+    pub store: Arc<Store>,
+    /// The configuration pier started with (listen address, data directory, TLS and htpasswd
+    /// paths, URLs: what a reload cannot change).
+    pub config: Config,
+    /// `None` when authentication is off.
+    pub auth: Option<Arc<Authenticator>>,
+    /// What a reload (SIGHUP) can change; each request works on one snapshot.
+    settings: RwLock<Arc<Settings>>,
+    /// Connections accepted so far (the watchdog checks that it moves).
+    pub accepted: AtomicU64,
+}
+
+/// The part of the configuration that SIGHUP reloads.
+pub struct Settings {
+    /// Who may do what (access rules).
+    pub access: Policy,
+    /// What the registry does at all: deletion, read-only mode, digest algorithms.
+    pub policy: RegistryPolicy,
+    pub extra_headers: Vec<(HeaderName, HeaderValue)>,
+    pub access_log: bool,
+}
+
+/// The digest algorithms `config` accepts.
+fn accepted_algorithms(config: &Config) -> AlgorithmSet {
+    let mut algorithms = RegistryPolicy::DEFAULT_ALGORITHMS;
+    if config.blake3 {
+        algorithms.insert(Algorithm::Blake3);
+    }
+    algorithms
+}
+
+impl Settings {
+    /// The `live` settings on a registry that accepts `algorithms` (which needs a restart to
+    /// change: `storage.digests.blake3`).
+    fn new(live: &LiveSettings, algorithms: AlgorithmSet, authenticated: bool) -> Settings {
+        let extra_headers = live
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
+            .collect();
+        let access = match (authenticated, &live.access) {
+            (false, _) => Policy::Open,
+            (true, None) => Policy::AuthenticatedOnly,
+            (true, Some(rules)) => Policy::Rules(rules.clone()),
+        };
+        let policy = RegistryPolicy { delete: live.delete_enabled, read_only: live.read_only, algorithms };
+        Settings { access, policy, extra_headers, access_log: live.access_log }
+    }
+}
+
+impl State {
+    pub fn new(store: Arc<Store>, config: Config, auth: Option<Arc<Authenticator>>) -> State {
+        let settings =
+            RwLock::new(Arc::new(Settings::new(&config.live_settings(), accepted_algorithms(&config), auth.is_some())));
+        State { store, config, auth, settings, accepted: AtomicU64::new(0) }
+    }
+
+    /// The current reloadable settings.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Applies a re-read configuration: its live settings (see [`Reload::plan`]) take effect
+    /// now; the keys of anything else that changed are returned, since they need a restart.
+    pub fn reconfigure(&self, new: &Config) -> Vec<String> {
+        let Reload { live, restart_needed } = Reload::plan(&self.config, new);
+        let mut restart: Vec<String> = restart_needed.into_iter().map(String::from).collect();
+        if live.access.is_some() && self.auth.is_none() {
+            restart.push(String::from("access (needs auth.htpasswd, which needs a restart)"));
+        }
+        log::set_max_level(live.log_level);
+        let settings = Settings::new(&live, accepted_algorithms(&self.config), self.auth.is_some());
+        if let Ok(mut s) = self.settings.write() {
+            *s = Arc::new(settings);
+        }
+        restart
+    }
+}
