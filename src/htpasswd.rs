@@ -6,12 +6,10 @@
 //!   and line, never skipped (a skipped entry would be a user silently locked out, a weaker
 //!   scheme one silently let in).
 //! - New entries are bcrypt `$2y$`, the variant apache2-utils writes; editing keeps every other
-//!   line as it is, and a file is replaced atomically (temporary file, fsync, rename) with mode
-//!   0600.
+//!   line as it is, and a file is replaced atomically (temporary file, fsync, rename, directory
+//!   fsync) with mode 0600.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -102,27 +100,11 @@ pub fn without_user<'a>(text: &'a str, user: &str) -> Option<Vec<&'a str>> {
     (kept.len() != text.lines().count()).then_some(kept)
 }
 
-/// Replaces `path` atomically with `lines`, mode 0600.
-pub fn write(path: &Path, lines: &[&str]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("htpasswd");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        for l in lines {
-            writeln!(f, "{l}")?;
-        }
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+/// Replaces `path` atomically with `lines`, mode 0600 (through the project's one
+/// atomic-replace, [`crate::store::write_file_atomically`]).
+pub fn write(path: &Path, lines: &[&str]) -> Result<(), crate::store::StoreError> {
+    let data: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    crate::store::write_file_atomically(path, data.as_bytes(), 0o600)
 }
 
 #[cfg(test)]
@@ -188,5 +170,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "# a\nalice:x\n");
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        write(&path, &[]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "", "the last user removed: an empty file");
     }
 }
