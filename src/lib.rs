@@ -8,6 +8,8 @@
 //! - `http`: the OCI Distribution API on hyper; maps every error to OCI error JSON once.
 //! - `cli`: the `pier` subcommands.
 //!
+//! Beside them: `config` (`config.yml` and `REGISTRY_*`), `htpasswd` (the password file's format,
+//! for `http` and `cli`), `logging`, `systemd`.
 //! ARCHITECTURE.md has the module map, the data directory, the commit protocol and its invariants.
 //!
 //! Everything except `core` sits behind the default `server` feature, so
@@ -23,6 +25,8 @@ pub mod core;
 pub mod cli;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
+pub mod htpasswd;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]

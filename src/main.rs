@@ -2,7 +2,8 @@
 
 fn main() {
     keep_freed_buffers();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `args_os`: an argument that is not UTF-8 (a file name, say) must not panic.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     std::process::exit(pier::cli::main(args));
 }
 

@@ -1,15 +1,12 @@
-//! `pier htpasswd add|remove|list`: manage the htpasswd file without apache2-utils.
-//!
-//! Entries are bcrypt (`$2y$`, the variant apache2-utils writes), the file is replaced
-//! atomically (write a temporary file, fsync, rename) with mode 0600, and other lines are kept as
-//! they are.
+//! `pier htpasswd add|remove|list`: manage the htpasswd file without apache2-utils. The
+//! command line and the password prompt live here; the file format is [`crate::htpasswd`].
 
+use std::ffi::OsString;
 use std::io::{BufRead, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::http::auth::parse_htpasswd;
+use crate::htpasswd;
 
 const USAGE: &str = "\
 usage:
@@ -25,7 +22,7 @@ password is asked for twice on the terminal.
 /// verified credentials are cached by the server, so this is paid once per client.
 const DEFAULT_COST: u32 = 10;
 
-pub fn run(args: &[String]) -> i32 {
+pub fn run(args: &[OsString]) -> i32 {
     match parse(args).and_then(|cmd| execute(&cmd)) {
         Ok(()) => 0,
         Err(Failure::Usage(e)) => {
@@ -52,39 +49,49 @@ struct Command {
     cost: u32,
 }
 
-fn parse(args: &[String]) -> Result<Command, Failure> {
+fn parse(args: &[OsString]) -> Result<Command, Failure> {
     let usage = |m: &str| Failure::Usage(m.to_string());
-    let verb = args.first().cloned().ok_or_else(|| usage("missing subcommand"))?;
+    let verb = args.first().ok_or_else(|| usage("missing subcommand"))?;
+    let verb = verb.to_str().ok_or_else(|| usage(&format!("unknown subcommand {verb:?}")))?.to_string();
     let mut user = None;
     let (mut file, mut config, mut password_stdin, mut cost) = (None, None, false, DEFAULT_COST);
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
-        match a.as_str() {
-            "--file" | "-f" => file = Some(PathBuf::from(it.next().ok_or_else(|| usage("--file needs a path"))?)),
-            "--config" | "-c" => config = Some(PathBuf::from(it.next().ok_or_else(|| usage("--config needs a path"))?)),
-            "--password-stdin" => password_stdin = true,
-            "--cost" => {
+        match a.to_str() {
+            Some("--file" | "-f") => file = Some(PathBuf::from(it.next().ok_or_else(|| usage("--file needs a path"))?)),
+            Some("--config" | "-c") => {
+                config = Some(PathBuf::from(it.next().ok_or_else(|| usage("--config needs a path"))?))
+            }
+            Some("--password-stdin") => password_stdin = true,
+            Some("--cost") => {
                 cost = it
                     .next()
-                    .and_then(|c| c.parse().ok())
+                    .and_then(|c| c.to_str()?.parse().ok())
                     .filter(|c| (4..=31).contains(c))
                     .ok_or_else(|| usage("--cost needs a number from 4 to 31"))?
             }
-            s if !s.starts_with('-') && user.is_none() => user = Some(s.to_string()),
-            other => return Err(usage(&format!("unknown argument {other:?}"))),
+            Some(s) if !s.starts_with('-') && user.is_none() => user = Some(s.to_string()),
+            None if !a.as_encoded_bytes().starts_with(b"-") && user.is_none() => {
+                return Err(usage(&format!("the user name {a:?} is not valid UTF-8")))
+            }
+            _ => return Err(usage(&format!("unknown argument {a:?}"))),
         }
     }
     let file = match (file, config) {
         (Some(f), _) => f,
         (None, Some(c)) => {
-            let cfg = Config::load(Some(&c), std::env::vars()).map_err(|e| Failure::Failed(e.to_string()))?;
-            cfg.htpasswd.map(|h| h.path).ok_or_else(|| usage(&format!("{} has no auth.htpasswd.path", c.display())))?
+            let loaded = Config::load(Some(&c), std::env::vars_os()).map_err(|e| Failure::Failed(e.to_string()))?;
+            loaded
+                .config
+                .htpasswd
+                .map(|h| h.path)
+                .ok_or_else(|| usage(&format!("{} has no auth.htpasswd.path", c.display())))?
         }
         (None, None) => return Err(usage("say which file: --file F or --config C")),
     };
     match (verb.as_str(), &user) {
         ("add" | "remove", None) => return Err(usage(&format!("{verb} needs a user name"))),
-        ("add" | "remove", Some(u)) if u.contains(':') || u.trim().is_empty() || u.contains(char::is_whitespace) => {
+        ("add" | "remove", Some(u)) if !htpasswd::is_valid_user_name(u) => {
             return Err(usage("a user name cannot be empty or contain ':' or white space"))
         }
         ("add" | "remove" | "list", _) => {}
@@ -100,10 +107,9 @@ fn execute(cmd: &Command) -> Result<(), Failure> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && cmd.verb == "add" => String::new(),
         Err(e) => return Err(failed(format!("cannot read {}: {e}", cmd.file.display()))),
     };
-    let entry_user = |line: &str| line.split_once(':').map(|(u, _)| u.to_string());
     match cmd.verb.as_str() {
         "list" => {
-            let users = parse_htpasswd(&cmd.file, &text).map_err(|e| failed(e.to_string()))?;
+            let users = htpasswd::parse(&cmd.file, &text).map_err(|e| failed(e.to_string()))?;
             let mut names: Vec<_> = users.into_keys().collect();
             names.sort();
             for n in names {
@@ -113,36 +119,18 @@ fn execute(cmd: &Command) -> Result<(), Failure> {
         }
         "remove" => {
             let user = cmd.user.as_deref().unwrap_or_default();
-            let kept: Vec<&str> = text.lines().filter(|l| entry_user(l).as_deref() != Some(user)).collect();
-            if kept.len() == text.lines().count() {
-                return Err(failed(format!("no user {user:?} in {}", cmd.file.display())));
-            }
-            write_file(&cmd.file, &kept).map_err(|e| failed(format!("cannot write {}: {e}", cmd.file.display())))
+            let kept = htpasswd::without_user(&text, user)
+                .ok_or_else(|| failed(format!("no user {user:?} in {}", cmd.file.display())))?;
+            htpasswd::write(&cmd.file, &kept).map_err(|e| failed(format!("cannot write {}: {e}", cmd.file.display())))
         }
         _ => {
             let user = cmd.user.as_deref().unwrap_or_default();
             let password =
                 if cmd.password_stdin { password_from_stdin() } else { password_from_tty() }.map_err(failed)?;
-            let hash = bcrypt::hash_with_result(&password, cmd.cost)
-                .map_err(|e| failed(format!("bcrypt: {e}")))?
-                .format_for_version(bcrypt::Version::TwoY);
-            let entry = format!("{user}:{hash}");
-            let mut lines: Vec<&str> = Vec::new();
-            let mut replaced = false;
-            for l in text.lines() {
-                if entry_user(l).as_deref() == Some(user) {
-                    if !replaced {
-                        lines.push(&entry);
-                        replaced = true;
-                    }
-                } else {
-                    lines.push(l);
-                }
-            }
-            if !replaced {
-                lines.push(&entry);
-            }
-            write_file(&cmd.file, &lines).map_err(|e| failed(format!("cannot write {}: {e}", cmd.file.display())))?;
+            let entry = htpasswd::new_entry(user, &password, cmd.cost).map_err(|e| failed(format!("bcrypt: {e}")))?;
+            let (lines, replaced) = htpasswd::with_entry(&text, user, &entry);
+            htpasswd::write(&cmd.file, &lines)
+                .map_err(|e| failed(format!("cannot write {}: {e}", cmd.file.display())))?;
             eprintln!("{} user {user:?} in {}", if replaced { "updated" } else { "added" }, cmd.file.display());
             Ok(())
         }
@@ -191,25 +179,42 @@ fn password_from_tty() -> Result<String, String> {
     Ok(first)
 }
 
-/// Replaces `path` atomically with `lines`, mode 0600.
-fn write_file(path: &Path, lines: &[&str]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("htpasswd");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        for l in lines {
-            writeln!(f, "{l}")?;
-        }
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStringExt;
+
+    use super::*;
+
+    fn os(args: &[&[u8]]) -> Vec<OsString> {
+        args.iter().map(|a| OsString::from_vec(a.to_vec())).collect()
     }
-    result
+
+    fn usage_message(args: &[&[u8]]) -> String {
+        match parse(&os(args)) {
+            Err(Failure::Usage(m)) => m,
+            Err(Failure::Failed(m)) => panic!("{args:?}: failed, not a usage error: {m}"),
+            Ok(_) => panic!("{args:?} accepted"),
+        }
+    }
+
+    #[test]
+    fn strings_must_be_utf8_and_paths_need_not() {
+        let cmd = parse(&os(&[b"add", b"alice", b"--file", b"/tmp/caf\xe9"])).unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(cmd.file, PathBuf::from(OsString::from_vec(b"/tmp/caf\xe9".to_vec())));
+        assert_eq!(cmd.user.as_deref(), Some("alice"));
+        assert_eq!(
+            usage_message(&[b"add", b"al\xefce", b"--file", b"f"]),
+            "the user name \"al\\xEFce\" is not valid UTF-8"
+        );
+        assert_eq!(usage_message(&[b"l\xefst", b"--file", b"f"]), "unknown subcommand \"l\\xEFst\"");
+        assert_eq!(
+            usage_message(&[b"add", b"a", b"--cost", b"1\xff", b"--file", b"f"]),
+            "--cost needs a number from 4 to 31"
+        );
+        assert_eq!(
+            usage_message(&[b"add", b"a b", b"--file", b"f"]),
+            "a user name cannot be empty or contain ':' or white space"
+        );
+        assert_eq!(usage_message(&[b"list", b"--fr\xffb"]), "unknown argument \"--fr\\xFFb\"");
+    }
 }

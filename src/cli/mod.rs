@@ -1,5 +1,7 @@
 //! The `pier` subcommands. Each returns the process exit code.
 
+use std::ffi::OsString;
+
 pub mod htpasswd;
 pub mod serve;
 
@@ -20,8 +22,14 @@ variables override it (e.g. REGISTRY_HTTP_ADDR=127.0.0.1:5000).
 /// Exit code for usage and configuration errors.
 pub const EXIT_USAGE: i32 = 2;
 
-pub fn main(args: Vec<String>) -> i32 {
-    match args.first().map(String::as_str) {
+/// Runs the command line `args` (without the program name). Arguments are `OsString`s: paths
+/// may be any bytes; where a string is required, one that is not UTF-8 is a usage error.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let Some(command) = args.first() else {
+        eprint!("{USAGE}");
+        return EXIT_USAGE;
+    };
+    match command.to_str() {
         Some("serve") => serve::run(&args[1..]),
         Some("htpasswd") => htpasswd::run(&args[1..]),
         Some("--version") | Some("-V") | Some("version") => {
@@ -32,13 +40,24 @@ pub fn main(args: Vec<String>) -> i32 {
             print!("{USAGE}");
             0
         }
-        Some(other) => {
-            eprintln!("pier: unknown command {other:?}\n\n{USAGE}");
+        _ => {
+            eprintln!("pier: unknown command {command:?}\n\n{USAGE}");
             EXIT_USAGE
         }
-        None => {
-            eprint!("{USAGE}");
-            EXIT_USAGE
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStringExt;
+
+    use super::*;
+
+    #[test]
+    fn a_command_that_is_not_utf8_is_a_usage_error() {
+        assert_eq!(main(vec![OsString::from_vec(b"serv\xe9".to_vec())]), EXIT_USAGE);
+        assert_eq!(main(vec![OsString::from("frobnicate")]), EXIT_USAGE);
+        assert_eq!(main(Vec::new()), EXIT_USAGE);
+        assert_eq!(main(vec![OsString::from("--version")]), 0);
     }
 }

@@ -1,6 +1,8 @@
 //! `pier serve`: load the config, open the store, listen (or take systemd's sockets), serve
 //! until SIGTERM/SIGINT, keeping systemd informed all along.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, UploadPurging};
+use crate::config::{Config, Loaded, UploadPurging};
 use crate::http::auth::Authenticator;
 use crate::http::tls::{self, CertReloader};
 use crate::http::{server, State};
@@ -22,28 +24,16 @@ const MAX_BLOCKING_THREADS: usize = 512;
 /// Exit code after a second stop signal cut the drain short (128 + SIGINT, as shells do).
 const EXIT_INTERRUPTED: i32 = 130;
 
-pub fn run(args: &[String]) -> i32 {
-    let mut config_path: Option<PathBuf> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--config" | "-c" => match it.next() {
-                Some(p) => config_path = Some(PathBuf::from(p)),
-                None => {
-                    eprintln!("pier serve: --config needs a file");
-                    return super::EXIT_USAGE;
-                }
-            },
-            s if s.starts_with("--config=") => config_path = Some(PathBuf::from(&s["--config=".len()..])),
-            s if !s.starts_with('-') && config_path.is_none() => config_path = Some(PathBuf::from(s)),
-            other => {
-                eprintln!("pier serve: unknown argument {other:?}\n\n{}", super::USAGE);
-                return super::EXIT_USAGE;
-            }
+pub fn run(args: &[OsString]) -> i32 {
+    let config_path = match config_path(args) {
+        Ok(p) => p,
+        Err(message) => {
+            eprintln!("pier serve: {message}");
+            return super::EXIT_USAGE;
         }
-    }
-    let config = match Config::load(config_path.as_deref(), std::env::vars()) {
-        Ok(c) => c,
+    };
+    let Loaded { config, warnings } = match Config::load(config_path.as_deref(), std::env::vars_os()) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("pier: {e}");
             return super::EXIT_USAGE;
@@ -52,7 +42,7 @@ pub fn run(args: &[String]) -> i32 {
     if let Some(note) = crate::logging::init(config.log_level, config.log_format) {
         log::warn!("{note}");
     }
-    for w in &config.warnings {
+    for w in &warnings {
         log::warn!("{w}");
     }
     let notifier = Arc::new(Notifier::from_env());
@@ -186,6 +176,29 @@ pub fn run(args: &[String]) -> i32 {
     })
 }
 
+/// The config file named on the command line: `--config FILE`, `-c FILE`, `--config=FILE` or
+/// just `FILE` (any bytes: a path need not be UTF-8). The error is the message for the user.
+fn config_path(args: &[OsString]) -> Result<Option<PathBuf>, String> {
+    let mut path = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let bytes = arg.as_bytes();
+        if arg == "--config" || arg == "-c" {
+            match it.next() {
+                Some(p) => path = Some(PathBuf::from(p)),
+                None => return Err(String::from("--config needs a file")),
+            }
+        } else if let Some(p) = bytes.strip_prefix(b"--config=") {
+            path = Some(PathBuf::from(OsStr::from_bytes(p)));
+        } else if !bytes.starts_with(b"-") && path.is_none() {
+            path = Some(PathBuf::from(arg));
+        } else {
+            return Err(format!("unknown argument {arg:?}\n\n{}", super::USAGE));
+        }
+    }
+    Ok(path)
+}
+
 /// Purges abandoned uploads at start and then every `interval`.
 async fn purge_uploads(store: Arc<Store>, purging: UploadPurging) {
     loop {
@@ -314,9 +327,9 @@ async fn reload_loop(
 /// Re-reads the configuration (file and `REGISTRY_*` environment) and applies what can change
 /// while running; a broken file leaves the running configuration in force.
 fn reload_config(state: &State, path: Option<&std::path::Path>) {
-    match Config::load(path, std::env::vars()) {
-        Ok(new) => {
-            for w in &new.warnings {
+    match Config::load(path, std::env::vars_os()) {
+        Ok(Loaded { config: new, warnings }) => {
+            for w in &warnings {
                 log::warn!("{w}");
             }
             let needs_restart = state.reconfigure(&new);
@@ -349,4 +362,32 @@ async fn stop_signal(mut term: Signal, mut int: Signal, notifier: Arc<Notifier>)
         log::warn!("second stop signal: exiting now without waiting for in-flight requests");
         std::process::exit(EXIT_INTERRUPTED);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStringExt;
+
+    use super::*;
+
+    fn os(args: &[&[u8]]) -> Vec<OsString> {
+        args.iter().map(|a| OsString::from_vec(a.to_vec())).collect()
+    }
+
+    #[test]
+    fn config_path_forms_and_non_utf8_paths() {
+        assert_eq!(config_path(&[]), Ok(None));
+        for args in [&[&b"--config"[..], b"c.yml"][..], &[b"-c", b"c.yml"], &[b"--config=c.yml"], &[b"c.yml"]] {
+            assert_eq!(config_path(&os(args)), Ok(Some(PathBuf::from("c.yml"))), "{args:?}");
+        }
+        // A file name need not be UTF-8.
+        let expected = Some(PathBuf::from(OsString::from_vec(b"caf\xe9.yml".to_vec())));
+        assert_eq!(config_path(&os(&[b"--config", b"caf\xe9.yml"])), Ok(expected.clone()));
+        assert_eq!(config_path(&os(&[b"--config=caf\xe9.yml"])), Ok(expected.clone()));
+        assert_eq!(config_path(&os(&[b"caf\xe9.yml"])), Ok(expected));
+        assert_eq!(config_path(&os(&[b"--config"])), Err(String::from("--config needs a file")));
+        let e = config_path(&os(&[b"--fr\xffb"])).unwrap_err();
+        assert!(e.starts_with("unknown argument \"--fr\\xFFb\""), "{e}");
+        assert!(config_path(&os(&[b"a.yml", b"b.yml"])).unwrap_err().starts_with("unknown argument \"b.yml\""));
+    }
 }

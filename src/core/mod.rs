@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod digest;
+pub mod duration;
 pub mod error;
 pub mod manifest;
 pub mod name;

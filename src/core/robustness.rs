@@ -9,6 +9,7 @@ mod tests {
     use alloc::vec::Vec;
 
     use crate::core::access::glob_match;
+    use crate::core::duration;
     use crate::core::manifest::Manifest;
     use crate::core::range::{parse_range, ContentRange};
     use crate::core::{Digest, Reference, RepoName, Tag};
@@ -28,7 +29,7 @@ mod tests {
     }
 
     /// Characters that matter to the grammars, plus some that never should appear.
-    const ALPHABET: &[u8] = b"abcz019AZ:._-/ =,*+%\\\"{}[]\x00\xff\xc3\xa9sha256512blake3bytes";
+    const ALPHABET: &[u8] = b"abcz019AZ:._-/ =,*+%\\\"{}[]\x00\xff\xc3\xa9\xc2\xb5sha256512blake3bytesmhnu";
 
     fn random_text(rng: &mut Rng, max: usize) -> String {
         let len = rng.below(max + 1);
@@ -67,6 +68,7 @@ mod tests {
             let _ = ContentRange::parse(&s);
             let _ = glob_match(&s, &random_text(&mut rng, 20));
             let _ = Manifest::parse(Some(&s), s.as_bytes());
+            let _ = duration::parse(&s);
         }
     }
 
@@ -85,5 +87,21 @@ mod tests {
         // exercises both paths.
         assert!(accepted > 0);
         assert!(Manifest::parse(None, seed).is_ok());
+    }
+
+    #[test]
+    fn mutated_durations_never_panic() {
+        let mut rng = Rng(7);
+        let mut accepted = 0;
+        for seed in ["2h45m30.5s", "-9223372036854775.808us", "1.5µs", "0.3333333333333333333h"] {
+            for _ in 0..5_000 {
+                let m = mutate(&mut rng, seed.as_bytes());
+                if duration::parse(&String::from_utf8_lossy(&m)).is_ok() {
+                    accepted += 1;
+                }
+            }
+        }
+        // Many mutations stay valid durations (a digit for a digit): both paths are exercised.
+        assert!(accepted > 0);
     }
 }

@@ -12,7 +12,6 @@
 //!   failures are answered slowly. Logs name the user and address, never the password.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -21,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 
 use crate::config::HtpasswdConfig;
+use crate::htpasswd::{self, HtpasswdError};
 
 /// How long a verified credential is trusted without running bcrypt again.
 const CACHE_TTL: Duration = Duration::from_secs(300);
@@ -33,53 +33,6 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 pub const FAILURE_DELAY: Duration = Duration::from_secs(1);
 /// Most addresses tracked for failures.
 const FAILURE_TABLE_MAX: usize = 4096;
-
-#[derive(Debug)]
-pub enum HtpasswdError {
-    Read(PathBuf, std::io::Error),
-    /// A line that is not `user:bcrypt-hash`.
-    Line {
-        path: PathBuf,
-        line: usize,
-        why: &'static str,
-    },
-}
-
-impl fmt::Display for HtpasswdError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HtpasswdError::Read(p, e) => write!(f, "cannot read htpasswd file {}: {e}", p.display()),
-            HtpasswdError::Line { path, line, why } => write!(f, "{}:{line}: {why}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for HtpasswdError {}
-
-/// Parses an htpasswd file: `user:hash` lines, `#` comments and blank lines ignored.
-pub fn parse_htpasswd(path: &Path, text: &str) -> Result<HashMap<String, String>, HtpasswdError> {
-    let mut users = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        let bad = |why| HtpasswdError::Line { path: path.to_path_buf(), line: i + 1, why };
-        let (user, hash) = line.split_once(':').ok_or_else(|| bad("not a user:hash line"))?;
-        if user.is_empty() {
-            return Err(bad("empty user name"));
-        }
-        if !is_bcrypt(hash) {
-            return Err(bad("not a bcrypt hash (create entries with `pier htpasswd add` or `htpasswd -B`)"));
-        }
-        users.insert(user.to_string(), hash.to_string());
-    }
-    Ok(users)
-}
-
-pub fn is_bcrypt(hash: &str) -> bool {
-    ["$2a$", "$2b$", "$2y$", "$2x$"].iter().any(|p| hash.starts_with(p)) && hash.len() == 60
-}
 
 /// The identity of a file's version: a change in any of these means "re-read it".
 fn file_stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
@@ -114,9 +67,8 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn load(cfg: &HtpasswdConfig) -> Result<Authenticator, HtpasswdError> {
-        let text = std::fs::read_to_string(&cfg.path).map_err(|e| HtpasswdError::Read(cfg.path.clone(), e))?;
         let stamp = file_stamp(&cfg.path);
-        let map = parse_htpasswd(&cfg.path, &text)?;
+        let map = htpasswd::read(&cfg.path)?;
         let mut cache_key = [0u8; 32];
         cache_key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
         cache_key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
@@ -142,10 +94,7 @@ impl Authenticator {
         if !force && stamp == current {
             return false;
         }
-        let loaded = std::fs::read_to_string(&self.path)
-            .map_err(|e| HtpasswdError::Read(self.path.clone(), e))
-            .and_then(|text| parse_htpasswd(&self.path, &text));
-        match loaded {
+        match htpasswd::read(&self.path) {
             Ok(map) => {
                 log::info!("htpasswd file {} reloaded: {} user(s)", self.path.display(), map.len());
                 if let Ok(mut users) = self.users.write() {
@@ -289,21 +238,8 @@ mod tests {
     }
 
     #[test]
-    fn htpasswd_lines() {
-        let p = Path::new("/x");
-        let ok = "# comment\n\nalice:$2y$05$abcdefghijklmnopqrstuu5Xb4Y4c.5g0gF7oPz7o8zQH3uJZk2Ue\n";
-        assert!(parse_htpasswd(p, ok).unwrap().contains_key("alice"));
-        match parse_htpasswd(p, "a:$2y$05$abcdefghijklmnopqrstuu5Xb4Y4c.5g0gF7oPz7o8zQH3uJZk2Ue\nbob:$apr1$x$y\n") {
-            Err(HtpasswdError::Line { line: 2, .. }) => {}
-            other => panic!("{other:?}"),
-        }
-        assert!(parse_htpasswd(p, "carol:{SHA}abc=\n").is_err());
-        assert!(parse_htpasswd(p, "nocolon\n").is_err());
-    }
-
-    #[test]
     fn dummy_hash_is_valid_bcrypt() {
-        assert!(is_bcrypt(DUMMY_HASH));
+        assert!(htpasswd::is_bcrypt(DUMMY_HASH));
         assert_eq!(bcrypt::verify("x", DUMMY_HASH).ok(), Some(false));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use http::{HeaderName, HeaderValue};
 
 use super::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Config, LiveSettings, Reload};
 use crate::core::access::Policy;
 use crate::core::policy::{AlgorithmSet, RegistryPolicy};
 use crate::core::Algorithm;
@@ -50,29 +50,28 @@ fn accepted_algorithms(config: &Config) -> AlgorithmSet {
 }
 
 impl Settings {
-    fn from_config(config: &Config, authenticated: bool) -> Settings {
-        let extra_headers = config
+    /// The `live` settings on a registry that accepts `algorithms` (which needs a restart to
+    /// change: `storage.digests.blake3`).
+    fn new(live: &LiveSettings, algorithms: AlgorithmSet, authenticated: bool) -> Settings {
+        let extra_headers = live
             .headers
             .iter()
             .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
             .collect();
-        let access = match (authenticated, &config.access) {
+        let access = match (authenticated, &live.access) {
             (false, _) => Policy::Open,
             (true, None) => Policy::AuthenticatedOnly,
             (true, Some(rules)) => Policy::Rules(rules.clone()),
         };
-        let policy = RegistryPolicy {
-            delete: config.delete_enabled,
-            read_only: config.read_only,
-            algorithms: accepted_algorithms(config),
-        };
-        Settings { access, policy, extra_headers, access_log: config.access_log }
+        let policy = RegistryPolicy { delete: live.delete_enabled, read_only: live.read_only, algorithms };
+        Settings { access, policy, extra_headers, access_log: live.access_log }
     }
 }
 
 impl State {
     pub fn new(store: Arc<Store>, config: Config, auth: Option<Arc<Authenticator>>) -> State {
-        let settings = RwLock::new(Arc::new(Settings::from_config(&config, auth.is_some())));
+        let settings =
+            RwLock::new(Arc::new(Settings::new(&config.live_settings(), accepted_algorithms(&config), auth.is_some())));
         State { store, config, auth, settings, accepted: AtomicU64::new(0) }
     }
 
@@ -81,32 +80,16 @@ impl State {
         self.settings.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Applies a re-read configuration: access rules, headers, read-only mode, access log,
-    /// log level and deletion take effect now; anything else that changed is reported, since it
-    /// needs a restart.
+    /// Applies a re-read configuration: its live settings (see [`Reload::plan`]) take effect
+    /// now; the keys of anything else that changed are returned, since they need a restart.
     pub fn reconfigure(&self, new: &Config) -> Vec<String> {
-        let old = &self.config;
-        let mut restart = Vec::new();
-        let mut check = |changed: bool, key: &str| {
-            if changed {
-                restart.push(key.to_string());
-            }
-        };
-        check(new.addr != old.addr, "http.addr");
-        check(new.root != old.root, "storage.filesystem.rootdirectory");
-        check(new.prefix != old.prefix, "http.prefix");
-        check(new.host != old.host || new.relative_urls != old.relative_urls, "http.host/http.relativeurls");
-        check(new.tls != old.tls, "http.tls");
-        check(new.htpasswd != old.htpasswd, "auth.htpasswd");
-        check(new.idle_timeout != old.idle_timeout, "http.idletimeout");
-        check(new.blake3 != old.blake3, "storage.digests.blake3");
-        if new.access.is_some() && self.auth.is_none() {
+        let Reload { live, restart_needed } = Reload::plan(&self.config, new);
+        let mut restart: Vec<String> = restart_needed.into_iter().map(String::from).collect();
+        if live.access.is_some() && self.auth.is_none() {
             restart.push(String::from("access (needs auth.htpasswd, which needs a restart)"));
         }
-        log::set_max_level(new.log_level);
-        let mut settings = Settings::from_config(new, self.auth.is_some());
-        // The accepted algorithms need a restart (storage.digests.blake3 above).
-        settings.policy.algorithms = accepted_algorithms(old);
+        log::set_max_level(live.log_level);
+        let settings = Settings::new(&live, accepted_algorithms(&self.config), self.auth.is_some());
         if let Ok(mut s) = self.settings.write() {
             *s = Arc::new(settings);
         }

@@ -1,0 +1,265 @@
+//! Configuration: a subset of CNCF Distribution's `config.yml`, the `REGISTRY_*` environment
+//! overrides, and embedded defaults (listen on `:5000`, data in `./pier-data`).
+//!
+//! - `tree`: the file parsed by `yaml-rust2`, the environment merged in, and the serde
+//!   deserializer that applies Distribution's leniencies and reports unknown keys.
+//! - `schema`: the typed sections of `config.yml` and their resolution into [`Config`].
+//! - `reload`: which settings a SIGHUP applies live and which wait for a restart.
+//!
+//! Every key in the file or the environment is either understood, reported as a Distribution
+//! key that pier does not use, or reported as unknown (named by its dotted key or by its
+//! variable); a value of the wrong kind is an error naming its key. What the file holds beyond
+//! that (further YAML documents, a key repeated in another case, a header HTTP does not allow)
+//! is warned about: nothing is dropped silently. An empty value (`~`) leaves the default.
+//! `REGISTRY_*` variables that are not UTF-8 are errors; other variables are not looked at.
+
+mod reload;
+mod schema;
+mod tree;
+
+use std::cell::RefCell;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use yaml_rust2::YamlLoader;
+
+use crate::core::access::AccessRule;
+pub use reload::{LiveSettings, Reload};
+use tree::{KeyError, Node, NodeDeserializer, Origins};
+
+/// The settings pier runs with, resolved from the file, the environment and the defaults.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `storage.filesystem.rootdirectory`
+    pub root: PathBuf,
+    /// `storage.delete.enabled`
+    pub delete_enabled: bool,
+    /// `http.addr`, e.g. `:5000` or `127.0.0.1:0`
+    pub addr: String,
+    /// `http.prefix` normalised to `""` or `/something` (no trailing slash).
+    pub prefix: String,
+    /// `http.host`: the external URL base for `Location` headers, e.g. `https://reg.example`.
+    pub host: Option<String>,
+    /// `http.relativeurls`
+    pub relative_urls: bool,
+    /// `http.headers`: added to every response.
+    pub headers: Vec<(String, String)>,
+    /// `log.level`
+    pub log_level: log::LevelFilter,
+    /// `log.accesslog.disabled` (inverted): one log line per request.
+    pub access_log: bool,
+    /// `log.formatter`: `text` (default) or `json`, for stderr (the journal gets fields).
+    pub log_format: crate::logging::Format,
+    /// `http.draintimeout`: how long in-flight requests may run after SIGTERM.
+    pub drain_timeout: Duration,
+    /// `http.idletimeout` (pier): a connection with no bytes moving for this long is closed.
+    /// Never a cap on total request time.
+    pub idle_timeout: Duration,
+    /// `storage.digests.blake3` (pier): accept `blake3:` digests (image-spec main only).
+    pub blake3: bool,
+    /// `storage.maintenance.uploadpurging`: purge uploads idle longer than `age`, every
+    /// `interval` (`None` when disabled).
+    pub upload_purging: Option<UploadPurging>,
+    /// `auth.htpasswd`: basic authentication against an htpasswd file of bcrypt entries.
+    pub htpasswd: Option<HtpasswdConfig>,
+    /// `access` (pier): rules granting pull/push/delete per user and repository glob.
+    pub access: Option<Vec<AccessRule>>,
+    /// `http.tls`: serve HTTPS with these PEM files.
+    pub tls: Option<TlsConfig>,
+    /// `storage.maintenance.readonly.enabled`: refuse every write.
+    pub read_only: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("./pier-data"),
+            delete_enabled: false,
+            addr: String::from(":5000"),
+            prefix: String::new(),
+            host: None,
+            relative_urls: false,
+            headers: Vec::new(),
+            log_level: log::LevelFilter::Info,
+            access_log: true,
+            log_format: crate::logging::Format::Text,
+            drain_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            blake3: false,
+            upload_purging: Some(DEFAULT_UPLOAD_PURGING),
+            htpasswd: None,
+            access: None,
+            tls: None,
+            read_only: false,
+        }
+    }
+}
+
+/// When abandoned uploads are removed (Distribution's `storage.maintenance.uploadpurging`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadPurging {
+    pub age: Duration,
+    pub interval: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HtpasswdConfig {
+    pub realm: String,
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    /// CA certificates that client certificates must chain to (mTLS); empty = no client auth.
+    pub client_cas: Vec<PathBuf>,
+}
+
+/// Distribution's defaults: uploads older than a week, checked daily.
+pub const DEFAULT_UPLOAD_PURGING: UploadPurging =
+    UploadPurging { age: Duration::from_secs(168 * 3600), interval: Duration::from_secs(24 * 3600) };
+
+/// A loaded configuration and what loading it found worth a warning (to be logged once logging
+/// is up).
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// YAML syntax error with 1-based line and column.
+    #[error("config is not valid YAML at line {line}, column {column}: {message}")]
+    Syntax { line: usize, column: usize, message: String },
+    /// A known key with a value of the wrong kind, from the file or from `variable`.
+    #[error("{}config key {key}: {message}", variable.as_ref().map(|v| format!("environment variable {v}, ")).unwrap_or_default())]
+    Value { key: String, variable: Option<String>, message: String },
+    /// A `REGISTRY_*` variable whose name or value is not UTF-8 (shown with replacement
+    /// characters).
+    #[error("environment variable {name} is not valid UTF-8")]
+    NotUtf8 { name: String },
+}
+
+/// The prefix of Distribution's environment overrides.
+const ENV_PREFIX: &str = "REGISTRY_";
+
+impl Config {
+    /// Loads `path` (or the embedded defaults when `None`), then applies `REGISTRY_*` overrides
+    /// from `env` (e.g. `std::env::vars_os()`).
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Loaded, ConfigError> {
+        let text = match path {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?,
+            ),
+            None => None,
+        };
+        Config::from_sources(text.as_deref(), env)
+    }
+
+    /// [`Config::load`] with the file's text already read.
+    pub fn from_sources(
+        yaml: Option<&str>,
+        env: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Loaded, ConfigError> {
+        let mut warnings = Vec::new();
+        let file = match yaml {
+            Some(text) => Some(parse_yaml(text, &mut warnings)?),
+            None => None,
+        };
+        let overrides = env_overrides(env)?;
+        let mut merged = file.clone().unwrap_or(Node::Map(Vec::new()));
+        for (path, _, value) in &overrides {
+            merged.merge(Node::at_path(path, Node::Str(value.clone())));
+        }
+        let env: Vec<(String, String)> = overrides.into_iter().map(|(path, var, _)| (path, var)).collect();
+        let origins = Origins { file: file.as_ref(), env: &env, warnings: RefCell::new(Vec::new()) };
+        let blame = |e: KeyError| {
+            let variable = origins.variable_for(&e.key).map(str::to_string);
+            let key = if e.key.is_empty() { String::from("(top level)") } else { e.key };
+            ConfigError::Value { key, variable, message: e.message }
+        };
+        let document =
+            serde::Deserialize::deserialize(NodeDeserializer { node: &merged, path: String::new(), origins: &origins })
+                .map_err(blame)?;
+        warnings.append(&mut origins.warnings.borrow_mut());
+        let config = schema::Document::resolve(document, &mut warnings).map_err(blame)?;
+        config.validate()?;
+        Ok(Loaded { config, warnings })
+    }
+
+    /// Cross-key checks, after every source has been applied.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let missing = |key: &str, why: &str| {
+            Err(ConfigError::Value { key: key.to_string(), variable: None, message: why.to_string() })
+        };
+        if let Some(h) = &self.htpasswd {
+            if h.path.as_os_str().is_empty() {
+                return missing("auth.htpasswd.path", "is required with htpasswd authentication");
+            }
+        }
+        if self.access.is_some() && self.htpasswd.is_none() {
+            return missing("access", "needs authentication (auth.htpasswd) to be configured");
+        }
+        if let Some(t) = &self.tls {
+            if t.certificate.as_os_str().is_empty() || t.key.as_os_str().is_empty() {
+                return missing("http.tls", "needs both certificate and key");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses the file's text into a tree (an empty file is an empty mapping).
+fn parse_yaml(text: &str, warnings: &mut Vec<String>) -> Result<Node, ConfigError> {
+    let docs = YamlLoader::load_from_str(text).map_err(|e| ConfigError::Syntax {
+        line: e.marker().line(),
+        column: e.marker().col() + 1,
+        message: e.info().to_string(),
+    })?;
+    if docs.len() > 1 {
+        warnings.push(format!("the config file holds {} YAML documents; only the first is used", docs.len()));
+    }
+    Ok(match docs.first() {
+        None => Node::Map(Vec::new()),
+        Some(doc) => match Node::from_yaml(doc, "", warnings) {
+            Node::Null => Node::Map(Vec::new()),
+            node => node,
+        },
+    })
+}
+
+/// The `REGISTRY_*` variables as `(dotted key, variable, value)`, sorted by name so that a
+/// section (`REGISTRY_AUTH`) is applied before the keys inside it (`REGISTRY_AUTH_HTPASSWD_PATH`).
+fn env_overrides(
+    env: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<Vec<(String, String, String)>, ConfigError> {
+    let mut overrides = Vec::new();
+    for (name, value) in env {
+        if !name.as_bytes().starts_with(ENV_PREFIX.as_bytes()) {
+            continue;
+        }
+        let name = name.into_string().map_err(|n| ConfigError::NotUtf8 { name: n.to_string_lossy().into_owned() })?;
+        let value = value.into_string().map_err(|_| ConfigError::NotUtf8 { name: name.clone() })?;
+        let key = name[ENV_PREFIX.len()..].to_ascii_lowercase().replace('_', ".");
+        overrides.push((key, name, value));
+    }
+    overrides.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(overrides)
+}
+
+#[cfg(test)]
+mod tests;
