@@ -57,7 +57,7 @@ impl AccessRule {
 
 /// The access policy of the registry.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Policy {
+pub enum AccessPolicy {
     /// No authentication configured: everything is allowed.
     Open,
     /// Authentication without an `access` section: any authenticated user may do anything;
@@ -66,21 +66,21 @@ pub enum Policy {
     Rules(Vec<AccessRule>),
 }
 
-impl Policy {
+impl AccessPolicy {
     pub fn allows(&self, who: &Identity, action: Action, repo: &str) -> bool {
         match self {
-            Policy::Open => true,
-            Policy::AuthenticatedOnly => matches!(who, Identity::User(_)),
-            Policy::Rules(rules) => rules.iter().any(|r| r.grants(who, action, repo)),
+            AccessPolicy::Open => true,
+            AccessPolicy::AuthenticatedOnly => matches!(who, Identity::User(_)),
+            AccessPolicy::Rules(rules) => rules.iter().any(|r| r.grants(who, action, repo)),
         }
     }
 
     /// Whether `who` may pull anything at all (decides between a filtered catalog and 401).
     pub fn may_pull_somewhere(&self, who: &Identity) -> bool {
         match self {
-            Policy::Open => true,
-            Policy::AuthenticatedOnly => matches!(who, Identity::User(_)),
-            Policy::Rules(rules) => rules.iter().any(|r| r.applies_to(who) && r.actions.contains(&Action::Pull)),
+            AccessPolicy::Open => true,
+            AccessPolicy::AuthenticatedOnly => matches!(who, Identity::User(_)),
+            AccessPolicy::Rules(rules) => rules.iter().any(|r| r.applies_to(who) && r.actions.contains(&Action::Pull)),
         }
     }
 }
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn policies() {
-        let rules = Policy::Rules(vec![
+        let rules = AccessPolicy::Rules(vec![
             AccessRule {
                 user: "anonymous".to_string(),
                 repos: vec!["public/*".to_string()],
@@ -158,8 +158,8 @@ mod tests {
         assert!(rules.allows(&bob, Action::Pull, "shared"));
         assert!(!rules.allows(&bob, Action::Pull, "apps/web"));
         assert!(rules.may_pull_somewhere(&anon));
-        assert!(!Policy::AuthenticatedOnly.may_pull_somewhere(&anon));
-        assert!(Policy::AuthenticatedOnly.allows(&bob, Action::Delete, "x"));
-        assert!(Policy::Open.allows(&anon, Action::Delete, "x"));
+        assert!(!AccessPolicy::AuthenticatedOnly.may_pull_somewhere(&anon));
+        assert!(AccessPolicy::AuthenticatedOnly.allows(&bob, Action::Delete, "x"));
+        assert!(AccessPolicy::Open.allows(&anon, Action::Delete, "x"));
     }
 }

@@ -9,7 +9,7 @@ use super::authn::unauthorized;
 use super::error::HttpError;
 use super::router::Route;
 use super::settings::State;
-use crate::core::access::{Action, Identity, Policy};
+use crate::core::access::{AccessPolicy, Action, Identity};
 use crate::core::ErrorCode;
 
 /// What a route requires of the caller.
@@ -46,7 +46,7 @@ pub fn requirement<'r>(route: &Route<'r>, method: &Method) -> Requirement<'r> {
 /// Checks that `identity` may send `method` to `route` under the access rules `access`.
 pub fn authorize(
     state: &State,
-    access: &Policy,
+    access: &AccessPolicy,
     route: &Route<'_>,
     method: &Method,
     identity: &Identity,

@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::auth::Authenticator;
 use crate::config::{Config, LiveSettings, Reload};
-use crate::core::access::Policy;
+use crate::core::access::AccessPolicy;
 use crate::core::policy::{AlgorithmSet, RegistryPolicy};
 use crate::core::Algorithm;
 use crate::store::Store;
@@ -33,7 +33,7 @@ pub struct State {
 /// The part of the configuration that SIGHUP reloads.
 pub struct Settings {
     /// Who may do what (access rules).
-    pub access: Policy,
+    pub access: AccessPolicy,
     /// What the registry does at all: deletion, read-only mode, digest algorithms.
     pub policy: RegistryPolicy,
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
@@ -59,9 +59,9 @@ impl Settings {
             .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
             .collect();
         let access = match (authenticated, &live.access) {
-            (false, _) => Policy::Open,
-            (true, None) => Policy::AuthenticatedOnly,
-            (true, Some(rules)) => Policy::Rules(rules.clone()),
+            (false, _) => AccessPolicy::Open,
+            (true, None) => AccessPolicy::AuthenticatedOnly,
+            (true, Some(rules)) => AccessPolicy::Rules(rules.clone()),
         };
         let policy = RegistryPolicy { delete: live.delete_enabled, read_only: live.read_only, algorithms };
         Settings { access, policy, extra_headers, access_log: live.access_log }
