@@ -53,8 +53,9 @@ pub fn route(path: &str) -> Route<'_> {
     let Some((name, kind)) = head.rsplit_once('/') else { return Route::NotFound };
     match kind {
         "manifests" => Route::Manifest(name, last),
-        // Digests contain ':'; upload ids never do.
-        "blobs" if last.contains(':') => Route::Blob(name, last),
+        // `<name>/blobs/uploads` was taken above, so anything else after `blobs/` is meant as a
+        // digest (a malformed one is the handler's DIGEST_INVALID, not a missing endpoint).
+        "blobs" => Route::Blob(name, last),
         "uploads" => match name.strip_suffix("/blobs") {
             Some(name) => Route::Upload(name, last),
             None => Route::NotFound,
@@ -85,6 +86,7 @@ mod tests {
         assert_eq!(route("/v3/"), Route::NotFound);
         assert_eq!(route("/v2/a"), Route::NotFound);
         assert_eq!(route("/v2/a/foo/bar"), Route::NotFound);
+        assert_eq!(route("/v2/a/blobs/sha256abc"), Route::Blob("a", "sha256abc"));
     }
 
     #[test]
