@@ -51,6 +51,21 @@ struct SessionState {
     closed: bool,
 }
 
+impl SessionState {
+    /// The hash of the bytes so far, re-reading the file if it is not known (after a restart or
+    /// an I/O error); `offset` then becomes the file's length.
+    fn take_hasher(&mut self, path: &Path) -> Result<Hasher> {
+        match self.hasher.take() {
+            Some(h) => Ok(h),
+            None => {
+                let (hasher, len) = hash_file(path, self.algorithm)?;
+                self.offset = len;
+                Ok(hasher)
+            }
+        }
+    }
+}
+
 /// Exclusive use of a live session, held by one request.
 pub struct SessionClaim(OwnedMutexGuard<SessionState>);
 
@@ -106,7 +121,8 @@ pub struct ChunkAppend<'c> {
     path: PathBuf,
     disk: Disk,
     writer: UploadWriter,
-    hasher: Option<Hasher>,
+    /// Fed every byte written; back in the session when the chunk ends whole.
+    hasher: Hasher,
     /// The session's length when the chunk started.
     start: u64,
     /// The chunk's declared length (`Content-Range`), if any.
@@ -123,9 +139,7 @@ impl ChunkAppend<'_> {
             return false;
         }
         for chunk in batch {
-            if let Some(h) = self.hasher.as_mut() {
-                h.update(&chunk);
-            }
+            self.hasher.update(&chunk);
             self.received += chunk.len() as u64;
             if let Err(e) = self.writer.push(chunk) {
                 self.failed = Some(e);
@@ -166,7 +180,7 @@ impl ChunkAppend<'_> {
                 }
             }
             (Ok(()), _) => {
-                state.hasher = hasher;
+                state.hasher = Some(hasher);
                 state.offset = start + received;
                 Ok(state.offset)
             }
@@ -271,14 +285,14 @@ impl Store {
             return Err(StoreError::ChunkOutOfOrder { start, offset: state.offset });
         }
         let path = self.paths.upload(&state.id);
-        if state.hasher.is_none() {
-            let (hasher, len) = hash_file(&path, state.algorithm)?;
-            state.hasher = Some(hasher);
-            state.offset = len;
-        }
-        let writer = UploadWriter::new(self.disk.clone(), &path, state.offset, announced)?;
-        // The hasher travels with the chunk; it comes back in `finish` if every byte is accounted for.
-        let hasher = state.hasher.take();
+        let hasher = state.take_hasher(&path)?;
+        let writer = match UploadWriter::new(self.disk.clone(), &path, state.offset, announced) {
+            Ok(w) => w,
+            Err(e) => {
+                state.hasher = Some(hasher);
+                return Err(e);
+            }
+        };
         let start = state.offset;
         Ok(ChunkAppend {
             claim,
@@ -299,15 +313,10 @@ impl Store {
         let path = self.paths.upload(&claim.0.id);
         let state = &mut *claim.0;
         let actual = if expected.algorithm() == state.algorithm {
-            if state.hasher.is_none() {
-                let (hasher, len) = hash_file(&path, state.algorithm)?;
-                state.hasher = Some(hasher);
-                state.offset = len;
-            }
-            match &state.hasher {
-                Some(h) => h.clone().finish(),
-                None => hash_file(&path, state.algorithm)?.0.finish(),
-            }
+            let hasher = state.take_hasher(&path)?;
+            let digest = hasher.clone().finish();
+            state.hasher = Some(hasher);
+            digest
         } else {
             hash_file(&path, expected.algorithm())?.0.finish()
         };
