@@ -46,6 +46,7 @@ pub fn run(args: &[OsString]) -> i32 {
         log::warn!("{w}");
     }
     let notifier = Arc::new(Notifier::from_env());
+    raise_open_files_limit();
     notifier.status("opening the data directory and recovering from any interruption");
     let store = match Store::open(&config.root) {
         Ok(s) => s,
@@ -197,6 +198,24 @@ fn config_path(args: &[OsString]) -> Result<Option<PathBuf>, String> {
         }
     }
     Ok(path)
+}
+
+/// Raises the soft limit of open files to the hard limit, as Go servers do. Every connection is
+/// a descriptor, and a shell's soft limit (often 1024) would lock every client out long before
+/// memory runs short, while the hard limit (524288 on systemd hosts) is there for the asking.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+    /// Linux's default `fs.nr_open`: the most a process may have, whatever the hard limit says.
+    const NR_OPEN: nix::libc::rlim_t = 1 << 20;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    let target = if hard == RLIM_INFINITY { NR_OPEN } else { hard };
+    if soft >= target {
+        return;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+        Ok(()) => log::info!("open files limit raised from {soft} to {target}"),
+        Err(e) => log::warn!("open files limit stays at {soft} (hard limit {hard}): {e}"),
+    }
 }
 
 /// Purges abandoned uploads at start and then every `interval`.

@@ -23,7 +23,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use yaml_rust2::YamlLoader;
+use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::core::access::AccessRule;
 pub use reload::{LiveSettings, Reload};
@@ -148,6 +148,11 @@ pub enum ConfigError {
     /// characters).
     #[error("environment variable {name} is not valid UTF-8")]
     NotUtf8 { name: String },
+    /// The file is not a configuration at all (empty, not text, not a mapping, no `version`):
+    /// what a file being rewritten holds after a power loss. Starting on defaults would serve the
+    /// data directory without authentication, so pier refuses.
+    #[error("config file {} {why}; refusing to start on defaults (a config.yml is a YAML mapping that starts with `version: 0.1`)", path.display())]
+    NotAConfig { path: PathBuf, why: &'static str },
 }
 
 /// The prefix of Distribution's environment overrides.
@@ -160,14 +165,17 @@ impl Config {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (OsString, OsString)>,
     ) -> Result<Loaded, ConfigError> {
-        let text = match path {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?,
-            ),
-            None => None,
-        };
-        Config::from_sources(text.as_deref(), env)
+        let Some(path) = path else { return Config::from_sources(None, env) };
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let not_a_config = |why| ConfigError::NotAConfig { path: path.to_path_buf(), why };
+        if bytes.contains(&0) {
+            return Err(not_a_config("holds NUL bytes"));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| not_a_config("is not UTF-8 text"))?;
+        // Values first (their errors name the key), then the shape of the whole file.
+        let loaded = Config::from_sources(Some(&text), env)?;
+        document_shape(&text).map_err(not_a_config)?;
+        Ok(loaded)
     }
 
     /// [`Config::load`] with the file's text already read.
@@ -240,6 +248,25 @@ fn parse_yaml(text: &str, warnings: &mut Vec<String>) -> Result<Node, ConfigErro
             node => node,
         },
     })
+}
+
+/// Why `text` is not a configuration file, if it is not: it must be a YAML mapping with a
+/// `version` key, as Distribution requires (an empty file, or one of comments only, is not).
+fn document_shape(text: &str) -> Result<(), &'static str> {
+    let docs = YamlLoader::load_from_str(text).map_err(|_| "is not valid YAML")?;
+    match docs.first() {
+        None | Some(Yaml::Null) => Err("is empty"),
+        Some(Yaml::Hash(map)) if map.is_empty() => Err("is empty"),
+        Some(Yaml::Hash(map)) => {
+            let has_version = map.keys().any(|k| matches!(k, Yaml::String(s) if s.eq_ignore_ascii_case("version")));
+            if has_version {
+                Ok(())
+            } else {
+                Err("has no `version` key")
+            }
+        }
+        Some(_) => Err("is not a mapping of keys to values"),
+    }
 }
 
 /// The `REGISTRY_*` variables as `(dotted key, variable, value)`, sorted by name so that a

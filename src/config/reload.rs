@@ -3,6 +3,11 @@
 //! [`Reload::plan`] destructures the whole [`Config`] without `..`: a field added to `Config`
 //! does not compile until it is classified here, either live (copied into [`LiveSettings`],
 //! which is all a reload applies) or restart-only (named by its key when it changed).
+//!
+//! Authentication and authorization change together or not at all: while a change of
+//! `auth.htpasswd` waits for a restart, so does a change of `access`; and a reload never removes
+//! the `access` rules while authentication stays (that would let every authenticated user push
+//! and delete everywhere): such a change is refused and the running rules stay.
 
 use super::Config;
 use crate::core::access::AccessRule;
@@ -31,11 +36,14 @@ pub struct Reload {
     pub live: LiveSettings,
     /// Keys whose new values wait for a restart, in a fixed order.
     pub restart_needed: Vec<&'static str>,
+    /// Changes refused outright (they would weaken access), with the reason.
+    pub refused: Vec<&'static str>,
 }
 
 impl Reload {
-    /// Classifies every field of `new` against `running`.
-    pub fn plan(running: &Config, new: &Config) -> Reload {
+    /// Classifies every field of `new` against `running` (the configuration pier started with);
+    /// `applied_access` are the access rules in force now (a reload may have changed them).
+    pub fn plan(running: &Config, applied_access: &Option<Vec<AccessRule>>, new: &Config) -> Reload {
         let Config {
             root,
             delete_enabled,
@@ -79,9 +87,23 @@ impl Reload {
         restart_only("http.draintimeout", *drain_timeout != running.drain_timeout);
         restart_only("log.formatter", *log_format != running.log_format);
         restart_only("storage.maintenance.uploadpurging", *upload_purging != running.upload_purging);
+        let mut refused = Vec::new();
+        let access = if access == applied_access {
+            access.clone()
+        } else if *htpasswd != running.htpasswd {
+            restart_needed.push("access (changes together with auth.htpasswd)");
+            applied_access.clone()
+        } else if access.is_none() {
+            refused.push(
+                "removing the access rules while authentication stays would let every authenticated user push and delete everywhere; the running rules stay (restart to remove them)",
+            );
+            applied_access.clone()
+        } else {
+            access.clone()
+        };
         Reload {
             live: LiveSettings {
-                access: access.clone(),
+                access,
                 headers: headers.clone(),
                 read_only: *read_only,
                 access_log: *access_log,
@@ -89,6 +111,7 @@ impl Reload {
                 delete_enabled: *delete_enabled,
             },
             restart_needed,
+            refused,
         }
     }
 }
@@ -96,6 +119,6 @@ impl Reload {
 impl Config {
     /// The live part of this configuration (what a reload would apply).
     pub fn live_settings(&self) -> LiveSettings {
-        Reload::plan(self, self).live
+        Reload::plan(self, &self.access, self).live
     }
 }

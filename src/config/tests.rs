@@ -371,13 +371,13 @@ mod reload {
 
     fn changed(key: &str, value: &str) -> Reload {
         let new = yaml(&nested_yaml(key, value)).unwrap().config;
-        Reload::plan(&Config::default(), &new)
+        Reload::plan(&Config::default(), &None, &new)
     }
 
     #[test]
     fn nothing_changed_nothing_to_restart() {
         let c = Config::default();
-        let plan = Reload::plan(&c, &c.clone());
+        let plan = Reload::plan(&c, &None, &c.clone());
         assert!(plan.restart_needed.is_empty());
         assert_eq!(plan.live, c.live_settings());
     }
@@ -402,10 +402,10 @@ mod reload {
             assert_eq!(plan.live, Config::default().live_settings(), "{key} is not live");
         }
         let tls = "http:\n  tls:\n    certificate: /c\n    key: /k\n";
-        let plan = Reload::plan(&Config::default(), &yaml(tls).unwrap().config);
+        let plan = Reload::plan(&Config::default(), &None, &yaml(tls).unwrap().config);
         assert_eq!(plan.restart_needed, ["http.tls"]);
         let auth = "auth:\n  htpasswd:\n    path: /h\n";
-        let plan = Reload::plan(&Config::default(), &yaml(auth).unwrap().config);
+        let plan = Reload::plan(&Config::default(), &None, &yaml(auth).unwrap().config);
         assert_eq!(plan.restart_needed, ["auth.htpasswd"]);
     }
 
@@ -413,7 +413,7 @@ mod reload {
     fn live_keys_apply_without_restart() {
         let text = "storage:\n  delete:\n    enabled: true\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  headers:\n    X-A: [b]\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n";
         let new = yaml(text).unwrap().config;
-        let plan = Reload::plan(&Config::default(), &new);
+        let plan = Reload::plan(&Config::default(), &None, &new);
         assert!(plan.restart_needed.is_empty(), "{:?}", plan.restart_needed);
         assert_eq!(
             plan.live,
@@ -430,8 +430,41 @@ mod reload {
         let auth = "auth:\n  htpasswd:\n    path: /h\n";
         let running = yaml(auth).unwrap().config;
         let new = yaml(&format!("{auth}access:\n  - {{user: a, repos: '*', actions: pull}}\n")).unwrap().config;
-        let plan = Reload::plan(&running, &new);
+        let plan = Reload::plan(&running, &None, &new);
         assert!(plan.restart_needed.is_empty(), "{:?}", plan.restart_needed);
+        assert!(plan.refused.is_empty(), "{:?}", plan.refused);
         assert_eq!(plan.live.access.map(|r| r.len()), Some(1));
+    }
+
+    /// Authentication and authorization change together or not at all.
+    #[test]
+    fn access_waits_for_a_change_of_authentication_and_is_never_removed_by_a_reload() {
+        let auth = "auth:\n  htpasswd:\n    path: /h\n";
+        let rules = |actions: &str| format!("access:\n  - {{user: a, repos: '*', actions: [{actions}]}}\n");
+        let running = yaml(&format!("{auth}{}", rules("pull"))).unwrap().config;
+        let applied = running.access.clone();
+        // New rules with the same authentication: applied.
+        let plan = Reload::plan(&running, &applied, &yaml(&format!("{auth}{}", rules("pull, push"))).unwrap().config);
+        assert_eq!(plan.live.access.as_ref().map(|r| r[0].actions.len()), Some(2));
+        assert!(plan.restart_needed.is_empty() && plan.refused.is_empty(), "{plan:?}");
+        // New rules with another users file: both wait for the restart.
+        let other = "auth:\n  htpasswd:\n    path: /other\n";
+        let plan = Reload::plan(&running, &applied, &yaml(&format!("{other}{}", rules("pull, push"))).unwrap().config);
+        assert_eq!(plan.live.access, applied);
+        assert_eq!(plan.restart_needed, ["auth.htpasswd", "access (changes together with auth.htpasswd)"]);
+        // No auth and no access at all (an emptied file): the rules stay.
+        let plan = Reload::plan(&running, &applied, &Config::default());
+        assert_eq!(plan.live.access, applied);
+        assert!(plan.restart_needed.contains(&"access (changes together with auth.htpasswd)"), "{plan:?}");
+        // The access section removed, authentication kept: refused, the rules stay.
+        let plan = Reload::plan(&running, &applied, &yaml(auth).unwrap().config);
+        assert_eq!(plan.live.access, applied);
+        assert_eq!(plan.refused.len(), 1, "{plan:?}");
+        // What an earlier reload applied is what counts, not the start-up file.
+        let reloaded = yaml(&format!("{auth}{}", rules("pull, push, delete"))).unwrap().config.access;
+        let plan =
+            Reload::plan(&running, &reloaded, &yaml(&format!("{auth}{}", rules("pull, push, delete"))).unwrap().config);
+        assert!(plan.restart_needed.is_empty() && plan.refused.is_empty(), "{plan:?}");
+        assert_eq!(plan.live.access, reloaded);
     }
 }

@@ -67,6 +67,14 @@ pub enum AccessPolicy {
 }
 
 impl AccessPolicy {
+    /// The configured `access` rules, if the policy is made of them.
+    pub fn rules(&self) -> Option<&[AccessRule]> {
+        match self {
+            AccessPolicy::Rules(rules) => Some(rules),
+            AccessPolicy::Open | AccessPolicy::AuthenticatedOnly => None,
+        }
+    }
+
     pub fn allows(&self, who: &Identity, action: Action, repo: &str) -> bool {
         match self {
             AccessPolicy::Open => true,

@@ -83,7 +83,11 @@ impl State {
     /// Applies a re-read configuration: its live settings (see [`Reload::plan`]) take effect
     /// now; the keys of anything else that changed are returned, since they need a restart.
     pub fn reconfigure(&self, new: &Config) -> Vec<String> {
-        let Reload { live, restart_needed } = Reload::plan(&self.config, new);
+        let applied_access = self.settings().access.rules().map(<[_]>::to_vec);
+        let Reload { live, restart_needed, refused } = Reload::plan(&self.config, &applied_access, new);
+        for why in refused {
+            log::error!("configuration reload: {why}");
+        }
         let mut restart: Vec<String> = restart_needed.into_iter().map(String::from).collect();
         if live.access.is_some() && self.auth.is_none() {
             restart.push(String::from("access (needs auth.htpasswd, which needs a restart)"));

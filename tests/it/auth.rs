@@ -1057,6 +1057,51 @@ fn sighup_reloads_the_password_file() {
     assert!(ok(&p, "alice", &pw("alice")));
 }
 
+/// A reload never opens the registry: a file that is no configuration is not reloaded at all;
+/// the `access` rules are never removed while authentication stays; and authentication and
+/// authorization change together or not at all (a new users file waits for a restart, so do the
+/// rules that come with it). A deliberate change of the rules alone applies at once.
+#[test]
+fn reloads_never_open_the_registry() {
+    let users = Users::new(&["alice", "admin"]);
+    let rules: &[Rule] = &[("alice", &["*"], &["pull"]), ("admin", &["*"], ALL)];
+    let p = start(&users, Some(rules));
+    push_image_as(&p, "admin", "app", "v1", b"layer");
+    let alice_may_push = || call(&p, Some("alice"), "POST", "/v2/app/blobs/uploads/", &[], b"");
+    assert_denied(&alice_may_push(), "POST", "at start");
+    let original = std::fs::read_to_string(&p.config).unwrap();
+    let rules_yaml = access_yaml(rules);
+    assert!(original.contains(&rules_yaml), "{original}");
+    let reload = |text: &[u8], logged: &str, n: usize| {
+        std::fs::write(&p.config, text).unwrap();
+        p.signal("HUP");
+        p.wait_log_count(logged, n, Duration::from_secs(10));
+    };
+
+    // An emptied file, a file of NUL bytes: nothing is reloaded.
+    for (i, text) in [Vec::new(), vec![0u8; 4096]].iter().enumerate() {
+        reload(text, "configuration not reloaded, keeping the running one", i + 1);
+        assert_unauthorized(&get_as(&p, None, "/v2/"), "GET", "after reloading a broken file");
+        assert_denied(&alice_may_push(), "POST", "after reloading a broken file");
+    }
+    // The access section removed, authentication kept: refused, the running rules stay.
+    reload(original.replace(&rules_yaml, "").as_bytes(), "configuration reloaded", 1);
+    assert!(p.log().contains("removing the access rules"), "{}", p.log_tail());
+    assert_denied(&alice_may_push(), "POST", "after removing the access rules");
+    assert_status(&call(&p, Some("admin"), "POST", "/v2/app/blobs/uploads/", &[], b""), 202, "admin");
+    // Looser rules together with another users file: both wait for a restart.
+    let others = Users::new(&["alice"]);
+    let loose: &[Rule] = &[("alice", &["*"], ALL), ("admin", &["*"], ALL)];
+    let text = original
+        .replace(&users.path.display().to_string(), &others.path.display().to_string())
+        .replace(&rules_yaml, &access_yaml(loose));
+    reload(text.as_bytes(), "access (changes together with auth.htpasswd)", 1);
+    assert_denied(&alice_may_push(), "POST", "after a reload with another users file");
+    // The same looser rules with the running users file: a deliberate change, applied.
+    reload(original.replace(&rules_yaml, &access_yaml(loose)).as_bytes(), "configuration reloaded", 3);
+    assert_status(&alice_may_push(), 202, "after loosening the rules alone");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. Start-up refusals.
 

@@ -265,3 +265,82 @@ fn sighup_reloads_the_configuration() {
     assert!(p.log().contains("http.addr"), "the address change is reported as needing a restart: {}", p.log());
     assert_eq!(p.get("/v2/").status, 200, "still serving on the original address");
 }
+
+/// A config file that is no configuration (what a file being rewritten holds after a power
+/// loss, or a wrong path) stops pier with exit 2 and the reason: starting on the defaults would
+/// serve the data directory without authentication on every interface.
+#[test]
+fn unusable_config_files_refuse_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", vec![], "is empty"),
+        ("NUL bytes", vec![0; 4096], "NUL bytes"),
+        ("NUL bytes after text", b"version: 0.1\n\0\0\0".to_vec(), "NUL bytes"),
+        ("comments only", b"# nothing here\n\n".to_vec(), "is empty"),
+        ("an empty mapping", b"{}\n".to_vec(), "is empty"),
+        ("a scalar", b"hello\n".to_vec(), "expected a mapping"),
+        ("a list", b"- version: 0.1\n".to_vec(), "expected a mapping"),
+        ("no version", b"http:\n  addr: 127.0.0.1:0\n".to_vec(), "no `version` key"),
+        ("not UTF-8", b"version: 0.1\nhttp:\n  addr: \xff\xfe\n".to_vec(), "not UTF-8"),
+    ];
+    for (what, bytes, why) in cases {
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, &bytes).unwrap();
+        let out = output(pier().current_dir(dir.path()).args(["serve", "--config"]).arg(&cfg));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {out:?}");
+        assert!(err.contains(why), "{what}: {err}");
+        assert!(!err.contains("listening on"), "{what}: pier listened:\n{err}");
+    }
+    assert!(!dir.path().join("pier-data").exists(), "a refused start created the default data directory");
+}
+
+/// Non-UTF-8 bytes in the command line or in unrelated environment variables never crash pier
+/// (exit 101 is a Rust panic); a `REGISTRY_*` one is a clear configuration error.
+#[test]
+fn non_utf8_arguments_and_environment() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let garbage = OsStr::from_bytes(b"\xff\xfe-not-utf8");
+    // An argument where a word is expected: a usage error.
+    let out = output(pier().arg("serve").arg(garbage));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = output(pier().arg(garbage));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // A config path is any bytes: here one that does not exist, reported as such.
+    let out = output(pier().args(["serve", "--config"]).arg(garbage));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"), "{out:?}");
+    // A REGISTRY_* variable must be text.
+    let mut p = Pier::new(Options::default());
+    let out = output(p.serve_command().env("REGISTRY_HTTP_ADDR", garbage));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("REGISTRY_HTTP_ADDR"), "{out:?}");
+    // Unrelated ones are none of pier's business, at start and at a reload.
+    let mut cmd = p.serve_command();
+    cmd.env("PIER_TEST_GARBAGE", garbage);
+    p.spawn_cmd(cmd);
+    p.wait_listening(1);
+    assert_eq!(p.get("/v2/").status, 200, "{}", p.log_tail());
+    p.signal("HUP");
+    p.wait_log("configuration reloaded", Duration::from_secs(10));
+    assert_eq!(p.get("/v2/").status, 200, "{}", p.log_tail());
+    p.stop();
+}
+
+/// The soft limit of open files is raised to the hard limit at start (a shell's 1024 would lock
+/// clients out at 1,024 connections).
+#[test]
+fn open_files_limit_is_raised_to_the_hard_limit() {
+    let mut p = Pier::new(Options::default());
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=1024:4096").arg(PIER).arg("serve").arg("--config").arg(&p.config);
+    p.spawn_cmd(cmd);
+    p.wait_listening(1);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.pid())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_string();
+    let numbers: Vec<&str> = line.split_whitespace().filter(|w| w.chars().all(|c| c.is_ascii_digit())).collect();
+    assert_eq!(numbers, ["4096", "4096"], "{line}\n{}", p.log_tail());
+    assert!(p.log().contains("open files limit raised from 1024 to 4096"), "{}", p.log_tail());
+    p.stop();
+}
