@@ -59,7 +59,12 @@ pub fn run(args: &[OsString]) -> i32 {
         None => None,
         Some(h) => match Authenticator::load(h) {
             Ok(a) => {
-                log::info!("htpasswd authentication: {} user(s) from {}", a.user_count(), h.path.display());
+                log::info!(
+                    "htpasswd authentication: {} user(s) from {}; unknown names are checked at bcrypt cost {}",
+                    a.user_count(),
+                    h.path.display(),
+                    a.dummy_cost()
+                );
                 Some(Arc::new(a))
             }
             Err(e) => {

@@ -7,11 +7,18 @@
 //! - bcrypt is deliberately slow (tens of ms, much more on a Raspberry Pi) and clients send
 //!   credentials with every request, so successful verifications are cached for a few minutes,
 //!   keyed by a keyed BLAKE3 hash of user and password (the password itself is never stored).
-//!   The cache is bounded and cleared whenever the file changes.
-//! - Failed attempts are counted per client address (bounded table); past a threshold, further
-//!   failures are answered slowly. Logs name the user and address, never the password.
+//!   The cache is bounded (oldest entry out first) and cleared whenever the file changes.
+//! - Password guessing is bounded *before* bcrypt runs: each attempt that needs bcrypt reserves
+//!   one of `ATTEMPTS_ALLOWED` per client address (an IPv6 client per /64) and window; a success
+//!   gives it back. Past the limit, requests that need bcrypt are refused at once (429 with
+//!   `Retry-After`), however many connections the client opens. The table is bounded (oldest
+//!   window out first). At most one bcrypt runs per core (`bcrypt_slots`).
+//! - An unknown user name is checked against a dummy hash of the cost the file's entries use,
+//!   so the answer's timing does not tell which names exist.
+//! - Logs name the user and address, never the password.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -24,15 +31,16 @@ use crate::htpasswd::{self, HtpasswdError};
 
 /// How long a verified credential is trusted without running bcrypt again.
 const CACHE_TTL: Duration = Duration::from_secs(300);
-/// Most cached credentials (a full cache drops its expired entries, then everything).
+/// Most cached credentials (a full cache drops its oldest entry).
 const CACHE_MAX: usize = 1024;
-/// Failed attempts allowed per address within `FAILURE_WINDOW` before answers slow down.
-const FAILURES_ALLOWED: u32 = 5;
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Delay added to each failed attempt past the threshold.
-pub const FAILURE_DELAY: Duration = Duration::from_secs(1);
-/// Most addresses tracked for failures.
-const FAILURE_TABLE_MAX: usize = 4096;
+/// Failed attempts (each one bcrypt run, or a malformed header) allowed per client address in
+/// `ATTEMPT_WINDOW`.
+pub const ATTEMPTS_ALLOWED: u32 = 10;
+const ATTEMPT_WINDOW: Duration = Duration::from_secs(60);
+/// Most client addresses tracked (a full table drops its oldest window).
+const ATTEMPT_TABLE_MAX: usize = 4096;
+/// The bcrypt cost unknown names are checked at when the file has no entry to copy it from.
+const DEFAULT_COST: u32 = 10;
 
 /// The identity of a file's version: a change in any of these means "re-read it".
 fn file_stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
@@ -48,11 +56,75 @@ pub enum Verdict {
     User(String),
     /// Credentials were sent but are wrong or malformed.
     Invalid,
+    /// Too many failed attempts from this address: refused without checking, for this long.
+    Throttled(Duration),
 }
 
+/// One version of the users file.
 struct Users {
     map: HashMap<String, String>,
     stamp: Option<(SystemTime, u64, u64)>,
+    /// A hash of a random password at the cost most entries use (checked for unknown names).
+    dummy: String,
+}
+
+impl Users {
+    fn new(map: HashMap<String, String>, stamp: Option<(SystemTime, u64, u64)>, previous: Option<&Users>) -> Users {
+        let cost = usual_cost(&map);
+        let dummy = match previous.filter(|p| bcrypt_cost(&p.dummy) == Some(cost)) {
+            Some(p) => p.dummy.clone(),
+            None => bcrypt::hash(uuid::Uuid::new_v4().simple().to_string(), cost).unwrap_or_default(),
+        };
+        Users { map, stamp, dummy }
+    }
+}
+
+/// The cost of a `$2y$NN$...` hash.
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    hash.split('$').nth(2)?.parse().ok()
+}
+
+/// The cost most entries of `map` use.
+fn usual_cost(map: &HashMap<String, String>) -> u32 {
+    let mut counts: HashMap<u32, usize> = HashMap::new();
+    for cost in map.values().filter_map(|h| bcrypt_cost(h)) {
+        *counts.entry(cost).or_default() += 1;
+    }
+    counts.into_iter().max_by_key(|&(cost, n)| (n, cost)).map_or(DEFAULT_COST, |(cost, _)| cost)
+}
+
+/// Where attempts are counted: the address, or an IPv6 client's /64 (one host gets a whole /64).
+pub fn attempt_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+/// Failed attempts of one address in the current window.
+#[derive(Clone, Copy, Debug)]
+struct Attempts {
+    since: Instant,
+    count: u32,
+}
+
+/// Inserts into a bounded map, dropping the entry `age` says is oldest when it is full.
+fn insert_bounded<K: Hash + Eq + Clone, V>(
+    map: &mut HashMap<K, V>,
+    max: usize,
+    key: K,
+    value: V,
+    age: impl Fn(&V) -> Instant,
+) {
+    if map.len() >= max && !map.contains_key(&key) {
+        if let Some(oldest) = map.iter().min_by_key(|(_, v)| age(v)).map(|(k, _)| k.clone()) {
+            map.remove(&oldest);
+        }
+    }
+    map.insert(key, value);
 }
 
 pub struct Authenticator {
@@ -62,7 +134,14 @@ pub struct Authenticator {
     /// keyed hash of (user, password) → (user, verified at)
     cache: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     cache_key: [u8; 32],
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    attempts: Mutex<HashMap<IpAddr, Attempts>>,
+    /// Verifications in progress, by cache key: requests with the same credentials wait for the
+    /// first one's bcrypt (then find the cache filled) instead of each running bcrypt and each
+    /// counting as an attempt (a client opening 32 connections with the right password at once).
+    in_flight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
+    /// One bcrypt at a time per core: a flood of attempts from many addresses queues here (as
+    /// parked tasks) instead of taking every core and blocking thread.
+    pub bcrypt_slots: tokio::sync::Semaphore,
 }
 
 impl Authenticator {
@@ -72,14 +151,22 @@ impl Authenticator {
         let mut cache_key = [0u8; 32];
         cache_key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
         cache_key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Authenticator {
             realm: cfg.realm.clone(),
             path: cfg.path.clone(),
-            users: RwLock::new(Arc::new(Users { map, stamp })),
+            users: RwLock::new(Arc::new(Users::new(map, stamp, None))),
             cache: Mutex::new(HashMap::new()),
             cache_key,
-            failures: Mutex::new(HashMap::new()),
+            attempts: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            bcrypt_slots: tokio::sync::Semaphore::new(cores),
         })
+    }
+
+    /// The bcrypt cost unknown user names are checked at (the one most entries use).
+    pub fn dummy_cost(&self) -> u32 {
+        self.users.read().ok().and_then(|u| bcrypt_cost(&u.dummy)).unwrap_or(DEFAULT_COST)
     }
 
     pub fn user_count(&self) -> usize {
@@ -98,7 +185,7 @@ impl Authenticator {
             Ok(map) => {
                 log::info!("htpasswd file {} reloaded: {} user(s)", self.path.display(), map.len());
                 if let Ok(mut users) = self.users.write() {
-                    *users = Arc::new(Users { map, stamp });
+                    *users = Arc::new(Users::new(map, stamp, Some(&users)));
                 }
                 if let Ok(mut cache) = self.cache.lock() {
                     cache.clear();
@@ -109,8 +196,8 @@ impl Authenticator {
                 log::error!("htpasswd file not reloaded, keeping the previous users: {e}");
                 // Do not retry the same broken version on every poll.
                 if let Ok(mut users) = self.users.write() {
-                    let map = users.map.clone();
-                    *users = Arc::new(Users { map, stamp });
+                    let (map, dummy) = (users.map.clone(), users.dummy.clone());
+                    *users = Arc::new(Users { map, stamp, dummy });
                 }
                 false
             }
@@ -150,11 +237,11 @@ impl Authenticator {
             Ok(u) => u.clone(),
             Err(_) => return Verdict::Invalid,
         };
+        // An unknown name costs the same bcrypt as a known one, so timing does not reveal names.
         let ok = match users.map.get(&user) {
             Some(hash) => bcrypt::verify(&password, hash).unwrap_or(false),
             None => {
-                // Spend the same time as for a known user, so timing does not reveal names.
-                let _ = bcrypt::verify(&password, DUMMY_HASH);
+                let _ = bcrypt::verify(&password, &users.dummy);
                 false
             }
         };
@@ -162,41 +249,76 @@ impl Authenticator {
             return Verdict::Invalid;
         }
         if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_MAX {
-                cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
-                if cache.len() >= CACHE_MAX {
-                    cache.clear();
-                }
-            }
-            cache.insert(key, (user.clone(), Instant::now()));
+            cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+            insert_bounded(&mut cache, CACHE_MAX, key, (user.clone(), Instant::now()), |(_, at)| *at);
         }
         Verdict::User(user)
     }
 
-    /// Records a failed attempt from `ip`; returns how long to wait before answering.
-    pub fn record_failure(&self, ip: IpAddr) -> Duration {
-        let Ok(mut table) = self.failures.lock() else { return Duration::ZERO };
-        if table.len() >= FAILURE_TABLE_MAX && !table.contains_key(&ip) {
-            table.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-            if table.len() >= FAILURE_TABLE_MAX {
-                table.clear();
+    /// Waits for the turn to verify the credentials of `header` (others with the same ones go
+    /// first). `None` for headers that need no bcrypt.
+    pub async fn verification_turn(self: &Arc<Self>, header: &[u8]) -> Option<VerificationTurn> {
+        let (user, password) = parse_basic(header)?;
+        let key = self.cache_key(&user, &password);
+        let gate = {
+            let mut in_flight = self.in_flight.lock().ok()?;
+            in_flight.entry(key).or_default().clone()
+        };
+        let guard = gate.clone().lock_owned().await;
+        Some(VerificationTurn { auth: self.clone(), key, gate, _guard: guard })
+    }
+
+    /// Reserves one failed attempt for `ip` before bcrypt runs (or for a malformed header).
+    /// Refused, with how long until the window ends, when the address has used them all;
+    /// [`Self::refund_attempt`] gives one back after a success. Returns whether this is the
+    /// first refusal of the window (worth one log line).
+    pub fn reserve_attempt(&self, ip: IpAddr) -> Result<(), (Duration, bool)> {
+        let Ok(mut table) = self.attempts.lock() else { return Ok(()) };
+        let key = attempt_key(ip);
+        let now = Instant::now();
+        let mut entry = match table.get(&key) {
+            Some(a) if now.duration_since(a.since) < ATTEMPT_WINDOW => *a,
+            _ => Attempts { since: now, count: 0 },
+        };
+        if entry.count >= ATTEMPTS_ALLOWED {
+            let first = entry.count == ATTEMPTS_ALLOWED;
+            entry.count = ATTEMPTS_ALLOWED + 1;
+            table.insert(key, entry);
+            return Err((ATTEMPT_WINDOW.saturating_sub(now.duration_since(entry.since)), first));
+        }
+        entry.count += 1;
+        insert_bounded(&mut table, ATTEMPT_TABLE_MAX, key, entry, |a| a.since);
+        Ok(())
+    }
+
+    /// Gives back an attempt reserved by [`Self::reserve_attempt`] (the credentials were right).
+    pub fn refund_attempt(&self, ip: IpAddr) {
+        if let Ok(mut table) = self.attempts.lock() {
+            if let Some(a) = table.get_mut(&attempt_key(ip)) {
+                a.count = a.count.saturating_sub(1).min(ATTEMPTS_ALLOWED - 1);
             }
-        }
-        let entry = table.entry(ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-        if entry.0 > FAILURES_ALLOWED {
-            FAILURE_DELAY
-        } else {
-            Duration::ZERO
         }
     }
 }
 
-/// A valid bcrypt hash (cost 10) of a random string, verified against for unknown users.
-const DUMMY_HASH: &str = "$2y$10$bhJfJV4m4zkcez/zJ1kpbe7NyS43dBtXFdrU7jDiYYTxyTKWjm3yS";
+/// The turn to verify one set of credentials; the last one out removes the entry.
+pub struct VerificationTurn {
+    auth: Arc<Authenticator>,
+    key: [u8; 32],
+    gate: Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for VerificationTurn {
+    fn drop(&mut self) {
+        if let Ok(mut in_flight) = self.auth.in_flight.lock() {
+            // Held by the map, this turn and its guard: nobody else waits.
+            if Arc::strong_count(&self.gate) <= 3 {
+                in_flight.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// `Basic base64(user:password)` → (user, password).
 pub fn parse_basic(header: &[u8]) -> Option<(String, String)> {
@@ -238,8 +360,61 @@ mod tests {
     }
 
     #[test]
-    fn dummy_hash_is_valid_bcrypt() {
-        assert!(htpasswd::is_bcrypt(DUMMY_HASH));
-        assert_eq!(bcrypt::verify("x", DUMMY_HASH).ok(), Some(false));
+    fn unknown_names_are_checked_at_the_usual_cost() {
+        let entries = |costs: &[u32]| -> HashMap<String, String> {
+            costs.iter().enumerate().map(|(i, c)| (format!("u{i}"), format!("$2y${c:02}$abc"))).collect()
+        };
+        assert_eq!(usual_cost(&entries(&[5, 5, 12])), 5);
+        assert_eq!(usual_cost(&entries(&[])), DEFAULT_COST);
+        let users = Users::new(entries(&[4, 4]), None, None);
+        assert_eq!(bcrypt_cost(&users.dummy), Some(4));
+        assert!(htpasswd::is_bcrypt(&users.dummy));
+        // A reload at the same cost keeps the dummy (no bcrypt hash computed per reload).
+        let again = Users::new(entries(&[4]), None, Some(&users));
+        assert_eq!(again.dummy, users.dummy);
+    }
+
+    #[test]
+    fn attempts_are_counted_per_address_and_per_ipv6_64() {
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(attempt_key(v6("2001:db8:1:2:aaaa::1")), attempt_key(v6("2001:db8:1:2:ffff::9")));
+        assert_ne!(attempt_key(v6("2001:db8:1:2::1")), attempt_key(v6("2001:db8:1:3::1")));
+        assert_eq!(attempt_key(v6("::ffff:192.0.2.1")), v6("192.0.2.1"));
+        assert_eq!(attempt_key(v6("192.0.2.1")), v6("192.0.2.1"));
+    }
+
+    #[test]
+    fn attempts_are_limited_before_bcrypt_and_successes_are_refunded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, "").unwrap();
+        let auth = Authenticator::load(&HtpasswdConfig { realm: "r".into(), path }).unwrap();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        for _ in 0..ATTEMPTS_ALLOWED {
+            assert!(auth.reserve_attempt(a).is_ok());
+        }
+        let (retry, first) = auth.reserve_attempt(a).unwrap_err();
+        assert!(first && retry <= ATTEMPT_WINDOW && retry > Duration::ZERO);
+        assert!(!auth.reserve_attempt(a).unwrap_err().1, "only the first refusal is worth a log line");
+        assert!(auth.reserve_attempt(b).is_ok(), "another address is not affected");
+        // A success gives its attempt back.
+        auth.refund_attempt(b);
+        for _ in 0..ATTEMPTS_ALLOWED {
+            assert!(auth.reserve_attempt(b).is_ok());
+        }
+    }
+
+    #[test]
+    fn bounded_maps_drop_their_oldest_entry() {
+        let t0 = Instant::now();
+        let mut map: HashMap<u32, Instant> = HashMap::new();
+        for i in 0..4 {
+            insert_bounded(&mut map, 4, i, t0 + Duration::from_secs(u64::from(10 - i)), |t| *t);
+        }
+        insert_bounded(&mut map, 4, 9, t0 + Duration::from_secs(20), |t| *t);
+        assert_eq!(map.len(), 4);
+        assert!(!map.contains_key(&3), "the oldest (3) goes: {map:?}");
+        insert_bounded(&mut map, 4, 0, t0, |t| *t);
+        assert_eq!(map.len(), 4, "an update of a present key drops nothing");
     }
 }

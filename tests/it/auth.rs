@@ -923,7 +923,8 @@ fn bad_credentials_are_401_and_the_server_stays_healthy() {
         ("password prefix", basic("alice", &pw("alice")[..5])),
         ("password plus suffix", basic("alice", &format!("{}x", pw("alice")))),
     ];
-    // Failed attempts beyond the fifth are each held back for a second: send them concurrently.
+    // Each case from its own client address (127.0.0.N): one address gets only
+    // `ATTEMPTS_ALLOWED` failed attempts a minute (see `repeated_failures_...`).
     let addr = p.addr;
     let mut jobs: Vec<(String, String, std::thread::JoinHandle<Response>)> = Vec::new();
     for (i, (what, auth)) in cases.iter().enumerate() {
@@ -931,7 +932,10 @@ fn bad_credentials_are_401_and_the_server_stays_healthy() {
         let paths: &[&str] = if i < 3 { &[public, "/v2/"] } else { &[public] };
         for path in paths {
             let (auth, path_owned) = (auth.clone(), path.to_string());
-            let h = std::thread::spawn(move || request(addr, "GET", &path_owned, &[("Authorization", &auth)], b""));
+            let source: std::net::IpAddr = [127, 0, 0, 10 + jobs.len() as u8].into();
+            let h = std::thread::spawn(move || {
+                request_from(source, addr, "GET", &path_owned, &[("Authorization", &auth)], b"")
+            });
             jobs.push((what.to_string(), path.to_string(), h));
         }
     }
@@ -990,7 +994,14 @@ fn htpasswd_changes_apply_without_restart() {
     let users = Users::new(&["alice", "admin"]);
     let p = start(&users, None);
     let f = users.path.to_str().unwrap();
-    let ok = |u: &str, pass: &str| with_auth(&p, &basic(u, pass), "GET", "/v2/").status == 200;
+    // Polling with failing credentials: each poll from the next client address (127.0.1.N), as
+    // one address gets only `ATTEMPTS_ALLOWED` failed attempts a minute.
+    let polls = std::cell::Cell::new(0u8);
+    let ok = |u: &str, pass: &str| {
+        polls.set(polls.get().wrapping_add(1));
+        let source: std::net::IpAddr = [127, 0, 1, polls.get()].into();
+        request_from(source, p.addr, "GET", "/v2/", &[("Authorization", &basic(u, pass))], b"").status == 200
+    };
     assert!(ok("alice", &pw("alice")));
     assert!(ok("admin", &pw("admin")));
     assert!(!ok("bob", &pw("bob")), "bob does not exist yet");
@@ -1163,61 +1174,74 @@ fn bcrypt_variants_comments_and_blank_lines() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 7. Repeated failures from one address are slowed down; passwords never reach the log.
+// 7. Password guessing is bounded per address before bcrypt runs; passwords never reach the log.
+
+/// pier's failed attempts per client address and minute (`http::auth::ATTEMPTS_ALLOWED`).
+const ATTEMPTS: usize = pier::http::auth::ATTEMPTS_ALLOWED as usize;
 
 #[test]
-fn repeated_failures_are_slowed_down_and_passwords_not_logged() {
+fn repeated_failures_are_refused_before_bcrypt_and_passwords_not_logged() {
     let users = Users::new(&["alice", "mallory-user"]);
     let rules: &[Rule] = &[("anonymous", &["public/*"], &["pull"]), ("*", &["*"], ALL)];
     let p = start(&users, Some(rules));
     push_image_as(&p, "alice", "private/img", "v1", b"x");
+    // Unknown names are checked at the cost the file's entries use (4 here), not a fixed one, so
+    // that the answer's time does not tell which names exist.
+    assert!(p.log().contains("unknown names are checked at bcrypt cost 4"), "{}", p.log_tail());
 
     // Missing credentials are not failed attempts (every docker command starts with them).
-    for i in 0..10 {
-        let t = Instant::now();
-        assert_unauthorized(&p.get("/v2/private/img/tags/list"), "GET", "no credentials");
-        assert!(t.elapsed() < Duration::from_millis(900), "request {i} without credentials took {:?}", t.elapsed());
+    for i in 0..2 * ATTEMPTS {
+        assert_unauthorized(&p.get("/v2/private/img/tags/list"), "GET", &format!("no credentials {i}"));
     }
 
     let wrong = "Hunter2-wrong-XYZ";
     let ghost_pw = "ghost-pw-ABC-42";
-    for i in 0..5 {
+    for i in 0..ATTEMPTS {
         let auth = if i % 2 == 0 { basic("mallory-user", wrong) } else { basic("ghost-user", ghost_pw) };
         assert_unauthorized(&with_auth(&p, &auth, "GET", "/v2/"), "GET", &format!("failure {i}"));
     }
-    // From now on every failure waits at least a second, and still ends in a 401.
-    for what in ["wrong password", "unknown user"] {
-        let auth = if what == "wrong password" { basic("mallory-user", wrong) } else { basic("ghost-user", ghost_pw) };
-        let t = Instant::now();
+    // From now on, anything that needs bcrypt from this address is refused at once with the
+    // time left in the window: wrong passwords, unknown users, and right ones not verified before.
+    for (what, auth) in [
+        ("wrong password", basic("mallory-user", wrong)),
+        ("unknown user", basic("ghost-user", ghost_pw)),
+        ("malformed", "Basic !!!".to_string()),
+        ("right password, not verified before", basic("mallory-user", &pw("mallory-user"))),
+    ] {
         let r = with_auth(&p, &auth, "GET", "/v2/");
-        let took = t.elapsed();
-        assert_unauthorized(&r, "GET", what);
-        assert!(took >= Duration::from_millis(990), "{what} after 5 failures answered in {took:?}");
+        assert_status(&r, 429, what);
+        assert_code(&r, "GET", "TOOMANYREQUESTS", what);
+        let retry: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).unwrap_or(0);
+        assert!((1..=60).contains(&retry), "{what}: Retry-After {retry}: {}", show(&r));
     }
-    // Correct credentials are never delayed, not even while failures are being held back.
+    // A burst of parallel guesses: all refused, none reaches bcrypt (none is logged as a failure).
+    let failed_before = p.log_count("authentication failed for user");
     let addr = p.addr;
-    let failed_before = p.log_count("authentication failed for user \"mallory-user\"");
-    let failing: Vec<_> = (0..3)
-        .map(|_| {
+    let burst: Vec<_> = (0..40)
+        .map(|i| {
             std::thread::spawn(move || {
-                let auth = basic("mallory-user", "Hunter2-wrong-XYZ");
+                let auth = basic("mallory-user", &format!("guess-{i}"));
                 request(addr, "GET", "/v2/", &[("Authorization", &auth)], b"").status
             })
         })
         .collect();
-    // pier logs each failure before holding its answer back: once all three are logged, all
-    // three are being delayed.
-    p.wait_log_count("authentication failed for user \"mallory-user\"", failed_before + 3, Duration::from_secs(10));
-    for _ in 0..3 {
-        let t = Instant::now();
-        let r = get_as(&p, Some("alice"), "/v2/private/img/tags/list");
-        assert_status(&r, 200, "alice during the slowdown");
-        assert!(t.elapsed() < Duration::from_millis(900), "correct credentials delayed: {:?}", t.elapsed());
-    }
-    for h in failing {
-        assert_eq!(h.join().unwrap(), 401);
-    }
-    assert_status(&get_as(&p, Some("mallory-user"), "/v2/"), 200, "the right password still works");
+    let statuses: Vec<u16> = burst.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(p.log_count("authentication failed for user"), failed_before, "bcrypt ran for a refused guess");
+    // The refusal is logged once per window, not once per guess.
+    assert_eq!(p.log_count("failed authentication attempts from 127.0.0.1"), 1, "{}", p.log_tail());
+    // Credentials verified before are still served from the cache, and another client address
+    // is not affected.
+    assert_status(&get_as(&p, Some("alice"), "/v2/private/img/tags/list"), 200, "alice, cached");
+    let other = request_from(
+        [127, 0, 0, 2].into(),
+        addr,
+        "GET",
+        "/v2/",
+        &[("Authorization", &basic("mallory-user", &pw("mallory-user")))],
+        b"",
+    );
+    assert_status(&other, 200, "the right password from another address");
 
     // The log names the users that failed, never a password or an Authorization value.
     assert!(
@@ -1240,6 +1264,57 @@ fn repeated_failures_are_slowed_down_and_passwords_not_logged() {
     ] {
         assert!(!log.contains(&secret), "{secret:?} in the log:\n{log}");
     }
+}
+
+/// A client that opens many connections at once with the right password (parallel pulls, wrk)
+/// is not mistaken for a guesser: requests with the same credentials wait for one bcrypt and
+/// are served from the cache, and none of them counts as a failed attempt.
+#[test]
+fn parallel_requests_with_the_right_password_all_succeed() {
+    let users = Users::new(&["ci"]);
+    let p = start(&users, None);
+    let (addr, barrier) = (p.addr, std::sync::Arc::new(std::sync::Barrier::new(4 * ATTEMPTS)));
+    let requests: Vec<_> = (0..4 * ATTEMPTS)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let auth = basic("ci", &pw("ci"));
+                barrier.wait();
+                request(addr, "GET", "/v2/", &[("Authorization", &auth)], b"").status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = requests.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}\n{}", p.log_tail());
+    // And the address still has all its attempts: as many failures as allowed are 401, not 429.
+    for i in 0..ATTEMPTS {
+        assert_unauthorized(&with_auth(&p, &basic("ci", "wrong"), "GET", "/v2/"), "GET", &format!("failure {i}"));
+    }
+}
+
+/// Many parallel connections from one address guessing at once (a client that opens 100): bcrypt
+/// runs for exactly `ATTEMPTS` of them, whatever their number; the rest are refused unchecked.
+#[test]
+fn a_burst_of_guesses_from_one_address_runs_bcrypt_a_bounded_number_of_times() {
+    let users = Users::new(&["victim"]);
+    let p = start(&users, None);
+    let (addr, barrier) = (p.addr, std::sync::Arc::new(std::sync::Barrier::new(100)));
+    let guesses: Vec<_> = (0..100)
+        .map(|i| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let auth = basic("victim", &format!("guess-{i}"));
+                barrier.wait();
+                request(addr, "GET", "/v2/", &[("Authorization", &auth)], b"").status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = guesses.into_iter().map(|h| h.join().unwrap()).collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((checked, refused), (ATTEMPTS, 100 - ATTEMPTS), "{statuses:?}");
+    p.wait_log_count("authentication failed for user \"victim\"", ATTEMPTS, Duration::from_secs(5));
+    assert_eq!(p.log_count("authentication failed for user"), ATTEMPTS, "bcrypt ran more often");
 }
 
 // ---------------------------------------------------------------------------------------------
