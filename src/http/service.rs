@@ -10,9 +10,8 @@ use std::time::Instant;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
-use super::access_log;
+use super::access_log::{self, LoggedBody};
 use super::authn::authenticate;
-use super::body::ResponseBody;
 use super::dispatch::dispatch;
 use super::error::HttpError;
 use super::router;
@@ -24,7 +23,7 @@ pub async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Result<Response<LoggedBody>, Infallible> {
     let started = Instant::now();
     let settings = state.settings();
     let method = req.method().clone();
@@ -46,9 +45,9 @@ pub async fn handle(
     for (k, v) in &settings.extra_headers {
         h.append(k.clone(), v.clone());
     }
-    if settings.access_log {
+    let record = settings.access_log.then(|| {
         let request = access_log::Request { started, peer, user: &user, method: &method, path: &path, route: &route };
-        access_log::record(&request, &resp);
-    }
-    Ok(resp)
+        access_log::Record::new(&request, resp.status().as_u16())
+    });
+    Ok(resp.map(|body| LoggedBody::new(body, record)))
 }

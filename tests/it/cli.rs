@@ -344,3 +344,43 @@ fn open_files_limit_is_raised_to_the_hard_limit() {
     assert!(p.log().contains("open files limit raised from 1024 to 4096"), "{}", p.log_tail());
     p.stop();
 }
+
+/// The access log reports the body bytes actually sent and the time until the body ended: a
+/// client that reads a few KiB of a 32 MiB blob and goes away is not logged as served 32 MiB.
+#[test]
+fn access_log_reports_the_bytes_sent_and_the_time_to_the_end() {
+    let p = Pier::start();
+    let size = 32 << 20;
+    let blob = random_bytes(size, 91);
+    let d = push_blob(&p, "r", &blob);
+    let path = format!("/v2/r/blobs/{d}");
+    let line_of = |n: usize| -> String {
+        let needle = format!("GET {path} 200 ");
+        p.wait_log_count(&needle, n, Duration::from_secs(20));
+        p.log().lines().filter(|l| l.contains(&needle)).nth(n - 1).unwrap().to_string()
+    };
+    let bytes_in = |line: &str| -> u64 {
+        let field = line.split_whitespace().find(|w| w.ends_with('B') && w[..w.len() - 1].parse::<u64>().is_ok());
+        field.and_then(|w| w[..w.len() - 1].parse().ok()).unwrap_or_else(|| panic!("no byte count in {line:?}"))
+    };
+    // Read whole: every byte.
+    let r = p.get(&path);
+    assert_eq!(r.body.len(), size);
+    assert_eq!(bytes_in(&line_of(1)), size as u64);
+    // Headers and 64 KiB, then gone.
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = vec![0u8; 64 << 10];
+    s.read_exact(&mut first).unwrap();
+    let asked = Instant::now();
+    std::thread::sleep(Duration::from_millis(300)); // the client stalls (this is the test)
+    drop(s);
+    let line = line_of(2);
+    let sent = bytes_in(&line);
+    assert!(sent < size as u64 / 2, "{sent} bytes logged for a client that read 64 KiB: {line}");
+    let ms: f64 = line.rsplit(' ').next().and_then(|w| w.strip_suffix("ms")?.parse().ok()).unwrap();
+    assert!(ms >= 250.0 && ms < asked.elapsed().as_secs_f64() * 1000.0 + 1000.0, "duration {ms} ms: {line}");
+    // HEAD sends no body.
+    assert_eq!(p.req("HEAD", &path, &[], b"").status, 200);
+    p.wait_log(&format!("HEAD {path} 200 0B"), Duration::from_secs(10));
+}
