@@ -63,7 +63,7 @@ impl HttpError {
 
 impl From<StoreError> for HttpError {
     fn from(e: StoreError) -> Self {
-        match e {
+        match &e {
             StoreError::NameUnknown => HttpError::code(ErrorCode::NameUnknown),
             StoreError::BlobUnknown => HttpError::code(ErrorCode::BlobUnknown),
             StoreError::ManifestUnknown => HttpError::code(ErrorCode::ManifestUnknown),
@@ -84,7 +84,14 @@ impl From<StoreError> for HttpError {
                 HttpError::new(ErrorCode::BlobUploadInvalid, e.to_string()).status(416)
             }
             e @ StoreError::ChunkLength { .. } => HttpError::new(ErrorCode::SizeInvalid, e.to_string()).status(416),
-            e @ (StoreError::Io { .. } | StoreError::Db(_)) => HttpError::internal(e),
+            // The log gets the whole chain (operation, path, cause); the client the operation
+            // and the kind of failure, not the server's paths.
+            StoreError::Io { op, source, .. } => {
+                let message = format!("storage failed: {op}: {}", source.kind());
+                log::error!("internal error: {e}");
+                HttpError::new(ErrorCode::InternalError, message)
+            }
+            e @ StoreError::Db(_) => HttpError::internal(e),
         }
     }
 }

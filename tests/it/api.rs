@@ -2750,3 +2750,25 @@ fn concurrent_deletes_mounts_pushes_and_pulls_never_dangle() {
         }
     }
 }
+
+/// A storage failure answers 500 naming the operation that failed (never the server's paths),
+/// logs the operation, the path and the cause, and heals when the disk does (no restart).
+#[test]
+fn storage_failures_name_the_operation_and_heal_without_restart() {
+    let p = Pier::start();
+    let uploads = p.root.join("uploads");
+    std::fs::remove_dir(&uploads).unwrap();
+    let r = p.req("POST", "/v2/r/blobs/uploads/", &[], b"");
+    // UNKNOWN: the spec's code for a failure it has no code for.
+    assert_error(&r, 500, "UNKNOWN");
+    let message = r.json()["errors"][0]["message"].as_str().unwrap_or("").to_string();
+    assert!(message.contains("storage failed: create"), "{message}");
+    assert!(!message.contains(p.root.to_str().unwrap()), "a server path reached the client: {message}");
+    p.wait_log("internal error: create", Duration::from_secs(10));
+    let line = p.log().lines().find(|l| l.contains("internal error: create")).unwrap().to_string();
+    assert!(line.contains(uploads.to_str().unwrap()), "the log names no path: {line}");
+    std::fs::create_dir(&uploads).unwrap();
+    let data = b"after the disk came back";
+    let d = push_blob(&p, "r", data);
+    assert_eq!(p.get(&format!("/v2/r/blobs/{d}")).body, data);
+}
