@@ -36,8 +36,11 @@ const WRITE_BUFFER: usize = 1 << 20;
 const SYNC_EVERY: u64 = 32 << 20;
 /// How much of each upload stays in the page cache after it is flushed.
 const KEEP_CACHED: u64 = 64 << 20;
-/// Bodies announced at least this long get their disk space allocated up front.
+/// Bodies announced at least this long get their disk space allocated ahead of the bytes.
 const PREALLOCATE_FROM: u64 = 1 << 20;
+/// How far ahead of the bytes received space is allocated (never past the announced end): a
+/// client that announces 10 GB and sends 10 bytes reserves at most this much, not 10 GB.
+const ALLOCATE_AHEAD: u64 = 64 << 20;
 /// Allocated space past the end of a committed file that is tolerated without trimming
 /// (extent-tree blocks of large files count in `st_blocks` too).
 const ALLOCATION_SLACK: u64 = 1 << 20;
@@ -52,6 +55,11 @@ pub(super) struct UploadWriter {
     unsynced: u64,
     flusher: Option<Flusher>,
     failed: bool,
+    /// Where the request's announced body ends in the file, if it announced one worth
+    /// preallocating; space is allocated up to `allocated_to`, at most `ALLOCATE_AHEAD` past
+    /// `position`.
+    announced_end: Option<u64>,
+    allocated_to: u64,
 }
 
 impl UploadWriter {
@@ -59,10 +67,8 @@ impl UploadWriter {
     /// `announced` is the request's body length when it is known in advance (`Content-Length`).
     pub(super) fn new(disk: Disk, path: &Path, position: u64, announced: Option<u64>) -> Result<Self> {
         let file = OpenOptions::new().append(true).open(path).at("open", path)?;
-        if let Some(len) = announced.filter(|&len| len >= PREALLOCATE_FROM) {
-            preallocate(&file, position, len);
-        }
-        Ok(UploadWriter {
+        let announced_end = announced.filter(|&len| len >= PREALLOCATE_FROM).map(|len| position.saturating_add(len));
+        let mut writer = UploadWriter {
             gathered: ChunkWriter {
                 disk: disk.clone(),
                 path: path.to_path_buf(),
@@ -76,7 +82,23 @@ impl UploadWriter {
             unsynced: 0,
             flusher: None,
             failed: false,
-        })
+            announced_end,
+            allocated_to: position,
+        };
+        writer.allocate_ahead();
+        Ok(writer)
+    }
+
+    /// Keeps space allocated up to `ALLOCATE_AHEAD` past what has arrived (in steps of half of
+    /// it, so one `fallocate` per 32 MiB), never past the announced end.
+    fn allocate_ahead(&mut self) {
+        let Some(end) = self.announced_end else { return };
+        if self.allocated_to >= end || self.allocated_to > self.position + ALLOCATE_AHEAD / 2 {
+            return;
+        }
+        let to = (self.position + ALLOCATE_AHEAD).min(end);
+        preallocate(&self.gathered.file, self.allocated_to, to - self.allocated_to);
+        self.allocated_to = to;
     }
 
     pub(super) fn push(&mut self, chunk: Bytes) -> Result<()> {
@@ -93,6 +115,7 @@ impl UploadWriter {
         self.gathered.push(chunk)?;
         self.position += len;
         self.unsynced += len;
+        self.allocate_ahead();
         if self.unsynced >= SYNC_EVERY {
             self.gathered.flush()?;
             self.unsynced = 0;
@@ -218,7 +241,7 @@ fn preallocate(file: &File, position: u64, len: u64) {
 }
 
 /// Frees what `preallocate` reserved past the end of a file whose upload ended short of its
-/// announced length (an interrupted request that was resumed differently): truncating to the
+/// announced length (at most `ALLOCATE_AHEAD`) (an interrupted request that was resumed differently): truncating to the
 /// current length releases blocks past it. Files without such blocks are left alone.
 pub(super) fn trim_preallocation(file: &File) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
@@ -268,6 +291,25 @@ mod tests {
         assert_eq!(meta.len(), 3 << 20);
         assert!(meta.blocks() * 512 <= (3 << 20) + ALLOCATION_SLACK, "trimmed: {} blocks", meta.blocks());
         assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 3 << 20]);
+    }
+
+    /// An announced length reserves at most `ALLOCATE_AHEAD` past the bytes received.
+    #[test]
+    fn preallocation_follows_the_bytes_received() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upload");
+        File::create(&path).unwrap();
+        let mut writer = UploadWriter::new(Disk::default(), &path, 0, Some(10 << 30)).unwrap();
+        let allocated = || std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(allocated() <= ALLOCATE_AHEAD + ALLOCATION_SLACK, "10 GiB announced: {} bytes allocated", allocated());
+        for _ in 0..100 {
+            writer.push(Bytes::from(vec![1u8; 1 << 20])).unwrap();
+        }
+        writer.finish().unwrap();
+        let (len, blocks) = (100 << 20, allocated());
+        assert!(blocks >= len, "{blocks} bytes allocated for {len} written");
+        assert!(blocks <= len + ALLOCATE_AHEAD + ALLOCATION_SLACK, "{blocks} bytes allocated for {len} written");
     }
 
     /// Chunks of uneven sizes, past `SYNC_EVERY` and `KEEP_CACHED`, land in order and complete,

@@ -2772,3 +2772,29 @@ fn storage_failures_name_the_operation_and_heal_without_restart() {
     let d = push_blob(&p, "r", data);
     assert_eq!(p.get(&format!("/v2/r/blobs/{d}")).body, data);
 }
+
+/// Space follows the bytes received: a PATCH that announces 10 GiB and sends 10 bytes reserves
+/// at most a bounded window on disk (64 MiB ahead), not 10 GiB, however long the session lives.
+#[test]
+fn an_announced_length_reserves_only_a_window_ahead_of_the_bytes() {
+    use std::os::unix::fs::MetadataExt;
+    let p = Pier::start();
+    let (loc, _) = start_upload(&p, "r");
+    let id = loc.rsplit('/').next().unwrap().to_string();
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    write!(s, "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 10737418240\r\n\r\n0123456789")
+        .unwrap();
+    s.flush().unwrap();
+    // Space is reserved when the request starts writing (before its first bytes land).
+    let file = p.root.join("uploads").join(&id);
+    let allocated = || std::fs::metadata(&file).map_or(0, |m| m.blocks() * 512);
+    assert!(wait_until(Duration::from_secs(10), || allocated() > 0), "nothing allocated for {file:?}");
+    assert!(allocated() <= 65 << 20, "{} bytes allocated while 10 bytes arrived", allocated());
+    drop(s);
+    p.wait_log(&format!("PATCH {loc} 400"), Duration::from_secs(10));
+    assert!(allocated() <= 65 << 20, "{} bytes allocated after the client left", allocated());
+    // The session goes on from the 10 bytes.
+    let r = p.get(&loc);
+    assert_status(&r, 204);
+    assert_eq!(r.header("range"), Some("0-9"));
+}
