@@ -36,6 +36,10 @@ What is measured (RESULT KEYS, all printed by `attack`):
                                attackers' close can cost threads too): VmRSS and Threads
                                sampled every 50 ms, and VmHWM after `echo 5 > clear_refs`
                                when that is writable (rss_peak_src says which)
+  threads_peak_during, threads_peak_after
+                               the Threads peak split at the attackers' close
+  threads_end                  Threads at the end of the hold, just before the close (idle
+                               pool threads that the victim's requests keep waking count)
   rss_after_kb, threads_after  VmRSS / Threads --after seconds after the attackers closed
   setup_s                      time to launch every attacker (connect + request sent)
   att_total, att_accepted, att_refused, att_other, att_status
@@ -53,6 +57,10 @@ What is measured (RESULT KEYS, all printed by `attack`):
                                (kinds with counts)
   died                         1 if the server process was gone at some point
   h2_max_streams               (h2) SETTINGS_MAX_CONCURRENT_STREAMS the server announced
+
+With --sources N > 1 the attackers (h2: the connections) are spread round-robin over the
+source addresses 127.1.0.1, 127.1.0.2, ... (N of them): many clients instead of one, so a
+per-client limit no longer stops them and the server's global limits are what is tested.
 
 The victim is a separate process (its own interpreter, so the attack's event loop does not
 delay it) doing sequential `GET /v2/REPO/manifests/TAG` with the OCI manifest Accept
@@ -323,16 +331,28 @@ class Sampler(threading.Thread):
         self.pid = pid
         self.rss_peak = 0
         self.threads_peak = 0
+        self.threads_window = 0  # peak since the last mark()
         self.died = False
+        self.lock = threading.Lock()
         self.halt = threading.Event()
+
+    def mark(self):
+        """Threads peak since the previous mark (or the start); starts a new window."""
+        self.sample()
+        with self.lock:
+            peak, self.threads_window = self.threads_window, 0
+        return peak
 
     def sample(self):
         s = proc_status(self.pid)
         if s is None:
             self.died = True
             return
-        self.rss_peak = max(self.rss_peak, int(s.get("VmRSS", 0)))
-        self.threads_peak = max(self.threads_peak, int(s.get("Threads", 0)))
+        threads = int(s.get("Threads", 0))
+        with self.lock:
+            self.rss_peak = max(self.rss_peak, int(s.get("VmRSS", 0)))
+            self.threads_peak = max(self.threads_peak, threads)
+            self.threads_window = max(self.threads_window, threads)
 
     def run(self):
         while not self.halt.is_set():
@@ -342,6 +362,21 @@ class Sampler(threading.Thread):
 
 
 # ------------------------------------------------------------------ attacks
+
+
+def source_addr(a, i):
+    """Attacker i's source address: None (the kernel's choice, 127.0.0.1 on loopback) with one
+    source, else round-robin over --sources addresses 127.1.X.Y."""
+    if a.sources <= 1:
+        return None
+    k = i % a.sources
+    return "127.1.%d.%d" % (k // 200, k % 200 + 1)
+
+
+def bind_source(sock, a, i):
+    src = source_addr(a, i)
+    if src:
+        sock.bind((src, 0))
 
 
 def classify_status(code):
@@ -388,6 +423,7 @@ class Readers:
         s.setblocking(False)
         self.socks.append(s)
         try:
+            bind_source(s, self.a, i)
             await asyncio.wait_for(loop.sock_connect(s, (self.host, self.port)), self.a.timeout)
             req = ("GET /v2/%s/blobs/%s HTTP/1.1\r\nHost: %s:%d\r\nAccept: */*\r\n\r\n"
                    % (self.a.repo, self.a.blob, self.host, self.port)).encode()
@@ -445,6 +481,7 @@ class Writers:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.conns[i] = s
             s.setblocking(False)
+            bind_source(s, self.a, i)
             await asyncio.wait_for(asyncio.get_running_loop().sock_connect(s, (self.host, self.port)),
                                    a.timeout)
             reader, writer = await asyncio.open_connection(sock=s)
@@ -527,16 +564,19 @@ class H2Window0:
         a = self.a
         sc = h2.settings.SettingCodes
         keys = [(c, s) for s in range(a.streams)]
+        src = source_addr(a, c)
+        local = (src, 0) if src else None
         try:
             if self.scheme == "https":
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(
-                    self.host, self.port, ssl=insecure_tls(["h2"]), server_hostname=None), a.timeout)
+                    self.host, self.port, ssl=insecure_tls(["h2"]), server_hostname=None,
+                    local_addr=local), a.timeout)
                 proto = writer.get_extra_info("ssl_object").selected_alpn_protocol()
                 if proto != "h2":
                     raise Fail("%s did not negotiate h2 over TLS (ALPN answer %r)" % (a.base, proto))
             else:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port), a.timeout)
+                    asyncio.open_connection(self.host, self.port, local_addr=local), a.timeout)
         except (OSError, asyncio.TimeoutError) as e:
             for k in keys:
                 self.outcome[k] = "connect-" + type(e).__name__
@@ -655,6 +695,9 @@ async def run_attack(a, res):
         vres = await loop.run_in_executor(None, victim_result, victim, a.timeout + 30)
         victim = None
         outcomes = attack.classify()
+        res["threads_peak_during"] = sampler.mark()
+        st = proc_status(a.pid)
+        res["threads_end"] = st["Threads"] if st else "gone"
     finally:
         attack.close()
         if victim is not None:
@@ -682,6 +725,7 @@ async def run_attack(a, res):
     after = start_victim(a, a.after)
     await asyncio.sleep(max(0.0, a.after - (time.monotonic() - closed)))
     st = proc_status(a.pid)
+    res["threads_peak_after"] = sampler.mark()
     if hwm and st is not None:
         sampler.rss_peak = max(sampler.rss_peak, int(st.get("VmHWM", 0)))
     sampler.halt.set()
@@ -747,6 +791,8 @@ def main():
     x.add_argument("--rcvbuf", type=int, default=4096, help="readers: SO_RCVBUF")
     x.add_argument("--announce", type=int, default=10_000_000, help="writers: Content-Length")
     x.add_argument("--send", type=int, default=100, help="writers: bytes actually sent")
+    x.add_argument("--sources", type=int, default=1,
+                   help="spread the attackers (h2: connections) over this many source addresses")
     x.add_argument("--after", type=float, default=5.0, help="seconds after the attack until RSS is read")
     x.add_argument("--baseline", type=float, default=2.0, help="seconds of victim before the attack")
     x.add_argument("--setup-timeout", type=float, default=60.0, help="max time to launch attackers")

@@ -120,7 +120,7 @@ HOSTILE_COLUMNS = [
     ("RSS idle MiB", "rss_idle_kb", MiB, 1, False),
     ("RSS peak MiB", "rss_peak_kb", MiB, 1, True),
     ("RSS {after} s after MiB", "rss_after_kb", MiB, 1, True),
-    ("threads peak", "threads_peak", 1, 0, True),
+    ("threads peak / end of hold / peak after close", None, None, None, False),
     ("victim p99 before ms", "before_victim_p99_ms", 1, 1, False),
     ("victim p50 ms", "victim_p50_ms", 1, 1, True),
     ("victim p99 ms", "victim_p99_ms", 1, 1, True),
@@ -135,6 +135,9 @@ def hostile_cell(vals, reg, kind, col):
     label, key, scale, dec, _ = col
     if key is not None:
         return fmt(num(vals, "{}.hostile.{}.{}".format(reg, kind, key)), scale, dec)
+    if label.startswith("threads"):
+        return "{} / {} / {}".format(g("threads_peak_during") or "—", g("threads_end") or "—",
+                                     g("threads_peak_after") or "—")
     if label.startswith("victim errors"):
         return "{} / {}".format(g("victim_err") or "—", g("victim_n") or "—")
     return "{} / {} / {}".format(g("att_accepted") or "—", g("att_refused") or "—", g("att_other") or "—")
@@ -158,6 +161,10 @@ def hostile_table(vals, m):
     for kind, name, desc in HOSTILE_ATTACKS:
         if any(k.startswith("{}.hostile.{}.".format(r, kind)) for r in regs for k in vals):
             lines.append("- {}: {}".format(name, desc.format(**ctx)))
+    sources = m("hostile_sources", "1")
+    lines.append("- attackers' source: {}".format(
+        "one address, 127.0.0.1 (one client)" if sources == "1" else
+        "{} addresses 127.1.x.y, round-robin (many clients)".format(sources)))
     lines.append("")
     cols = [c[0].format(**ctx) for c in HOSTILE_COLUMNS]
     lines.append("| attack | registry | " + " | ".join(cols) + " |")

@@ -49,6 +49,7 @@ H_TIMEOUT=${BENCH_HOSTILE_TIMEOUT:-10}               # victim request timeout, s
 H_VICTIM_ADDR=${BENCH_HOSTILE_VICTIM_ADDR:-127.0.0.2}
 H_VICTIM_INTERVAL_MS=${BENCH_HOSTILE_VICTIM_INTERVAL_MS:-10}
 H_VICTIM_KEEPALIVE=${BENCH_HOSTILE_VICTIM_KEEPALIVE:-0}
+H_SOURCES=${BENCH_HOSTILE_SOURCES:-1}                # attackers' source addresses (1: one client)
 H_PYTHON=${BENCH_PYTHON_H2:-}                        # a python3 that can `import h2`
 
 case $ONLY in
@@ -79,7 +80,7 @@ for _a in "${H_ATTACK_LIST[@]}"; do
         || { echo "BENCH_HOSTILE_ATTACKS must be a comma-separated list of readers, writers, h2 (got '$H_ATTACKS')" >&2; exit 2; }
 done
 for v in H_DURATION H_AFTER H_READERS H_RCVBUF H_WRITERS H_ANNOUNCE H_SEND H_H2_CONNS H_H2_STREAMS \
-    H_BLOB_MB H_TIMEOUT H_VICTIM_INTERVAL_MS; do
+    H_BLOB_MB H_TIMEOUT H_VICTIM_INTERVAL_MS H_SOURCES; do
     [[ ${!v} =~ ^[0-9]+$ ]] || { echo "BENCH_HOSTILE_${v#H_} must be a non-negative integer (got '${!v}')" >&2; exit 2; }
 done
 ((H_SEND < H_ANNOUNCE)) || { echo "BENCH_HOSTILE_SEND must be below BENCH_HOSTILE_ANNOUNCE" >&2; exit 2; }
@@ -749,7 +750,8 @@ hostile_attack() { # name kind base victim_base: one attack on a fresh server; r
     "$H_PY" "$BENCH_SRC/hostile.py" attack --kind "$kind" --base "$base" --victim-base "$vbase" \
         --pid "$SERVER_PID" --repo "$H_REPO" --tag "$TAG" --manifest "$H_MANIFEST" --blob "$H_BLOB" \
         --duration "$H_DURATION" --after "$H_AFTER" --timeout "$H_TIMEOUT" \
-        --victim-addr "$H_VICTIM_ADDR" --victim-interval-ms "$H_VICTIM_INTERVAL_MS" "${args[@]}" \
+        --victim-addr "$H_VICTIM_ADDR" --victim-interval-ms "$H_VICTIM_INTERVAL_MS" \
+        --sources "$H_SOURCES" "${args[@]}" \
         >"$out" 2>"$err" &
     pid=$!
     CHILDREN+=("$pid")
@@ -871,6 +873,7 @@ CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
         printf 'meta.hostile_timeout_s\t%s\n' "$H_TIMEOUT"
         printf 'meta.hostile_victim\t%s\n' "$( ((H_VICTIM_KEEPALIVE)) && echo "one keep-alive connection" || echo "a new connection per request"), from $H_VICTIM_ADDR, at most one request per ${H_VICTIM_INTERVAL_MS} ms"
         printf 'meta.hostile_attacks\t%s\n' "$H_ATTACKS"
+        printf 'meta.hostile_sources\t%s\n' "$H_SOURCES"
     fi
     if [[ -n $PIER_BIN_GIVEN ]]; then
         printf 'meta.pier_version\t%s\n' "PIER_BIN=$PIER_BIN ($("$PIER_BIN" --version 2>/dev/null || echo '?'))"
