@@ -124,6 +124,7 @@ HOSTILE_COLUMNS = [
     ("victim p99 before ms", "before_victim_p99_ms", 1, 1, False),
     ("victim p50 ms", "victim_p50_ms", 1, 1, True),
     ("victim p99 ms", "victim_p99_ms", 1, 1, True),
+    ("victim max ms", "victim_max_ms", 1, 1, True),
     ("victim errors / requests", None, None, None, False),
     ("victim p99 after ms", "after_victim_p99_ms", 1, 1, True),
     ("attackers accepted / refused / other", None, None, None, False),
