@@ -17,6 +17,7 @@ mod auth;
 mod cli;
 mod crash;
 mod e2e;
+mod hostile;
 mod names;
 mod policy;
 mod proxy;
