@@ -50,6 +50,7 @@ pub use check::Problem;
 pub use disk::write_file_atomically;
 pub use error::{Result, StoreError};
 pub use listing::Page;
+pub use manifests::ReferrersPage;
 pub use manifests::StoredManifest;
 pub use upload::{AppendEnd, ChunkAppend, SessionClaim, UploadSession};
 

@@ -1254,6 +1254,68 @@ fn referrers_api() {
     assert!(list.is_empty(), "referrers leaked across repositories: {list:?}");
 }
 
+/// Follows `Link: <...>; rel="next"` from `first`; returns every page.
+fn referrer_pages(p: &Pier, first: &str) -> Vec<(Response, Vec<Value>)> {
+    let mut pages = Vec::new();
+    let mut next = Some(first.to_string());
+    while let Some(path) = next.take() {
+        let r = p.get(&path);
+        assert_status(&r, 200);
+        next = r.header("link").map(|l| {
+            assert!(l.ends_with(">; rel=\"next\""), "Link: {l}");
+            l.trim_start_matches('<').split('>').next().unwrap().to_string()
+        });
+        let list = r.json()["manifests"].as_array().unwrap_or_else(|| panic!("{}", show(&r))).clone();
+        pages.push((r, list));
+        assert!(pages.len() <= 100, "pagination does not end");
+    }
+    pages
+}
+
+/// Many referrers with big annotations are listed in pages of bounded size with `Link` headers
+/// (the whole list once, in digest order), the filter carried over to every page.
+#[test]
+fn referrers_are_paginated_by_size() {
+    let p = Pier::start();
+    let sd = push_image(&p, "r", "v1", &[b"subject layer"]);
+    let subject_len = p.get("/v2/r/manifests/v1").body.len();
+    let subject = json!({"mediaType": OCI_MANIFEST, "digest": sd, "size": subject_len});
+    let empty = push_empty_config(&p, "r");
+    let pd = push_blob(&p, "r", b"payload");
+    let mut expected = Vec::new();
+    for i in 0..12 {
+        let kind = if i % 3 == 0 { "application/vnd.example.sig" } else { "application/vnd.example.sbom" };
+        let big = json!({ "org.example.blob": format!("{i}-{}", "x".repeat(300 << 10)) });
+        let m = artifact_manifest(empty.clone(), (&pd, 7), Some(kind), Some(subject.clone()), Some(big));
+        let d = sha256_digest(&m);
+        let r = p.req("PUT", &format!("/v2/r/manifests/{d}"), &[("Content-Type", OCI_MANIFEST)], &m);
+        assert_status(&r, 201);
+        expected.push((d, kind));
+    }
+    expected.sort();
+    let pages = referrer_pages(&p, &format!("/v2/r/referrers/{sd}"));
+    assert!(pages.len() >= 3, "12 referrers of 300 KiB in {} page(s)", pages.len());
+    for (r, list) in &pages {
+        assert!(!list.is_empty(), "empty page: {}", show(r));
+        assert!(r.body.len() <= (1 << 20) + (400 << 10), "a page of {} bytes", r.body.len());
+    }
+    let listed: Vec<String> =
+        pages.iter().flat_map(|(_, l)| l.iter().map(|d| d["digest"].as_str().unwrap().to_string())).collect();
+    let all: Vec<String> = expected.iter().map(|(d, _)| d.clone()).collect();
+    assert_eq!(listed, all, "every referrer once, in digest order");
+
+    let filtered = referrer_pages(&p, &format!("/v2/r/referrers/{sd}?artifactType=application/vnd.example.sig"));
+    let listed: Vec<String> =
+        filtered.iter().flat_map(|(_, l)| l.iter().map(|d| d["digest"].as_str().unwrap().to_string())).collect();
+    let sigs: Vec<String> =
+        expected.iter().filter(|(_, k)| *k == "application/vnd.example.sig").map(|(d, _)| d.clone()).collect();
+    assert_eq!(listed, sigs, "the filter holds on every page");
+    for (r, _) in &filtered {
+        assert_eq!(r.header("oci-filters-applied"), Some("artifactType"), "{}", show(r));
+    }
+    assert_error(&p.get(&format!("/v2/r/referrers/{sd}?last=nonsense")), 400, "DIGEST_INVALID");
+}
+
 #[test]
 fn referrer_to_subject_not_yet_pushed() {
     let p = Pier::start();

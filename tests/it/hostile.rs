@@ -319,3 +319,64 @@ fn over_the_limits_work_is_answered_at_once() {
     assert_eq!((whole.status, whole.body.len()), (200, blob.len()), "places come back when the readers leave");
     assert_eq!(whole.body, blob);
 }
+
+/// 40 referrers with 1 MiB of annotations each, listed by three clients at once. Before: the
+/// whole list was built in memory for every request (1.28 GiB for one GET of such a list). Now
+/// a response holds at most one page (about 1 MiB of descriptors), so the peak stays small.
+#[test]
+fn referrers_listing_is_bounded_in_memory() {
+    const REFERRERS: usize = 40;
+    let p = Pier::start();
+    let subject_digest = push_image(&p, "r", "v1", &[b"subject"]);
+    let subject_len = p.get("/v2/r/manifests/v1").body.len();
+    let config = push_blob(&p, "r", b"{}");
+    let layer = push_blob(&p, "r", b"payload");
+    for i in 0..REFERRERS {
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.example.big",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": 7}],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject_digest, "size": subject_len},
+            "annotations": {"org.example.big": format!("{i}{}", "a".repeat(1 << 20))},
+        }))
+        .unwrap();
+        push_manifest(&p, "r", &format!("big{i}"), "application/vnd.oci.image.manifest.v1+json", &manifest);
+    }
+    let pid = p.pid();
+    let rss_before = rss_and_threads(pid).0;
+    // Reset the peak (VmHWM) to the current RSS, then list from three clients at once.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset the peak RSS");
+    let addr = p.addr;
+    let walkers: Vec<_> = (0..3)
+        .map(|_| {
+            let first = format!("/v2/r/referrers/{subject_digest}");
+            std::thread::spawn(move || {
+                let (mut listed, mut pages, mut next) = (0, 0, Some(first));
+                while let Some(path) = next.take() {
+                    let r = request(addr, "GET", &path, &[], b"");
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    listed += r.json()["manifests"].as_array().map_or(0, Vec::len);
+                    pages += 1;
+                    next = r.header("link").map(|l| l.trim_start_matches('<').split('>').next().unwrap().to_string());
+                }
+                (listed, pages)
+            })
+        })
+        .collect();
+    for w in walkers {
+        let (listed, pages) = w.join().unwrap();
+        assert_eq!(listed, REFERRERS, "every referrer listed, in {pages} pages");
+        assert!(pages >= REFERRERS / 2, "{REFERRERS} referrers of 1 MiB in {pages} pages");
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM");
+    println!("referrers: {REFERRERS} x 1 MiB, 3 clients: RSS before {rss_before} KiB, peak {peak} KiB");
+    assert!(peak <= RSS_BOUND_KIB, "peak RSS {peak} KiB listing {REFERRERS} big referrers from 3 clients");
+}
