@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::error::{gone_as, Result, StoreError};
 use super::meta::{BLOBS, MANIFESTS, REPOS, REPO_BLOBS};

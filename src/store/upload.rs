@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::disk::Disk;
@@ -218,6 +218,7 @@ impl Store {
 
     /// Starts an upload session for `repo`, hashing with `algorithm`.
     pub fn create_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadSession> {
+        self.ensure_free_space(0)?;
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         self.disk.create_new(&self.paths.upload(&id))?;
         let txn = self.db.begin_write()?;
@@ -280,6 +281,7 @@ impl Store {
         declared: Option<u64>,
         announced: Option<u64>,
     ) -> Result<ChunkAppend<'c>> {
+        self.ensure_free_space(announced.unwrap_or(0))?;
         let state = &mut *claim.0;
         if let Some(start) = start.filter(|&s| s != state.offset) {
             return Err(StoreError::ChunkOutOfOrder { start, offset: state.offset });
