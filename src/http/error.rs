@@ -92,7 +92,11 @@ impl From<StoreError> for HttpError {
             }
             StoreError::Io { op, source, .. } if e.is_out_of_space() => {
                 log::error!("storage full: {e}");
-                HttpError::new(ErrorCode::InternalError, format!("storage full: {op}: {}", source.kind())).status(507)
+                let why = match source.kind() {
+                    std::io::ErrorKind::QuotaExceeded => "disk quota exceeded",
+                    _ => "no space left on device",
+                };
+                HttpError::new(ErrorCode::InternalError, format!("storage full: {op}: {why}")).status(507)
             }
             // The log gets the whole chain (operation, path, cause); the client the operation
             // and the kind of failure, not the server's paths.

@@ -191,10 +191,7 @@ impl MetaDb {
         match open(&self.path) {
             Ok(db) => {
                 slot.db = Some(Arc::new(db));
-                log::warn!(
-                    "metadata database reopened after an I/O failure in {} ms; writes work again",
-                    started.elapsed().as_millis()
-                );
+                log::warn!("metadata database reopened after an I/O failure (in {} ms)", started.elapsed().as_millis());
                 Ok(())
             }
             Err(e) => {

@@ -33,7 +33,7 @@ pub enum StoreError {
     #[error("chunk has {received} bytes, Content-Range says {declared}")]
     ChunkLength { received: u64, declared: u64 },
     /// A file-system operation failed; `path` is empty when no single path is concerned.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op}{}: {source}", if path.as_os_str().is_empty() { String::new() } else { format!(" {}", path.display()) })]
     Io {
         op: &'static str,
         path: PathBuf,
