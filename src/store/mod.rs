@@ -12,7 +12,8 @@
 //! needs no particular runtime.
 //!
 //! Files, one concept each: [`error`] (`StoreError`), [`disk`] (every file-system mutation, and
-//! the fault-injection seam), [`layout`] (paths of the data directory), [`meta`] (the redb
+//! the fault-injection seam), `database` (the redb handle, reopened after a latched I/O
+//! failure), `space` (the free-space reserve), [`layout`] (paths of the data directory), [`meta`] (the redb
 //! schema and its invariants), [`blobs`] (blob links, reads, mounts, deletes), [`manifests`]
 //! (manifests, tags, referrers), [`listing`] (catalog and tag pages), [`index`] (each
 //! repository's `index.json`), [`upload`] (upload sessions), `upload_writer` (how upload bytes

@@ -76,3 +76,30 @@ impl FreeSpace {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reserve_refuses_what_would_go_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = FreeSpace::new(dir.path());
+        let free = space.available().unwrap();
+        assert!(free > 0);
+        // No reserve: nothing is refused, whatever is announced.
+        space.ensure(u64::MAX).unwrap();
+        space.set_reserve(1);
+        space.ensure(0).unwrap();
+        match space.ensure(free) {
+            Err(StoreError::InsufficientSpace { free: f, reserve: 1, incoming }) => {
+                assert_eq!((f, incoming), (free, free));
+            }
+            other => panic!("{other:?}"),
+        }
+        space.set_reserve(u64::MAX);
+        let e = space.ensure(0).unwrap_err();
+        assert!(e.to_string().starts_with("free space below the configured reserve ("), "{e}");
+        assert!(e.is_out_of_space());
+    }
+}
