@@ -138,7 +138,13 @@ impl UploadWriter {
             Some(flusher) => flusher.finish(),
             None => Ok(()),
         };
-        written.and(flushed).map_err(|source| StoreError::Io { op: "write", path: self.path.clone(), source })
+        // A body that ended short of what was allocated for it (a client gone) keeps no space.
+        let trimmed = if self.allocated_to > self.position { trim_preallocation(&self.gathered.file) } else { Ok(()) };
+        written.and(flushed).and(trimmed).map_err(|source| StoreError::Io {
+            op: "write",
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
