@@ -73,6 +73,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// `storage.maintenance.readonly.enabled`: refuse every write.
     pub read_only: bool,
+    /// `limits` (pier): bounds on connections, streams and transfers.
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -97,7 +99,33 @@ impl Default for Config {
             access: None,
             tls: None,
             read_only: false,
+            limits: Limits::default(),
         }
+    }
+}
+
+/// `limits` (pier): what one client, or all of them together, may hold at once. The defaults
+/// suit a Raspberry Pi: a stalled download costs at most ~64 KiB and no thread, so even the
+/// defaults reached by an attacker stay within a few tens of MiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `limits.connections`: open connections, all clients together. Past it a new connection
+    /// is answered `503` and closed.
+    pub connections: usize,
+    /// `limits.connectionsperclient`: open connections of one client address (an IPv6 client's
+    /// /64). Past it a new connection is answered `429` and closed.
+    pub connections_per_client: usize,
+    /// `limits.streamsperconnection`: concurrent HTTP/2 streams on one connection
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub streams_per_connection: u32,
+    /// `limits.transfers`: blob downloads and upload bodies in flight, all clients together.
+    /// Past it a new one is answered `503` with `Retry-After`; other requests go on.
+    pub transfers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { connections: 1024, connections_per_client: 256, streams_per_connection: 64, transfers: 256 }
     }
 }
 

@@ -66,6 +66,7 @@ impl Reload {
             access,
             tls,
             read_only,
+            limits,
         } = new;
         let mut restart_needed = Vec::new();
         let mut restart_only = |key: &'static str, changed: bool| {
@@ -90,6 +91,8 @@ impl Reload {
         restart_only("http.draintimeout", *drain_timeout != running.drain_timeout);
         restart_only("log.formatter", *log_format != running.log_format);
         restart_only("storage.maintenance.uploadpurging", *upload_purging != running.upload_purging);
+        // Connections and transfers in flight were admitted under the old bounds.
+        restart_only("limits", *limits != running.limits);
         let mut refused = Vec::new();
         let access = if access == applied_access {
             access.clone()

@@ -14,7 +14,7 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::tree::KeyError;
-use super::{Config, HtpasswdConfig, TlsConfig, UploadPurging};
+use super::{Config, HtpasswdConfig, Limits, TlsConfig, UploadPurging};
 use crate::core::access::{AccessRule, Action};
 use crate::core::duration;
 use crate::logging::Format;
@@ -28,6 +28,16 @@ pub(super) struct Document {
     http: Option<Http>,
     auth: Option<Auth>,
     access: Option<Vec<AccessRuleEntry>>,
+    limits: Option<LimitsSection>,
+}
+
+/// `limits` (pier).
+#[derive(Deserialize, Default)]
+struct LimitsSection {
+    connections: Option<u64>,
+    connectionsperclient: Option<u64>,
+    streamsperconnection: Option<u64>,
+    transfers: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -151,7 +161,7 @@ impl Document {
     /// The configuration this document describes, defaults filled in.
     pub(super) fn resolve(self, warnings: &mut Warnings) -> Result<Config, KeyError> {
         let defaults = Config::default();
-        let Document { version, log, storage, http, auth, access } = self;
+        let Document { version, log, storage, http, auth, access, limits } = self;
         let _accepted_unchecked: Option<IgnoredAny> = version;
         let Log { level, formatter, accesslog } = log.unwrap_or_default();
         let AccessLog { disabled: access_log_disabled } = accesslog.unwrap_or_default();
@@ -165,6 +175,25 @@ impl Document {
         let Digests { blake3 } = digests.unwrap_or_default();
         let Http { addr, prefix, host, relativeurls, headers, draintimeout, idletimeout, tls } =
             http.unwrap_or_default();
+        let LimitsSection { connections, connectionsperclient, streamsperconnection, transfers } =
+            limits.unwrap_or_default();
+        let limits = {
+            let default = defaults.limits;
+            Limits {
+                connections: count("limits.connections", connections, default.connections)?,
+                connections_per_client: count(
+                    "limits.connectionsperclient",
+                    connectionsperclient,
+                    default.connections_per_client,
+                )?,
+                streams_per_connection: count(
+                    "limits.streamsperconnection",
+                    streamsperconnection,
+                    default.streams_per_connection,
+                )?,
+                transfers: count("limits.transfers", transfers, default.transfers)?,
+            }
+        };
 
         let upload_purging = {
             let default = super::DEFAULT_UPLOAD_PURGING;
@@ -222,7 +251,17 @@ impl Document {
             access: access.map(access_rules).transpose()?,
             tls: tls.flatten(),
             read_only: read_only.unwrap_or(defaults.read_only),
+            limits,
         })
+    }
+}
+
+/// A count of at least 1 (`default` when the key is absent).
+fn count<T: TryFrom<u64>>(key: &str, value: Option<u64>, default: T) -> Result<T, KeyError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(KeyError::new(key, "must be at least 1")),
+        Some(n) => T::try_from(n).map_err(|_| KeyError::new(key, format!("{n} is too large"))),
     }
 }
 

@@ -4,7 +4,8 @@
 //! routing by `router`, the access log), then `dispatch`: authorization (`authz`), the
 //! registry policy (`core::policy`, checked once for every endpoint), the handler in `handlers`
 //! (working on `store::Store` with a `context::Ctx`). `error` turns every failure into OCI error
-//! JSON exactly once. `settings` holds what every connection shares and what SIGHUP reloads.
+//! JSON exactly once. `settings` holds what every connection shares and what SIGHUP reloads;
+//! `limits` the bounds on connections and transfers; `body` streams blobs to clients.
 
 pub mod access_log;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod context;
 pub mod dispatch;
 pub mod error;
 pub mod handlers;
+pub mod limits;
 pub mod query;
 pub mod router;
 pub mod server;

@@ -1,5 +1,9 @@
 //! Listening, accepting and serving connections (HTTP/1.1, and HTTP/2 with prior knowledge),
-//! with idle timeouts and graceful shutdown.
+//! with idle timeouts, connection bounds (`limits`) and graceful shutdown.
+//!
+//! The accept loop never waits for a bound: a connection over `limits.connections` or
+//! `limits.connectionsperclient` is accepted, answered and closed, so the listener keeps
+//! draining and the watchdog's probe connection is always taken.
 //!
 //! Timeouts are idle timeouts: a connection is dropped only when no byte has moved in either
 //! direction for `http.idletimeout` while the server waits on the socket. A 5 GiB upload over a
@@ -21,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
+use super::limits::Refusal;
 use super::State;
 
 /// Binds `http.addr`. `:5000` means every address (IPv6 and IPv4 where available).
@@ -47,7 +52,13 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(state.config.idle_timeout);
     // Adaptive flow-control windows: large uploads over HTTP/2 are not throttled by the 64 KiB default.
-    builder.http2().timer(TokioTimer::new()).adaptive_window(true);
+    // A stream's response body holds at most two small buffers (see `body`), and streams per
+    // connection are bounded, so one connection cannot hold more than a few MiB.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .adaptive_window(true)
+        .max_concurrent_streams(state.config.limits.streams_per_connection);
     let builder = Arc::new(builder);
     // Every listener feeds one queue of accepted connections.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -75,6 +86,7 @@ pub async fn serve(
         });
     }
     drop(conn_tx);
+    let mut refused = RefusalLog::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -85,9 +97,18 @@ pub async fn serve(
             () = &mut shutdown => break,
             else => break,
         };
+        let admitted = match state.bounds.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                refused.note(refusal, peer);
+                tokio::spawn(refuse(stream, refusal, tls.is_none()));
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let (state, builder, watcher, tls) = (state.clone(), builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
+            let _admitted = admitted;
             let timeout = state.config.idle_timeout;
             match tls {
                 None => serve_connection(state, &builder, watcher, IdleTimeout::new(stream, timeout), peer).await,
@@ -124,6 +145,54 @@ pub async fn serve(
         () = tokio::time::sleep(drain) => log::warn!("drain deadline reached; closing remaining connections"),
     }
     Ok(())
+}
+
+/// Answers a connection over a bound and closes it: plain HTTP gets the complete `429`/`503`
+/// answer, then the request is read and discarded for a moment so that closing does not reset
+/// the connection before the client has read the answer; TLS connections are just closed (a
+/// handshake to say "too busy" would cost what the bound saves).
+async fn refuse(mut stream: TcpStream, refusal: Refusal, plain: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if !plain {
+        return;
+    }
+    let linger = async {
+        stream.write_all(refusal.http_response()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut left = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left -= n.min(left),
+            }
+        }
+        Ok::<(), io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), linger).await;
+}
+
+/// Logs refused connections at most once a second (a flood must not flood the journal too).
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    since_last: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, refusal: Refusal, peer: SocketAddr) {
+        self.since_last += 1;
+        if self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        let why = match refusal {
+            Refusal::Server => "limits.connections reached",
+            Refusal::Client => "limits.connectionsperclient reached",
+        };
+        log::warn!("refused {} connection(s) ({why}; latest from {peer})", self.since_last);
+        self.last = Some(Instant::now());
+        self.since_last = 0;
+    }
 }
 
 async fn serve_connection<S>(

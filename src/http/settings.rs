@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use http::{HeaderName, HeaderValue};
 
 use super::auth::Authenticator;
+use super::limits::Bounds;
 use crate::config::{Config, LiveSettings, Reload};
 use crate::core::access::AccessPolicy;
 use crate::core::policy::{AlgorithmSet, RegistryPolicy};
@@ -28,6 +29,8 @@ pub struct State {
     settings: RwLock<Arc<Settings>>,
     /// Connections accepted so far (the watchdog checks that it moves).
     pub accepted: AtomicU64,
+    /// Connections and transfers admitted now, against `limits`.
+    pub bounds: Bounds,
 }
 
 /// The part of the configuration that SIGHUP reloads.
@@ -73,7 +76,8 @@ impl State {
         let live = config.live_settings();
         store.set_free_space_reserve(live.free_space_reserve);
         let settings = RwLock::new(Arc::new(Settings::new(&live, accepted_algorithms(&config), auth.is_some())));
-        State { store, config, auth, settings, accepted: AtomicU64::new(0) }
+        let bounds = Bounds::new(config.limits);
+        State { store, config, auth, settings, accepted: AtomicU64::new(0), bounds }
     }
 
     /// The current reloadable settings.

@@ -7,8 +7,10 @@
 //! the global file goes when that was the last link.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use redb::ReadableTable;
 
@@ -17,27 +19,58 @@ use super::meta::{BLOBS, MANIFESTS, REPOS, REPO_BLOBS};
 use super::{layout, now_unix, Store};
 use crate::core::{Digest, RepoName};
 
-/// An open blob, for reading. The file stays the store's: callers only read from it.
+/// An open blob, for reading at explicit offsets (clones share the file). The file stays the
+/// store's: callers only read from it.
+#[derive(Clone)]
 pub struct BlobReader {
-    file: File,
+    file: Arc<File>,
     size: u64,
 }
+
+/// Set once the kernel said it cannot read without blocking (`RWF_NOWAIT` unsupported: kernels
+/// before 4.14, some filesystems); every read then goes the blocking way.
+static NOWAIT_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
 impl BlobReader {
     pub fn size(&self) -> u64 {
         self.size
     }
-}
 
-impl Read for BlobReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.file.read(buf)
+    /// Reads at `offset` into `buf`, waiting for the disk if need be (call it where blocking is
+    /// allowed). Returns the number of bytes read; 0 only at the end of the file.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        loop {
+            match self.file.read_at(buf, offset) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return result,
+            }
+        }
     }
-}
 
-impl Seek for BlobReader {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.file.seek(pos)
+    /// Reads at `offset` only what the page cache holds, never waiting for the disk
+    /// (`preadv2(RWF_NOWAIT)`): `Ok(None)` when the bytes at `offset` are not cached (or the
+    /// kernel cannot tell), so the caller reads them with [`read_at`](Self::read_at) where
+    /// blocking is allowed. May return fewer bytes than asked (only part cached).
+    pub fn read_cached(&self, buf: &mut [u8], offset: u64) -> io::Result<Option<usize>> {
+        use rustix::io::{preadv2, Errno, ReadWriteFlags};
+        if NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) || buf.is_empty() {
+            return Ok(None);
+        }
+        loop {
+            match preadv2(&*self.file, &mut [io::IoSliceMut::new(buf)], offset, ReadWriteFlags::NOWAIT) {
+                // 0 before the end: let the blocking read say what it is.
+                Ok(0) => return Ok(None),
+                Ok(n) => return Ok(Some(n)),
+                Err(Errno::AGAIN) => return Ok(None),
+                Err(Errno::INTR) => {}
+                Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => {
+                    NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 
@@ -69,7 +102,7 @@ impl Store {
         // A delete of the last link may remove the file between the lookup and the open.
         let path = self.paths.blob(digest);
         let file = File::open(&path).map_err(|e| gone_as(e, "open", &path, StoreError::BlobUnknown))?;
-        Ok(BlobReader { file, size })
+        Ok(BlobReader { file: Arc::new(file), size })
     }
 
     /// Makes the verified, fsynced file `src` the global blob `digest` unless that file exists

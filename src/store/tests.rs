@@ -52,8 +52,11 @@ fn claim(session: &UploadSession) -> SessionClaim {
 }
 
 /// Appends `bytes` as one chunk (`declared`: its Content-Range length, if any).
-fn append(store: &Store, claim: &mut SessionClaim, bytes: &[u8], declared: Option<u64>) -> Result<u64> {
-    let mut append = store.begin_append(claim, None, declared, Some(bytes.len() as u64))?;
+fn append(store: &Store, claim: SessionClaim, bytes: &[u8], declared: Option<u64>) -> (SessionClaim, Result<u64>) {
+    let mut append = match store.begin_append(claim, None, declared, Some(bytes.len() as u64)) {
+        Ok(append) => append,
+        Err((claim, e)) => return (claim, Err(e)),
+    };
     // Two batches, so that a chunk is more than one write.
     let (a, b) = bytes.split_at(bytes.len() / 2);
     append.write(vec![Bytes::copy_from_slice(a)]);
@@ -64,8 +67,8 @@ fn append(store: &Store, claim: &mut SessionClaim, bytes: &[u8], declared: Optio
 /// A whole push: session, one chunk, commit.
 fn push(store: &Store, to: &RepoName, bytes: &[u8]) -> Result<Digest> {
     let session = store.create_upload(to, Algorithm::Sha256)?;
-    let mut c = claim(&session);
-    append(store, &mut c, bytes, None)?;
+    let (c, appended) = append(store, claim(&session), bytes, None);
+    appended?;
     let digest = sha256(bytes);
     store.commit_upload(c, &digest)?;
     Ok(digest)
@@ -104,9 +107,10 @@ fn observe(store: &Store) -> BTreeMap<String, String> {
         let (k, _) = e.unwrap();
         let (r, d) = k.value();
         let content = match store.open_blob(&repo(r), &Digest::parse(d).unwrap()) {
-            Ok(mut blob) => {
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut blob, &mut bytes).unwrap();
+            Ok(blob) => {
+                let mut bytes = vec![0u8; blob.size() as usize];
+                let n = blob.read_at(&mut bytes, 0).unwrap();
+                assert_eq!(n, bytes.len(), "a blob file holds its recorded size");
                 sha256(&bytes).to_string()
             }
             Err(e) => format!("unreadable: {e}"),
@@ -275,24 +279,27 @@ fn chunked_upload_commit_keeps_acknowledged_chunks() {
         "chunked commit",
         |s| {
             let session = s.create_upload(&repo("r"), Algorithm::Sha256).unwrap();
-            let mut c = claim(&session);
-            append(s, &mut c, &bytes[..3000], Some(3000)).unwrap();
-            append(s, &mut c, &bytes[3000..6000], Some(3000)).unwrap();
+            let (c, appended) = append(s, claim(&session), &bytes[..3000], Some(3000));
+            appended.unwrap();
+            let (c, appended) = append(s, c, &bytes[3000..6000], Some(3000));
+            appended.unwrap();
             c.id().to_string()
         },
         |s, id| {
-            let mut c = claim(&s.upload(&repo("r"), id)?);
+            let c = claim(&s.upload(&repo("r"), id)?);
             let offset = c.offset();
-            append(s, &mut c, &bytes[offset as usize..], None)?;
+            let (c, appended) = append(s, c, &bytes[offset as usize..], None);
+            appended?;
             s.commit_upload(c, &digest)
         },
         |s, id| {
             // The client asks where the upload stands, sends the rest, commits.
             let session = s.upload(&repo("r"), id).expect("the session survives the crash");
-            let mut c = claim(&session);
+            let c = claim(&session);
             let offset = c.offset() as usize;
             assert!(offset >= 6000, "acknowledged chunks lost: offset {offset}");
-            append(s, &mut c, &bytes[offset..], None).unwrap();
+            let (c, appended) = append(s, c, &bytes[offset..], None);
+            appended.unwrap();
             s.commit_upload(c, &digest).unwrap();
             true
         },
@@ -308,31 +315,34 @@ fn short_chunk_is_rolled_back() {
         |s| {
             push(s, &repo("other"), &data(10, 9)).unwrap();
             let session = s.create_upload(&repo("r"), Algorithm::Sha256).unwrap();
-            let mut c = claim(&session);
-            append(s, &mut c, &bytes[..1000], Some(1000)).unwrap();
+            let (c, appended) = append(s, claim(&session), &bytes[..1000], Some(1000));
+            appended.unwrap();
             c.id().to_string()
         },
         |s, id| {
             // As a client does: ask where the upload stands, send a chunk from there (it arrives
             // short), then the rest from where the upload stands after that.
-            let mut c = claim(&s.upload(&repo("r"), id)?);
+            let c = claim(&s.upload(&repo("r"), id)?);
             let at = c.offset();
             let short = &bytes[at as usize..(at as usize + 1000).min(bytes.len())];
-            match append(s, &mut c, short, Some(3000)) {
+            let (c, appended) = append(s, c, short, Some(3000));
+            match appended {
                 Err(StoreError::ChunkLength { received, declared: 3000 }) => assert_eq!(received, short.len() as u64),
                 Err(e) => return Err(e),
                 Ok(n) => panic!("a short chunk was accepted: offset {n}"),
             }
             assert_eq!(c.offset(), at, "rolled back to the acknowledged length");
-            append(s, &mut c, &bytes[at as usize..], None)?;
+            let (c, appended) = append(s, c, &bytes[at as usize..], None);
+            appended?;
             s.commit_upload(c, &sha256(&bytes))
         },
         |s, id| {
-            let mut c = claim(&s.upload(&repo("r"), id).expect("the session survives"));
+            let c = claim(&s.upload(&repo("r"), id).expect("the session survives"));
             let offset = c.offset() as usize;
             assert!(offset >= 1000, "acknowledged chunk lost: offset {offset}");
             // After a crash the file may hold any prefix of what was sent; resume from it.
-            append(s, &mut c, &bytes[offset..], None).unwrap();
+            let (c, appended) = append(s, c, &bytes[offset..], None);
+            appended.unwrap();
             s.commit_upload(c, &sha256(&bytes)).unwrap();
             true
         },
@@ -479,8 +489,8 @@ fn cancel_of_an_upload() {
             let plan = Arc::new(FaultPlan::new(n, fault));
             let store = open(dir.path(), Some(plan.clone())).unwrap();
             let session = store.create_upload(&repo("r"), Algorithm::Sha256).unwrap();
-            let mut c = claim(&session);
-            append(&store, &mut c, b"some bytes", None).unwrap();
+            let (c, appended) = append(&store, claim(&session), b"some bytes", None);
+            appended.unwrap();
             let id = c.id().to_string();
             plan.arm();
             let _ = store.cancel_upload(c);

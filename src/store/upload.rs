@@ -6,9 +6,16 @@
 //! may commit ([`Store::commit_upload`]) or cancel ([`Store::cancel_upload`]). The store applies,
 //! rolls back and reports chunks itself; callers never see the file.
 //!
+//! A [`ChunkAppend`] owns its claim and is moved to a blocking thread for each batch it writes,
+//! so a request whose client sends nothing holds no thread. Without the claim, anyone may read
+//! a session's [`progress`](UploadSession::progress) (what its file holds, also while a chunk
+//! streams in) and ask an append in flight to stop ([`UploadSession::request_cancel`]).
+//!
 //! Invariants:
 //! - A session's file holds exactly the bytes acknowledged so far, and `offset` is its length
 //!   (while a chunk is being appended, the file may hold more: the chunk's bytes so far).
+//! - `written` is what the file holds: `offset`, plus during an append the bytes of the chunk
+//!   written so far (never bytes still in memory).
 //! - `hasher`, when present, has been fed exactly those bytes, so each byte is hashed once.
 //!   After a restart (or an I/O error) it is `None` and is rebuilt by re-reading the file.
 //! - A chunk with a declared length is wholly in the upload or not at all: a body that ends short
@@ -19,11 +26,12 @@
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use redb::ReadableTable;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use super::disk::Disk;
 use super::error::{IoContext, Result, StoreError};
@@ -37,28 +45,38 @@ use crate::core::{Algorithm, Digest, Hasher, RepoName};
 /// Exclusive use is arbitrated by a `tokio::sync::Mutex`, whose futures need no tokio runtime:
 /// waiting for a session costs a parked task, never a thread.
 #[derive(Clone)]
-pub struct UploadSession(Arc<Mutex<SessionState>>);
+pub struct UploadSession(Arc<Session>);
 
-/// The in-memory state of one session.
-struct SessionState {
+/// One session: what never changes, what may be read without the claim, and the claimed state.
+struct Session {
     id: String,
     repo: RepoName,
     algorithm: Algorithm,
-    hasher: Option<Hasher>,
-    offset: u64,
+    /// Bytes in the file (see the invariants).
+    written: AtomicU64,
     /// Set once the session is committed or cancelled: a request that was waiting for the
     /// session must then answer "upload unknown".
-    closed: bool,
+    closed: AtomicBool,
+    /// Raised by a cancel that found the session in use; the append in flight stops.
+    cancel_requested: AtomicBool,
+    cancel: Notify,
+    state: Arc<Mutex<SessionState>>,
+}
+
+/// The claimed state of one session.
+struct SessionState {
+    hasher: Option<Hasher>,
+    offset: u64,
 }
 
 impl SessionState {
     /// The hash of the bytes so far, re-reading the file if it is not known (after a restart or
     /// an I/O error); `offset` then becomes the file's length.
-    fn take_hasher(&mut self, path: &Path) -> Result<Hasher> {
+    fn take_hasher(&mut self, path: &Path, algorithm: Algorithm) -> Result<Hasher> {
         match self.hasher.take() {
             Some(h) => Ok(h),
             None => {
-                let (hasher, len) = hash_file(path, self.algorithm)?;
+                let (hasher, len) = hash_file(path, algorithm)?;
                 self.offset = len;
                 Ok(hasher)
             }
@@ -67,41 +85,103 @@ impl SessionState {
 }
 
 /// Exclusive use of a live session, held by one request.
-pub struct SessionClaim(OwnedMutexGuard<SessionState>);
+pub struct SessionClaim {
+    session: UploadSession,
+    state: OwnedMutexGuard<SessionState>,
+}
 
 impl UploadSession {
-    fn new(state: SessionState) -> UploadSession {
-        UploadSession(Arc::new(Mutex::new(state)))
+    fn new(id: String, repo: RepoName, algorithm: Algorithm, hasher: Option<Hasher>, offset: u64) -> UploadSession {
+        UploadSession(Arc::new(Session {
+            id,
+            repo,
+            algorithm,
+            written: AtomicU64::new(offset),
+            closed: AtomicBool::new(false),
+            cancel_requested: AtomicBool::new(false),
+            cancel: Notify::new(),
+            state: Arc::new(Mutex::new(SessionState { hasher, offset })),
+        }))
     }
 
     /// Waits for exclusive use of the session. Fails with `UploadUnknown` when the request that
     /// held it meanwhile committed or cancelled it.
     pub async fn claim(&self) -> Result<SessionClaim> {
-        let state = self.0.clone().lock_owned().await;
-        if state.closed {
-            return Err(StoreError::UploadUnknown);
-        }
-        Ok(SessionClaim(state))
+        let state = self.0.state.clone().lock_owned().await;
+        self.claimed(state).ok_or(StoreError::UploadUnknown)
     }
 
     /// Exclusive use if nobody has it right now.
-    pub(super) fn try_claim(&self) -> Option<SessionClaim> {
-        let state = self.0.clone().try_lock_owned().ok()?;
-        (!state.closed).then_some(SessionClaim(state))
+    pub fn try_claim(&self) -> Option<SessionClaim> {
+        let state = self.0.state.clone().try_lock_owned().ok()?;
+        self.claimed(state)
     }
-}
 
-impl SessionClaim {
-    /// The session's id (a canonical UUID).
+    fn claimed(&self, state: OwnedMutexGuard<SessionState>) -> Option<SessionClaim> {
+        (!self.0.closed.load(Ordering::Acquire)).then(|| SessionClaim { session: self.clone(), state })
+    }
+
     pub fn id(&self) -> &str {
         &self.0.id
     }
     pub fn repo(&self) -> &RepoName {
         &self.0.repo
     }
+
+    /// What the session's file holds right now, without waiting for a request that appends to
+    /// it; `None` once the session is committed or cancelled.
+    pub fn progress(&self) -> Option<u64> {
+        let written = self.0.written.load(Ordering::Acquire);
+        (!self.0.closed.load(Ordering::Acquire)).then_some(written)
+    }
+
+    /// Asks the request appending to the session, if any, to stop at once (see
+    /// [`cancel_requested`](Self::cancel_requested)); the caller then claims the session.
+    pub fn request_cancel(&self) {
+        self.0.cancel_requested.store(true, Ordering::Release);
+        self.0.cancel.notify_waiters();
+    }
+
+    /// Resolves when a cancel of the session has been requested.
+    pub async fn cancel_requested(&self) {
+        loop {
+            let notified = self.0.cancel.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.0.cancel_requested.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl SessionClaim {
+    /// The session's id (a canonical UUID).
+    pub fn id(&self) -> &str {
+        self.session.id()
+    }
+    pub fn repo(&self) -> &RepoName {
+        self.session.repo()
+    }
     /// Bytes acknowledged so far.
     pub fn offset(&self) -> u64 {
-        self.0.offset
+        self.state.offset
+    }
+    /// The session claimed.
+    pub fn session(&self) -> &UploadSession {
+        &self.session
+    }
+
+    /// Sets the acknowledged length (and what the file holds).
+    fn set_offset(&mut self, offset: u64) {
+        self.state.offset = offset;
+        self.session.0.written.store(offset, Ordering::Release);
+    }
+
+    /// Marks the session committed or cancelled.
+    fn close(&mut self) {
+        self.session.0.closed.store(true, Ordering::Release);
     }
 }
 
@@ -114,10 +194,11 @@ pub enum AppendEnd {
     Interrupted,
 }
 
-/// One chunk being appended to a claimed session. Blocking: runs on a thread that may do file
-/// I/O. Memory is bounded by the upload writer (see `upload_writer`).
-pub struct ChunkAppend<'c> {
-    claim: &'c mut SessionClaim,
+/// One chunk being appended to a claimed session; it owns the claim until [`finish`](Self::finish)
+/// gives it back. Its methods block (file I/O): call them where blocking is allowed, e.g. one
+/// `spawn_blocking` per batch. Memory is bounded by the upload writer (see `upload_writer`).
+pub struct ChunkAppend {
+    claim: SessionClaim,
     path: PathBuf,
     disk: Disk,
     writer: UploadWriter,
@@ -131,9 +212,10 @@ pub struct ChunkAppend<'c> {
     failed: Option<StoreError>,
 }
 
-impl ChunkAppend<'_> {
-    /// Appends `batch` (hashing each byte once). After a failure, later batches are dropped and
-    /// `finish` reports the failure; returns whether the caller should go on sending.
+impl ChunkAppend {
+    /// Appends `batch` (hashing each byte once) and writes it to the file. After a failure,
+    /// later batches are dropped and `finish` reports the failure; returns whether the caller
+    /// should go on sending.
     pub fn write(&mut self, batch: Vec<Bytes>) -> bool {
         if self.failed.is_some() {
             return false;
@@ -146,45 +228,56 @@ impl ChunkAppend<'_> {
                 return false;
             }
         }
+        if let Err(e) = self.writer.write_gathered() {
+            self.failed = Some(e);
+            return false;
+        }
+        self.claim.session.0.written.store(self.start + self.received, Ordering::Release);
         true
     }
 
-    /// Ends the chunk: the session's new length, or why the chunk is not (wholly) in the upload.
-    /// On every path `offset` and the hash describe the file exactly afterwards, so the client
-    /// can resume from `offset`.
-    pub fn finish(self, end: AppendEnd) -> Result<u64> {
-        let ChunkAppend { claim, path, disk, writer, hasher, start, declared, received, failed } = self;
+    /// The session being appended to.
+    pub fn session(&self) -> &UploadSession {
+        &self.claim.session
+    }
+
+    /// Ends the chunk: gives the claim back with the session's new length, or why the chunk is
+    /// not (wholly) in the upload. On every path `offset` and the hash describe the file exactly
+    /// afterwards, so the client can resume from `offset`.
+    pub fn finish(self, end: AppendEnd) -> (SessionClaim, Result<u64>) {
+        let ChunkAppend { mut claim, path, disk, writer, hasher, start, declared, received, failed } = self;
         let written = match failed {
             Some(e) => Err(e),
             None => writer.finish(),
         };
-        let state = &mut *claim.0;
-        match (written, declared) {
+        let file_length = || fs::metadata(&path).map(|m| m.len()).unwrap_or(start);
+        let result = match (written, declared) {
             (Err(e), _) => {
                 // What reached the file is unknown: re-derive both from the file next time.
-                state.hasher = None;
-                state.offset = fs::metadata(&path).map(|m| m.len()).unwrap_or(start);
+                claim.state.hasher = None;
+                claim.set_offset(file_length());
                 Err(e)
             }
             (Ok(()), Some(declared)) if end == AppendEnd::Complete && received != declared => {
-                state.hasher = None;
+                claim.state.hasher = None;
                 match disk.truncate(&path, start) {
                     Ok(()) => {
-                        state.offset = start;
+                        claim.set_offset(start);
                         Err(StoreError::ChunkLength { received, declared })
                     }
                     Err(e) => {
-                        state.offset = fs::metadata(&path).map(|m| m.len()).unwrap_or(start);
+                        claim.set_offset(file_length());
                         Err(e)
                     }
                 }
             }
             (Ok(()), _) => {
-                state.hasher = Some(hasher);
-                state.offset = start + received;
-                Ok(state.offset)
+                claim.state.hasher = Some(hasher);
+                claim.set_offset(start + received);
+                Ok(start + received)
             }
-        }
+        };
+        (claim, result)
     }
 }
 
@@ -224,14 +317,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         txn.open_table(UPLOADS)?.insert(id.as_str(), (repo.as_str(), algorithm.name(), now_unix()))?;
         self.disk.commit(txn)?;
-        let session = UploadSession::new(SessionState {
-            id: id.clone(),
-            repo: repo.clone(),
-            algorithm,
-            hasher: Some(algorithm.hasher()),
-            offset: 0,
-            closed: false,
-        });
+        let session = UploadSession::new(id.clone(), repo.clone(), algorithm, Some(algorithm.hasher()), 0);
         self.sessions_lock().insert(id, session.clone());
         Ok(session)
     }
@@ -258,14 +344,7 @@ impl Store {
         }
         let algorithm = Algorithm::from_name(&algorithm).unwrap_or(Algorithm::Sha256);
         let offset = fs::metadata(self.paths.upload(&id)).map(|m| m.len()).map_err(|_| StoreError::UploadUnknown)?;
-        let session = UploadSession::new(SessionState {
-            id: id.clone(),
-            repo: repo.clone(),
-            algorithm,
-            hasher: None,
-            offset,
-            closed: false,
-        });
+        let session = UploadSession::new(id.clone(), repo.clone(), algorithm, None, offset);
         sessions.insert(id, session.clone());
         Ok(session)
     }
@@ -273,36 +352,42 @@ impl Store {
     /// Starts appending a chunk at the end of the claimed session. `start` is where the client
     /// says the chunk begins and `declared` its length (a `Content-Range`), if it said so;
     /// `announced` is the request body's length if known in advance (space is allocated for it).
-    /// Blocking (may re-hash the file after a restart).
-    pub fn begin_append<'c>(
+    /// Blocking (may re-hash the file after a restart). A refusal gives the claim back.
+    pub fn begin_append(
         &self,
-        claim: &'c mut SessionClaim,
+        mut claim: SessionClaim,
         start: Option<u64>,
         declared: Option<u64>,
         announced: Option<u64>,
-    ) -> Result<ChunkAppend<'c>> {
-        self.ensure_free_space(announced.unwrap_or(0))?;
-        let state = &mut *claim.0;
-        if let Some(start) = start.filter(|&s| s != state.offset) {
-            return Err(StoreError::ChunkOutOfOrder { start, offset: state.offset });
+    ) -> std::result::Result<ChunkAppend, (SessionClaim, StoreError)> {
+        if let Err(e) = self.ensure_free_space(announced.unwrap_or(0)) {
+            return Err((claim, e));
         }
-        let path = self.paths.upload(&state.id);
-        let hasher = state.take_hasher(&path)?;
-        let writer = match UploadWriter::new(self.disk.clone(), &path, state.offset, announced) {
+        if let Some(start) = start.filter(|&s| s != claim.state.offset) {
+            let offset = claim.state.offset;
+            return Err((claim, StoreError::ChunkOutOfOrder { start, offset }));
+        }
+        let path = self.paths.upload(claim.id());
+        let hasher = match claim.state.take_hasher(&path, claim.session.0.algorithm) {
+            Ok(h) => h,
+            Err(e) => return Err((claim, e)),
+        };
+        let offset = claim.state.offset;
+        claim.set_offset(offset);
+        let writer = match UploadWriter::new(self.disk.clone(), &path, offset, announced) {
             Ok(w) => w,
             Err(e) => {
-                state.hasher = Some(hasher);
-                return Err(e);
+                claim.state.hasher = Some(hasher);
+                return Err((claim, e));
             }
         };
-        let start = state.offset;
         Ok(ChunkAppend {
             claim,
             path,
             disk: self.disk.clone(),
             writer,
             hasher,
-            start,
+            start: offset,
             declared,
             received: 0,
             failed: None,
@@ -312,10 +397,12 @@ impl Store {
     /// Verifies the session's content against `expected` and commits it as a blob of the
     /// session's repository. On a mismatch the session is cancelled (nothing becomes visible).
     pub fn commit_upload(&self, mut claim: SessionClaim, expected: &Digest) -> Result<()> {
-        let path = self.paths.upload(&claim.0.id);
-        let state = &mut *claim.0;
-        let actual = if expected.algorithm() == state.algorithm {
-            let hasher = state.take_hasher(&path)?;
+        let path = self.paths.upload(claim.id());
+        let algorithm = claim.session.0.algorithm;
+        let (id, repo) = (claim.id().to_string(), claim.repo().clone());
+        let state = &mut *claim.state;
+        let actual = if expected.algorithm() == algorithm {
+            let hasher = state.take_hasher(&path, algorithm)?;
             let digest = hasher.clone().finish();
             state.hasher = Some(hasher);
             digest
@@ -336,16 +423,16 @@ impl Store {
         {
             let _guard = self.lock();
             self.place_global(&path, expected)?;
-            self.link_into_repo(&state.repo, expected)?;
+            self.link_into_repo(&repo, expected)?;
             let txn = self.db.begin_write()?;
-            Self::record_repo_blob(&txn, &state.repo, expected, state.offset)?;
-            txn.open_table(UPLOADS)?.remove(state.id.as_str())?;
+            Self::record_repo_blob(&txn, &repo, expected, state.offset)?;
+            txn.open_table(UPLOADS)?.remove(id.as_str())?;
             self.disk.commit(txn)?;
         }
-        state.closed = true;
-        self.sessions_lock().remove(&state.id);
+        claim.close();
+        self.sessions_lock().remove(&id);
         if let Err(e) = self.disk.remove_if_exists(&path) {
-            log::warn!("committed upload {}: its file stays until the next start: {e}", state.id);
+            log::warn!("committed upload {id}: its file stays until the next start: {e}");
         }
         Ok(())
     }
@@ -353,18 +440,17 @@ impl Store {
     /// Ends a session: forgets it and removes its file.
     pub fn cancel_upload(&self, mut claim: SessionClaim) -> Result<()> {
         self.forget(&mut claim)?;
-        self.disk.remove_if_exists(&self.paths.upload(&claim.0.id))
+        self.disk.remove_if_exists(&self.paths.upload(claim.id()))
     }
 
     /// Ends a session's life in memory and in metadata (not its file). Requests waiting for
     /// the session see `closed`; later lookups find no record.
     fn forget(&self, claim: &mut SessionClaim) -> Result<()> {
-        let state = &mut *claim.0;
-        state.closed = true;
+        claim.close();
         let mut sessions = self.sessions_lock();
-        sessions.remove(&state.id);
+        sessions.remove(claim.id());
         let txn = self.db.begin_write()?;
-        txn.open_table(UPLOADS)?.remove(state.id.as_str())?;
+        txn.open_table(UPLOADS)?.remove(claim.id())?;
         self.disk.commit(txn)
     }
 

@@ -1,7 +1,8 @@
 //! How the bytes of an upload reach its file: the write pipeline behind `UploadSession`.
 //!
-//! Received chunks are gathered without copying and written with one `writev` per MiB; a
-//! background thread `fdatasync`s every `SYNC_EVERY` bytes, so dirty pages never pile up (past a
+//! Received chunks are gathered without copying and written with one `writev` per MiB (or per
+//! batch, when the caller's batch ends first); a short-lived background thread `fdatasync`s
+//! every `SYNC_EVERY` bytes, so dirty pages never pile up (past a
 //! few GiB of dirty cache the kernel makes every write expensive) and little is left for the
 //! fsync of the commit. Past the first `KEEP_CACHED` bytes, flushed pages are dropped from the
 //! page cache (drop-behind): small blobs, configs and the start of large layers stay cached for
@@ -22,7 +23,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -121,13 +122,24 @@ impl UploadWriter {
             self.unsynced = 0;
             if self.flusher.is_none() {
                 self.flusher =
-                    Some(Flusher::start(self.disk.clone(), self.path.clone(), self.gathered.file.try_clone()?)?);
+                    Some(Flusher::start(self.disk.clone(), self.path.clone(), self.gathered.file.try_clone()?));
             }
-            if let Some(flusher) = &self.flusher {
+            if let Some(flusher) = &mut self.flusher {
                 flusher.request(self.position)?;
             }
         }
         Ok(())
+    }
+
+    /// Writes what is gathered so far to the file (the caller's batch is over: nothing stays in
+    /// memory while the client takes its time with the next one).
+    pub(super) fn write_gathered(&mut self) -> Result<()> {
+        if self.failed {
+            return Err(io::Error::other("upload writer stopped after an earlier error")).at("write", &self.path);
+        }
+        let result = self.gathered.flush().at("write", &self.path);
+        self.failed = result.is_err();
+        result
     }
 
     /// Writes what is still gathered (unless a write failed before) and waits for the flusher.
@@ -196,41 +208,49 @@ impl ChunkWriter {
     }
 }
 
-/// Background `fdatasync`, one request in flight at a time (the rendezvous channel makes the
-/// writer wait only when the disk falls behind), followed by drop-behind of what was flushed
-/// past `KEEP_CACHED`.
+/// Background `fdatasync`, one in flight at a time (the writer waits only when the disk falls
+/// behind), followed by drop-behind of what was flushed past `KEEP_CACHED`. Each flush runs on a
+/// short-lived thread of its own: an upload whose client stalls holds no thread.
 struct Flusher {
-    requests: SyncSender<u64>,
-    thread: JoinHandle<io::Result<()>>,
+    disk: Disk,
+    path: PathBuf,
+    file: Arc<File>,
+    dropped_to: u64,
+    in_flight: Option<JoinHandle<io::Result<u64>>>,
 }
 
 impl Flusher {
-    fn start(disk: Disk, path: PathBuf, file: File) -> io::Result<Self> {
-        let (requests, rx) = sync_channel::<u64>(0);
-        let thread = std::thread::Builder::new().name("upload-flush".into()).spawn(move || {
-            let mut dropped_to = KEEP_CACHED;
-            while let Ok(flushed_to) = rx.recv() {
-                disk.step(|| Step::Fsync(path.clone()))?;
-                file.sync_data()?;
-                if flushed_to > dropped_to {
-                    drop_behind(&file, dropped_to, flushed_to);
-                    dropped_to = flushed_to;
-                }
+    fn start(disk: Disk, path: PathBuf, file: File) -> Self {
+        Flusher { disk, path, file: Arc::new(file), dropped_to: KEEP_CACHED, in_flight: None }
+    }
+
+    /// Waits for the flush in flight, if any; `dropped_to` then covers it.
+    fn wait(&mut self) -> io::Result<()> {
+        if let Some(thread) = self.in_flight.take() {
+            let flushed_to = thread.join().unwrap_or_else(|_| Err(io::Error::other("upload flush panicked")))?;
+            self.dropped_to = self.dropped_to.max(flushed_to);
+        }
+        Ok(())
+    }
+
+    /// Starts a flush of everything written so far (file length `flushed_to`), after the one
+    /// in flight.
+    fn request(&mut self, flushed_to: u64) -> io::Result<()> {
+        self.wait()?;
+        let (disk, path, file, dropped_to) = (self.disk.clone(), self.path.clone(), self.file.clone(), self.dropped_to);
+        self.in_flight = Some(std::thread::Builder::new().name("upload-flush".into()).spawn(move || {
+            disk.step(|| Step::Fsync(path.clone()))?;
+            file.sync_data()?;
+            if flushed_to > dropped_to {
+                drop_behind(&file, dropped_to, flushed_to);
             }
-            Ok(())
-        })?;
-        Ok(Flusher { requests, thread })
+            Ok(flushed_to)
+        })?);
+        Ok(())
     }
 
-    /// Asks for a flush of everything written so far (file length `flushed_to`).
-    fn request(&self, flushed_to: u64) -> io::Result<()> {
-        // A closed channel means the flusher failed: `finish` reports its error.
-        self.requests.send(flushed_to).map_err(|_| io::Error::other("upload flusher stopped"))
-    }
-
-    fn finish(self) -> io::Result<()> {
-        drop(self.requests);
-        self.thread.join().unwrap_or_else(|_| Err(io::Error::other("upload flusher panicked")))
+    fn finish(mut self) -> io::Result<()> {
+        self.wait()
     }
 }
 

@@ -5,7 +5,7 @@ use http::{header, Method, StatusCode};
 use super::{blocking, finish, reply, HttpResult};
 use crate::core::range::{parse_range, RangeError};
 use crate::core::{Digest, ErrorCode};
-use crate::http::body::{stream_blob, ResponseBody};
+use crate::http::body::{BlobBody, ResponseBody};
 use crate::http::context::Ctx;
 use crate::http::error::HttpError;
 use crate::http::CONTENT_DIGEST;
@@ -42,8 +42,12 @@ pub async fn get(ctx: &Ctx<'_>, name: &str, digest: &str) -> HttpResult {
     if status == StatusCode::PARTIAL_CONTENT {
         b = b.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", start, start + len - 1));
     }
-    let body =
-        if ctx.method == Method::HEAD || len == 0 { ResponseBody::empty() } else { stream_blob(blob, start, len) };
+    let body = if ctx.method == Method::HEAD || len == 0 {
+        ResponseBody::empty()
+    } else {
+        let permit = ctx.state.bounds.start_transfer()?;
+        ResponseBody::Blob(Box::new(BlobBody::new(blob, start, len, permit)))
+    };
     finish(b, body)
 }
 

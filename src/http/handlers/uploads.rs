@@ -2,14 +2,23 @@
 //! `PATCH` (chunked with `Content-Range`, or streamed), `PUT ?digest=` (commit), `GET` (status),
 //! `DELETE` (cancel).
 //!
-//! A request body is fed to the store's `ChunkAppend` on a blocking thread through a bounded
-//! channel, so memory stays constant whatever the blob size; the store writes, hashes (each byte
-//! once), rolls back a short chunk and reports the session's length.
+//! A request body is gathered into batches on the connection's task; each batch is written (and
+//! hashed, each byte once) by the store's `ChunkAppend` on a blocking thread for the time of
+//! that write, while the next batch arrives. A batch is written when it reaches `BATCH` bytes or
+//! has waited `BATCH_AGE`, so an upload holds at most two batches and a client that stalls holds
+//! neither a thread nor more than what it sent in the last `BATCH_AGE`. The store rolls back a
+//! short chunk and reports the session's length.
+//!
+//! While a chunk streams in, `GET` of the session answers at once with what the file holds, and
+//! `DELETE` stops the chunk (its request then answers `BLOB_UPLOAD_UNKNOWN`) and cancels.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio::task::JoinHandle;
 
 use super::{blocking, finish, reply, HttpResult};
 use crate::core::access::Action;
@@ -19,39 +28,37 @@ use crate::http::body::ResponseBody;
 use crate::http::context::Ctx;
 use crate::http::error::HttpError;
 use crate::http::{CHUNK_MIN_LENGTH, CONTENT_DIGEST, UPLOAD_UUID};
-use crate::store::{AppendEnd, SessionClaim, StoreError};
+use crate::store::{AppendEnd, ChunkAppend, SessionClaim, StoreError, UploadSession};
 
 /// Advertised in `OCI-Chunk-Min-Length`: a hint for efficient chunking. Smaller chunks are
 /// still accepted.
 pub const CHUNK_MIN: u64 = 1024 * 1024;
-/// Body bytes handed to the writer thread at a time. Chunks are batched on the connection's side
+/// Body bytes gathered before they are written. Chunks are batched on the connection's side
 /// because a slow client delivers many small chunks, and one thread wake-up per chunk cost more
 /// CPU than the data itself (a 4 GiB PUT from a client reading from disk: ~16,000 chunks).
 const BATCH: usize = 1 << 20;
-/// Batches in flight between the connection and the writer thread. With the batch being filled
-/// and the one being written, an upload holds at most ~4 MiB (see `keep_freed_buffers` in main.rs).
-const WRITE_AHEAD: usize = 2;
+/// The longest bytes wait in a batch before they are written, whatever the batch's size.
+const BATCH_AGE: Duration = Duration::from_millis(100);
 
-/// What the connection hands to the writer thread.
-enum Feed {
-    Data(Vec<Bytes>),
-    /// The body is over; nothing follows.
+/// How a body stopped being read.
+enum Stop {
     End(AppendEnd),
+    Cancelled,
 }
 
 fn range_header(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
 }
 
-fn session_url(ctx: &Ctx<'_>, claim: &SessionClaim) -> String {
-    ctx.url(&format!("/v2/{}/blobs/uploads/{}", claim.repo(), claim.id()))
+fn session_url(ctx: &Ctx<'_>, repo: &RepoName, id: &str) -> String {
+    ctx.url(&format!("/v2/{repo}/blobs/uploads/{id}"))
 }
 
 /// 202 with the session's `Location`, `Range` and id.
 fn accepted(ctx: &Ctx<'_>, claim: &SessionClaim) -> HttpResult {
     finish(
         reply(StatusCode::ACCEPTED)
-            .header(header::LOCATION, session_url(ctx, claim))
+            .header(header::LOCATION, session_url(ctx, claim.repo(), claim.id()))
             .header(header::RANGE, range_header(claim.offset()))
             .header(UPLOAD_UUID, claim.id())
             .header(CHUNK_MIN_LENGTH, CHUNK_MIN)
@@ -123,72 +130,125 @@ pub async fn start(ctx: &Ctx<'_>, name: &str, body: Incoming) -> HttpResult {
 /// in the upload.
 async fn append(
     ctx: &Ctx<'_>,
-    mut claim: SessionClaim,
+    claim: SessionClaim,
     range: Option<ContentRange>,
     mut body: Incoming,
 ) -> Result<(SessionClaim, Result<u64, HttpError>), HttpError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Feed>(WRITE_AHEAD);
     let announced = http_body::Body::size_hint(&body).exact();
+    let _permit = match announced {
+        Some(0) => None,
+        _ => Some(ctx.state.bounds.start_transfer()?),
+    };
     let store = ctx.state.store.clone();
-    let writer = tokio::task::spawn_blocking(move || {
-        let appended = (|| {
-            let mut append =
-                store.begin_append(&mut claim, range.map(|r| r.start), range.map(|r| r.len()), announced)?;
-            // A sender dropped without `End` is a request that went away mid-body.
-            let mut end = AppendEnd::Interrupted;
-            while let Some(feed) = rx.blocking_recv() {
-                match feed {
-                    Feed::Data(batch) => {
-                        if !append.write(batch) {
-                            break; // the write failed; `finish` reports it
-                        }
-                    }
-                    Feed::End(e) => {
-                        end = e;
-                        break;
-                    }
-                }
-            }
-            append.finish(end)
-        })();
-        (claim, appended)
-    });
+    let session = claim.session().clone();
+    let begun = tokio::task::spawn_blocking(move || {
+        store.begin_append(claim, range.map(|r| r.start), range.map(|r| r.len()), announced)
+    })
+    .await
+    .map_err(HttpError::internal)?;
+    let mut writer = match begun {
+        Ok(append) => BatchWriter::new(append),
+        Err((claim, e)) => return Ok((claim, Err(HttpError::from(e)))),
+    };
     let mut body_error = None;
     let (mut batch, mut batch_len) = (Vec::new(), 0);
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(f) => {
-                if let Ok(data) = f.into_data() {
+    let deadline = tokio::time::sleep(BATCH_AGE);
+    tokio::pin!(deadline);
+    let stop = loop {
+        tokio::select! {
+            biased;
+            () = session.cancel_requested() => break Stop::Cancelled,
+            () = &mut deadline, if batch_len > 0 => {
+                batch_len = 0;
+                if !writer.write(std::mem::take(&mut batch)).await? {
+                    break Stop::End(AppendEnd::Interrupted);
+                }
+            }
+            frame = body.frame() => match frame {
+                None => break Stop::End(AppendEnd::Complete),
+                Some(Ok(f)) => {
+                    let Ok(data) = f.into_data() else { continue };
+                    if batch_len == 0 {
+                        deadline.as_mut().reset(tokio::time::Instant::now() + BATCH_AGE);
+                    }
                     batch_len += data.len();
                     batch.push(data);
                     if batch_len >= BATCH {
                         batch_len = 0;
-                        if tx.send(Feed::Data(std::mem::take(&mut batch))).await.is_err() {
-                            break; // the writer stopped; its error is reported below
+                        if !writer.write(std::mem::take(&mut batch)).await? {
+                            break Stop::End(AppendEnd::Interrupted); // the write failed; `finish` says why
                         }
                     }
                 }
-            }
-            Err(e) => {
-                body_error = Some(e);
-                break;
-            }
+                Some(Err(e)) => {
+                    body_error = Some(e);
+                    break Stop::End(AppendEnd::Interrupted);
+                }
+            },
         }
-    }
-    // What arrived before the end (or an interruption) is written too: the client may resume.
-    if !batch.is_empty() {
-        let _ = tx.send(Feed::Data(batch)).await;
-    }
-    let end = if body_error.is_some() { AppendEnd::Interrupted } else { AppendEnd::Complete };
-    let _ = tx.send(Feed::End(end)).await;
-    drop(tx);
-    let (claim, appended) = writer.await.map_err(HttpError::internal)?;
-    let result = match (appended, body_error) {
-        (Err(e), _) => Err(HttpError::from(e)),
-        (Ok(_), Some(e)) => Err(HttpError::new(ErrorCode::BlobUploadInvalid, format!("request body interrupted: {e}"))),
-        (Ok(n), None) => Ok(n),
+    };
+    let end = match stop {
+        // What arrived before the end (or an interruption) is written too: the client may resume.
+        Stop::End(end) => {
+            if !batch.is_empty() {
+                writer.write(batch).await?;
+            }
+            end
+        }
+        Stop::Cancelled => AppendEnd::Interrupted,
+    };
+    let (claim, appended) = writer.finish(end).await?;
+    let result = match (stop, appended, body_error) {
+        (Stop::Cancelled, _, _) => Err(HttpError::new(ErrorCode::BlobUploadUnknown, "the upload was cancelled")),
+        (_, Err(e), _) => Err(HttpError::from(e)),
+        (_, Ok(_), Some(e)) => {
+            Err(HttpError::new(ErrorCode::BlobUploadInvalid, format!("request body interrupted: {e}")))
+        }
+        (_, Ok(n), None) => Ok(n),
     };
     Ok((claim, result))
+}
+
+/// Writes batches with a `ChunkAppend` on blocking threads, one write in flight at a time (the
+/// next batch is gathered meanwhile).
+struct BatchWriter {
+    idle: Option<ChunkAppend>,
+    writing: Option<JoinHandle<(ChunkAppend, bool)>>,
+}
+
+impl BatchWriter {
+    fn new(append: ChunkAppend) -> Self {
+        BatchWriter { idle: Some(append), writing: None }
+    }
+
+    /// The append, once the write in flight (if any) is done; `false` if that write failed.
+    async fn ready(&mut self) -> Result<(ChunkAppend, bool), HttpError> {
+        if let Some(writing) = self.writing.take() {
+            return writing.await.map_err(HttpError::internal);
+        }
+        self.idle.take().map(|a| (a, true)).ok_or_else(|| HttpError::internal("upload writer lost its append"))
+    }
+
+    /// Starts writing `batch` after the write in flight; `false` if a write failed (nothing more
+    /// is written then).
+    async fn write(&mut self, batch: Vec<Bytes>) -> Result<bool, HttpError> {
+        let (mut append, ok) = self.ready().await?;
+        if !ok {
+            self.idle = Some(append);
+            return Ok(false);
+        }
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            let ok = append.write(batch);
+            (append, ok)
+        }));
+        Ok(true)
+    }
+
+    /// Waits for the last write and ends the chunk.
+    async fn finish(mut self, end: AppendEnd) -> Result<(SessionClaim, Result<u64, StoreError>), HttpError> {
+        let (append, _) = self.ready().await?;
+        tokio::task::spawn_blocking(move || append.finish(end)).await.map_err(HttpError::internal)
+    }
 }
 
 async fn commit(ctx: &Ctx<'_>, claim: SessionClaim, digest: Digest) -> HttpResult {
@@ -202,11 +262,15 @@ async fn commit(ctx: &Ctx<'_>, claim: SessionClaim, digest: Digest) -> HttpResul
 /// Finds a session and waits for exclusive use of it; it may have been committed or cancelled
 /// meanwhile by the request that held it.
 async fn open(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<SessionClaim, HttpError> {
+    Ok(find(ctx, name, id).await?.claim().await?)
+}
+
+/// Finds a session of the repository.
+async fn find(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<UploadSession, HttpError> {
     let repo = ctx.repo(name)?;
     let store = ctx.state.store.clone();
     let id = id.to_string();
-    let session = blocking(move || store.upload(&repo, &id)).await?;
-    Ok(session.claim().await?)
+    blocking(move || store.upload(&repo, &id)).await
 }
 
 /// Reads a chunk's `Content-Range` and checks it against the session: it must start where the
@@ -219,7 +283,7 @@ fn chunk_range(ctx: &Ctx<'_>, claim: &SessionClaim) -> Result<Option<ContentRang
         let refused = StoreError::ChunkOutOfOrder { start: range.start, offset: claim.offset() };
         return Err(HttpError::from(refused)
             .header(header::RANGE, range_header(claim.offset()))
-            .header(header::LOCATION, session_url(ctx, claim))
+            .header(header::LOCATION, session_url(ctx, claim.repo(), claim.id()))
             .header(UPLOAD_UUID, claim.id().to_string()));
     }
     if let Some(len) = ctx.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) {
@@ -262,20 +326,32 @@ pub async fn put(ctx: &Ctx<'_>, name: &str, id: &str, body: Incoming) -> HttpRes
     commit(ctx, claim, digest).await
 }
 
+/// The session's state without claiming it: a `PATCH` streaming into it does not delay the
+/// answer, which reports what the file holds so far.
 pub async fn status(ctx: &Ctx<'_>, name: &str, id: &str) -> HttpResult {
-    let claim = open(ctx, name, id).await?;
+    let session = find(ctx, name, id).await?;
+    let written = session.progress().ok_or(StoreError::UploadUnknown)?;
     finish(
         reply(StatusCode::NO_CONTENT)
-            .header(header::LOCATION, session_url(ctx, &claim))
-            .header(header::RANGE, range_header(claim.offset()))
-            .header(UPLOAD_UUID, claim.id())
+            .header(header::LOCATION, session_url(ctx, session.repo(), session.id()))
+            .header(header::RANGE, range_header(written))
+            .header(UPLOAD_UUID, session.id())
             .header(CHUNK_MIN_LENGTH, CHUNK_MIN),
         ResponseBody::empty(),
     )
 }
 
+/// Cancels the session; a chunk streaming into it is stopped first (its request answers
+/// `BLOB_UPLOAD_UNKNOWN`).
 pub async fn cancel(ctx: &Ctx<'_>, name: &str, id: &str) -> HttpResult {
-    let claim = open(ctx, name, id).await?;
+    let session = find(ctx, name, id).await?;
+    let claim = match session.try_claim() {
+        Some(claim) => claim,
+        None => {
+            session.request_cancel();
+            session.claim().await?
+        }
+    };
     let store = ctx.state.store.clone();
     blocking(move || store.cancel_upload(claim)).await?;
     finish(reply(StatusCode::NO_CONTENT).header(header::CONTENT_LENGTH, 0), ResponseBody::empty())
