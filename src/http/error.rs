@@ -105,6 +105,10 @@ impl From<StoreError> for HttpError {
                 log::error!("internal error: {e}");
                 HttpError::new(ErrorCode::InternalError, message)
             }
+            e @ StoreError::Db(_) if e.is_out_of_space() => {
+                log::error!("storage full: {e}");
+                HttpError::new(ErrorCode::InternalError, "storage full: metadata: no space left on device").status(507)
+            }
             e @ StoreError::Db(_) => HttpError::internal(e),
         }
     }

@@ -59,10 +59,11 @@ impl StoreError {
             || matches!(self.io_kind(), Some(io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
     }
 
-    /// The I/O error kind, if this is an I/O failure.
+    /// The I/O error kind, if this is an I/O failure (of a file, or of the metadata database).
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
             StoreError::Io { source, .. } => Some(source.kind()),
+            StoreError::Db(redb::Error::Io(source)) => Some(source.kind()),
             _ => None,
         }
     }
