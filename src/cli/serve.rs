@@ -19,8 +19,10 @@ use crate::systemd::{self, Notifier};
 
 /// How often the htpasswd file and TLS certificates are checked for changes.
 const RELOAD_POLL: Duration = Duration::from_secs(2);
-/// Each streaming upload or download holds one blocking thread for its duration.
-const MAX_BLOCKING_THREADS: usize = 512;
+/// Blocking threads do metadata transactions and single file reads and writes, each short: no
+/// transfer holds one while its client takes its time (see `http::body`, `handlers::uploads`).
+/// Past this many at once, blocking work queues; the count bounds threads under any burst.
+const MAX_BLOCKING_THREADS: usize = 64;
 /// Exit code after a second stop signal cut the drain short (128 + SIGINT, as shells do).
 const EXIT_INTERRUPTED: i32 = 130;
 

@@ -18,6 +18,7 @@ mod cli;
 mod crash;
 mod disk;
 mod e2e;
+mod hostile;
 mod names;
 mod policy;
 mod proxy;
