@@ -170,7 +170,10 @@ pub fn run(args: &[OsString]) -> i32 {
         tokio::spawn(reload_loop(signals.hup, config_path, auth, certs, notifier.clone(), state.clone()));
         if let Some(every) = systemd::watchdog_interval() {
             let probe_addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
-            tokio::spawn(watchdog(state.clone(), probe_addrs, notifier.clone(), every));
+            if let Err(e) = super::watchdog::start(state.clone(), probe_addrs, notifier.clone(), every) {
+                log::error!("cannot start the watchdog: {e}");
+                return 1;
+            }
         }
         match server::serve(state, listeners, tls, stop_signal(signals.term, signals.int, notifier.clone()), drain)
             .await
@@ -236,58 +239,6 @@ async fn purge_uploads(store: Arc<Store>, purging: UploadPurging) {
             Err(e) => log::warn!("upload purging failed: {e}"),
         }
         tokio::time::sleep(purging.interval).await;
-    }
-}
-
-/// Pings the systemd watchdog only while pier is really alive: the store answers through the
-/// blocking pool, and a connection made to pier's own listener is taken by the accept loop.
-/// A wedged process stops pinging and systemd restarts it.
-async fn watchdog(state: Arc<State>, listeners: Vec<std::net::SocketAddr>, notifier: Arc<Notifier>, every: Duration) {
-    use std::sync::atomic::Ordering;
-    loop {
-        tokio::time::sleep(every).await;
-        let store = state.store.clone();
-        match tokio::task::spawn_blocking(move || store.repo_count()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                log::error!("watchdog: the store does not answer: {e}");
-                continue;
-            }
-            Err(e) => {
-                log::error!("watchdog: {e}");
-                continue;
-            }
-        }
-        if let Some(addr) = listeners.first() {
-            let mut target = *addr;
-            if target.ip().is_unspecified() {
-                target.set_ip(if target.is_ipv4() {
-                    [127, 0, 0, 1].into()
-                } else {
-                    std::net::Ipv6Addr::LOCALHOST.into()
-                });
-            }
-            let before = state.accepted.load(Ordering::Relaxed);
-            let probe = async {
-                let _conn = tokio::net::TcpStream::connect(target).await?;
-                while state.accepted.load(Ordering::Relaxed) == before {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Ok::<(), std::io::Error>(())
-            };
-            match tokio::time::timeout(every.min(Duration::from_secs(5)), probe).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    log::error!("watchdog: cannot connect to {target}: {e}");
-                    continue;
-                }
-                Err(_) => {
-                    log::error!("watchdog: the accept loop did not take a connection to {target}");
-                    continue;
-                }
-            }
-        }
-        notifier.watchdog();
     }
 }
 

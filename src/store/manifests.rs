@@ -7,7 +7,7 @@
 
 use std::fs;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::error::{gone_as, Result, StoreError};
 use super::meta::{ManifestRecord, MANIFESTS, REFERRERS, REPOS, REPO_BLOBS, TAGS};
@@ -102,6 +102,7 @@ impl Store {
         tags: &[Tag],
     ) -> Result<()> {
         // Fail fast, before writing anything.
+        self.ensure_free_space(body.len() as u64)?;
         {
             let txn = self.db.begin_read()?;
             if let Some(d) =

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::disk::faults::{Fault, FaultPlan};
 use super::disk::{Disk, Step};

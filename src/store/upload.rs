@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use super::disk::Disk;
@@ -311,6 +311,7 @@ impl Store {
 
     /// Starts an upload session for `repo`, hashing with `algorithm`.
     pub fn create_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadSession> {
+        self.ensure_free_space(0)?;
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         self.disk.create_new(&self.paths.upload(&id))?;
         let txn = self.db.begin_write()?;
@@ -359,6 +360,9 @@ impl Store {
         declared: Option<u64>,
         announced: Option<u64>,
     ) -> std::result::Result<ChunkAppend, (SessionClaim, StoreError)> {
+        if let Err(e) = self.ensure_free_space(announced.unwrap_or(0)) {
+            return Err((claim, e));
+        }
         if let Some(start) = start.filter(|&s| s != claim.state.offset) {
             let offset = claim.state.offset;
             return Err((claim, StoreError::ChunkOutOfOrder { start, offset }));

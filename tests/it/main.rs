@@ -16,6 +16,7 @@ mod api;
 mod auth;
 mod cli;
 mod crash;
+mod disk;
 mod e2e;
 mod hostile;
 mod names;
