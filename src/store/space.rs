@@ -43,11 +43,11 @@ impl FreeSpace {
         self.0.reserve.store(bytes, Ordering::Relaxed);
     }
 
-    /// Bytes available to unprivileged users on the filesystem (at most `MEASURE_EVERY` old).
-    pub(crate) fn available(&self) -> Result<u64> {
+    /// Bytes available to unprivileged users on the filesystem, measured at most `max_age` ago.
+    fn measure(&self, max_age: Duration) -> Result<u64> {
         let mut measured = self.0.measured.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, free)) = *measured {
-            if at.elapsed() < MEASURE_EVERY {
+            if at.elapsed() < max_age {
                 return Ok(free);
             }
         }
@@ -65,11 +65,21 @@ impl FreeSpace {
     /// Refuses new data when free space is below the reserve, or would go below it with
     /// `incoming` more bytes (what the request announced; 0 when unknown).
     pub(crate) fn ensure(&self, incoming: u64) -> Result<()> {
+        self.ensure_measured(incoming, MEASURE_EVERY)
+    }
+
+    /// [`ensure`](Self::ensure) on a fresh measurement: for a body streaming in, whose own
+    /// bytes make any earlier measurement stale (one `statvfs`, about a microsecond).
+    pub(crate) fn ensure_now(&self) -> Result<()> {
+        self.ensure_measured(0, Duration::ZERO)
+    }
+
+    fn ensure_measured(&self, incoming: u64, max_age: Duration) -> Result<()> {
         let reserve = self.0.reserve.load(Ordering::Relaxed);
         if reserve == 0 {
             return Ok(());
         }
-        let free = self.available()?;
+        let free = self.measure(max_age)?;
         if free.saturating_sub(incoming) < reserve {
             return Err(StoreError::InsufficientSpace { free, reserve, incoming });
         }
@@ -85,7 +95,7 @@ mod tests {
     fn the_reserve_refuses_what_would_go_below_it() {
         let dir = tempfile::tempdir().unwrap();
         let space = FreeSpace::new(dir.path());
-        let free = space.available().unwrap();
+        let free = space.measure(MEASURE_EVERY).unwrap();
         assert!(free > 0);
         // No reserve: nothing is refused, whatever is announced.
         space.ensure(u64::MAX).unwrap();

@@ -19,7 +19,9 @@
 //! - `hasher`, when present, has been fed exactly those bytes, so each byte is hashed once.
 //!   After a restart (or an I/O error) it is `None` and is rebuilt by re-reading the file.
 //! - A chunk with a declared length is wholly in the upload or not at all: a body that ends short
-//!   is cut back off. A body that is interrupted keeps what arrived (the client may resume).
+//!   is cut back off. A body that is interrupted keeps what arrived (the client may resume). A
+//!   chunk that runs out of space (the disk, or the free-space reserve) is cut back off, so the
+//!   space comes back at once.
 //! - `UPLOADS[uuid]` exists ⇔ the session is live; the start-up sweep removes files without a
 //!   record and records without a file.
 
@@ -36,6 +38,7 @@ use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 use super::disk::Disk;
 use super::error::{IoContext, Result, StoreError};
 use super::meta::UPLOADS;
+use super::space::FreeSpace;
 use super::upload_writer::{trim_preallocation, UploadWriter};
 use super::{now_unix, Store};
 use crate::core::{Algorithm, Digest, Hasher, RepoName};
@@ -210,7 +213,13 @@ pub struct ChunkAppend {
     declared: Option<u64>,
     received: u64,
     failed: Option<StoreError>,
+    /// The free-space reserve, checked every `SPACE_CHECK_EVERY` bytes received.
+    space: FreeSpace,
+    checked_at: u64,
 }
+
+/// How often a streaming chunk checks the free-space reserve (one `statvfs` each time).
+const SPACE_CHECK_EVERY: u64 = 8 << 20;
 
 impl ChunkAppend {
     /// Appends `batch` (hashing each byte once) and writes it to the file. After a failure,
@@ -224,6 +233,13 @@ impl ChunkAppend {
             self.hasher.update(&chunk);
             self.received += chunk.len() as u64;
             if let Err(e) = self.writer.push(chunk) {
+                self.failed = Some(e);
+                return false;
+            }
+        }
+        if self.received >= self.checked_at + SPACE_CHECK_EVERY {
+            self.checked_at = self.received;
+            if let Err(e) = self.space.ensure_now() {
                 self.failed = Some(e);
                 return false;
             }
@@ -245,13 +261,23 @@ impl ChunkAppend {
     /// not (wholly) in the upload. On every path `offset` and the hash describe the file exactly
     /// afterwards, so the client can resume from `offset`.
     pub fn finish(self, end: AppendEnd) -> (SessionClaim, Result<u64>) {
-        let ChunkAppend { mut claim, path, disk, writer, hasher, start, declared, received, failed } = self;
+        let ChunkAppend { mut claim, path, disk, writer, hasher, start, declared, received, failed, .. } = self;
         let written = match failed {
             Some(e) => Err(e),
             None => writer.finish(),
         };
         let file_length = || fs::metadata(&path).map(|m| m.len()).unwrap_or(start);
         let result = match (written, declared) {
+            // Out of space: the chunk's bytes go (the space comes back at once); the client
+            // resumes from the chunk's start once there is room.
+            (Err(e), _) if e.is_out_of_space() => {
+                claim.state.hasher = None;
+                match disk.truncate(&path, start) {
+                    Ok(()) => claim.set_offset(start),
+                    Err(_) => claim.set_offset(file_length()),
+                }
+                Err(e)
+            }
             (Err(e), _) => {
                 // What reached the file is unknown: re-derive both from the file next time.
                 claim.state.hasher = None;
@@ -391,6 +417,8 @@ impl Store {
             declared,
             received: 0,
             failed: None,
+            space: self.space.clone(),
+            checked_at: 0,
         })
     }
 

@@ -274,6 +274,55 @@ fn below_the_reserve_uploads_are_refused_at_once_and_pulls_go_on() {
     assert_eq!(allocated(&upload_file(&p.root, &loc)), 0, "the refused PATCH wrote or allocated space");
 }
 
+/// A body of unknown length (chunked) that streams past the reserve is stopped mid-stream with
+/// 507, and its bytes are cut back off: the space comes back at once and the session stays
+/// usable from where it was.
+#[test]
+fn a_streamed_body_that_reaches_the_reserve_is_stopped_and_gives_its_space_back() {
+    let fs = LoopFs::new(96);
+    let mut p = pier_on(&fs, "0");
+    p.serve(&[]);
+    let free = fs.free();
+    // Leave room for ~24 MiB above the reserve.
+    let reserve_mib = free / MIB - 24;
+    reload_reserve(&p, &format!("{reserve_mib}MiB"));
+    let loc = start_upload(&p, "r");
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    write!(s, "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let piece = random_bytes(1 << 20, 3);
+    let mut sent = 0u64;
+    // Up to 64 MiB: far past the reserve; the server stops reading at some point.
+    for _ in 0..64 {
+        if write!(s, "{:x}\r\n", piece.len())
+            .and_then(|()| s.write_all(&piece))
+            .and_then(|()| s.write_all(b"\r\n"))
+            .is_err()
+        {
+            break;
+        }
+        sent += piece.len() as u64;
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let r = try_read_response(&mut s, false).expect("an answer to the streamed PATCH");
+    assert_insufficient_storage(&r, "below the configured reserve", "streamed PATCH past the reserve");
+    eprintln!("streamed {} MiB; free space {} MiB before, {} MiB after", sent / MIB, free / MIB, fs.free() / MIB);
+    assert!(
+        fs.free() + 2 * MIB >= free,
+        "the refused chunk's bytes stay on disk: {} MiB free of {}",
+        fs.free() / MIB,
+        free / MIB
+    );
+    let status = p.get(&loc);
+    assert_eq!(
+        (status.status, status.header("range")),
+        (204, Some("0-0")),
+        "the session is back at its start: {}",
+        show(&status)
+    );
+}
+
 /// The watchdog pings only while metadata can be written: a commit that fails (the database
 /// file made immutable) latches redb, the file cannot be reopened, so pings stop and STATUS says
 /// why, while pulls go on; once the file is writable again the probe reopens it and pings resume.
