@@ -92,6 +92,21 @@ fn threads_settle(pid: u32, threads: u64) -> u64 {
     last
 }
 
+/// While `attack` holds its connections: another client's manifest GETs are answered (see
+/// `victim_reads_manifests`), RSS stays within `RSS_BOUND_KIB`, and once the burst of requests
+/// is over the thread count comes back to what it was when idle (no transfer holds a thread).
+fn assert_attack_is_cheap(p: &Pier, attack: &str, (idle_rss, idle_threads): (u64, u64)) {
+    let (p50, p99) = victim_reads_manifests(p, 200);
+    let (rss, threads) = rss_and_threads(p.pid());
+    println!(
+        "{attack}: RSS {idle_rss} KiB idle -> {rss} KiB, threads {idle_threads} -> {threads}; \
+         manifest GET p50 {p50:?} p99 {p99:?}"
+    );
+    assert!(rss <= RSS_BOUND_KIB, "RSS {rss} KiB with {attack} (bound {RSS_BOUND_KIB} KiB)");
+    let settled = threads_settle(p.pid(), idle_threads + 2);
+    assert!(settled <= idle_threads + 2, "{attack} hold threads: {settled} (idle {idle_threads})");
+}
+
 /// 600 connections GET the 32 MiB blob with a 4 KiB receive buffer and never read. Before:
 /// RSS 19 MiB → 1.6 GiB, 515 threads, manifest GETs timing out. Now each costs a 32 KiB buffer
 /// and no thread, and memory comes back when they leave.
@@ -119,15 +134,7 @@ fn stalled_readers_cost_little_memory_and_no_thread() {
         s.read_exact(&mut first).unwrap_or_else(|e| panic!("reader {i}: no response: {e}"));
         assert_eq!(&first, b"HTTP/1.1 200", "reader {i}");
     }
-    let (p50, p99) = victim_reads_manifests(&p, 200);
-    let (rss, threads) = rss_and_threads(pid);
-    println!(
-        "{READERS} stalled readers: RSS {idle_rss} KiB idle -> {rss} KiB, threads {idle_threads} -> {threads}; \
-         manifest GET p50 {p50:?} p99 {p99:?}"
-    );
-    assert!(rss <= RSS_BOUND_KIB, "RSS {rss} KiB with {READERS} stalled readers (bound {RSS_BOUND_KIB} KiB)");
-    let settled = threads_settle(pid, idle_threads + 2);
-    assert!(settled <= idle_threads + 2, "{READERS} stalled readers hold threads: {settled} (idle {idle_threads})");
+    assert_attack_is_cheap(&p, &format!("{READERS} stalled readers"), (idle_rss, idle_threads));
     drop(readers);
     let mut after = 0;
     let back = wait_until(Duration::from_secs(20), || {
@@ -172,15 +179,7 @@ fn stalled_writers_cost_little_memory_and_no_thread_and_their_sessions_answer_at
         status.as_deref() == Some("0-99")
     });
     assert_eq!(status.as_deref(), Some("0-99"), "status reports the bytes written so far");
-    let (p50, p99) = victim_reads_manifests(&p, 200);
-    let (rss, threads) = rss_and_threads(pid);
-    println!(
-        "{WRITERS} stalled writers: RSS {idle_rss} KiB idle -> {rss} KiB, threads {idle_threads} -> {threads}; \
-         manifest GET p50 {p50:?} p99 {p99:?}"
-    );
-    assert!(rss <= RSS_BOUND_KIB, "RSS {rss} KiB with {WRITERS} stalled writers");
-    let settled = threads_settle(pid, idle_threads + 2);
-    assert!(settled <= idle_threads + 2, "{WRITERS} stalled writers hold threads: {settled} (idle {idle_threads})");
+    assert_attack_is_cheap(&p, &format!("{WRITERS} stalled writers"), (idle_rss, idle_threads));
 
     // DELETE while the PATCH is still streaming: answered at once, and the PATCH ends with
     // BLOB_UPLOAD_UNKNOWN.
