@@ -315,6 +315,7 @@ fn blob_range_requests() {
         assert_eq!(r.status, 416, "Range {range}: {}", show(&r));
         assert_api_header(&r);
         assert_eq!(r.header("content-range"), Some("bytes */100"), "Range {range}: {}", show(&r));
+        assert_eq!(r.error_code(), "RANGE_INVALID", "Range {range}: not BLOB_UNKNOWN: the blob is there");
     }
 }
 
@@ -2645,7 +2646,9 @@ fn racing_patch_and_final_put_accept_one_chunk() {
 fn malformed_content_range_is_blob_upload_invalid() {
     let p = Pier::start();
     let (loc, _) = start_upload(&p, "r");
-    for cr in ["abc", "5-1", "-5", "0-", "bytes=0-4"] {
+    // A length that does not fit in 64 bits (it wrapped to 0 once), and totals that do not cover
+    // the range or are not numbers.
+    for cr in ["abc", "5-1", "-5", "0-", "bytes=0-4", "0-18446744073709551615", "0-4/4", "0-4/x", "bytes 0-4/"] {
         let r = p.req("PATCH", &loc, &[("Content-Type", "application/octet-stream"), ("Content-Range", cr)], b"hello");
         // None of these parses as `<start>-<end>`: 400, not the 416 of a chunk out of order.
         assert_error_ctx(&r, 400, "BLOB_UPLOAD_INVALID", &format!("Content-Range {cr:?}"));
