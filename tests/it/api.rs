@@ -1146,6 +1146,22 @@ fn manifest_unknown() {
     assert_error(&p.get("/v2/unseen/manifests/v1"), 404, "NAME_UNKNOWN");
 }
 
+/// A reference that is neither a tag nor a digest names no manifest: GET and HEAD answer 404
+/// `MANIFEST_UNKNOWN` (as the conformance suite and Distribution expect), a PUT 400.
+#[test]
+fn manifest_by_impossible_reference_is_unknown() {
+    let p = Pier::start();
+    push_image(&p, "r", "v1", &[b"l"]);
+    for reference in [".INVALID_MANIFEST_NAME", "sha256:short", "-dash", "a%20b"] {
+        let path = format!("/v2/r/manifests/{reference}");
+        assert_error(&p.get(&path), 404, "MANIFEST_UNKNOWN");
+        assert_status(&p.req("HEAD", &path, &[], b""), 404);
+    }
+    let idx = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})).unwrap();
+    let r = p.req("PUT", "/v2/r/manifests/.INVALID_MANIFEST_NAME", &[("Content-Type", OCI_INDEX)], &idx);
+    assert_error(&r, 400, "TAG_INVALID");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Referrers
 // ---------------------------------------------------------------------------------------------
