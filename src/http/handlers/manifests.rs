@@ -103,7 +103,10 @@ pub async fn get(ctx: &Ctx<'_>, name: &str, reference_text: &str) -> HttpResult 
     // for one is asking for an unknown manifest (as Distribution and the conformance suite
     // expect), while a PUT with it is refused as invalid.
     let reference = Reference::parse(reference_text).map_err(|e| {
-        HttpError::new(ErrorCode::ManifestUnknown, format!("no manifest can have the reference {reference_text:?} ({})", reference_error(&e)))
+        HttpError::new(
+            ErrorCode::ManifestUnknown,
+            format!("no manifest can have the reference {reference_text:?} ({})", reference_error(&e)),
+        )
     })?;
     let store = ctx.state.store.clone();
     let head = ctx.method == Method::HEAD;
