@@ -553,6 +553,38 @@ fn chunked_upload_last_chunk_in_put_without_content_range() {
     finish_upload(&p, "r", &location(&r), &data, &data[c..]);
 }
 
+/// An error answered before the request body is read still reaches a client that writes its
+/// whole body before reading (as Go's HTTP client does: docker, podman, skopeo, crane): pier
+/// reads and discards the rest of the body before closing (a lingering close), so the client
+/// never sees `broken pipe`/`connection reset` instead of the 416. 200 times in a row.
+#[test]
+fn early_errors_reach_clients_that_write_the_whole_body_first() {
+    use std::io::Write;
+    let p = Pier::start();
+    let (loc, _) = start_upload(&p, "r");
+    let chunk = random_bytes(1 << 20, 9);
+    for i in 0..200 {
+        // Small socket buffers, as over a real network: the body cannot all sit in the kernel's
+        // buffers before the server has answered.
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_send_buffer_size(64 << 10).unwrap();
+        socket.connect(&p.addr.into()).unwrap();
+        let mut s: std::net::TcpStream = socket.into();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let head = format!(
+            "PATCH {loc} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Range: 5-{}\r\nContent-Length: {}\r\n\r\n",
+            p.addr,
+            5 + chunk.len() - 1,
+            chunk.len()
+        );
+        s.write_all(head.as_bytes()).unwrap_or_else(|e| panic!("PATCH {i}: writing the head: {e}"));
+        s.write_all(&chunk).unwrap_or_else(|e| panic!("PATCH {i}: writing the body: {e}"));
+        let r = try_read_response(&mut s, false).unwrap_or_else(|e| panic!("PATCH {i}: reading the answer: {e}"));
+        assert_error_ctx(&r, 416, "BLOB_UPLOAD_INVALID", &format!("out-of-order PATCH {i}"));
+    }
+    assert_eq!(p.get(&loc).header("range"), Some("0-0"), "the session is untouched");
+}
+
 #[test]
 fn out_of_order_chunk_is_416() {
     let p = Pier::start();
