@@ -2707,6 +2707,43 @@ fn malformed_content_range_is_blob_upload_invalid() {
     assert_eq!(r.header("range"), Some("0-4"));
 }
 
+/// The chunk contract (README): a chunk with a `Content-Range` is whole or not at all. Cut off
+/// mid-body, its bytes are dropped; while it streams and after, the session reports the offset
+/// before it; a retry of the same chunk then fits and the blob commits exactly.
+#[test]
+fn interrupted_declared_chunk_is_not_kept_and_its_retry_fits() {
+    let p = Pier::start();
+    let data = random_bytes(6 << 20, 82);
+    let d = sha256_digest(&data);
+    let r = p.req("POST", "/v2/r/blobs/uploads/", &[], b"");
+    assert_status(&r, 202);
+    let r = patch_chunk(&p, &location(&r), 0, &data[..1 << 20]);
+    assert_status(&r, 202);
+    let loc = location(&r);
+    let (start, end) = (1usize << 20, data.len());
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    let head = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Range: {start}-{}\r\nContent-Length: {}\r\n\r\n",
+        p.addr,
+        end - 1,
+        end - start
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&data[start..start + (3 << 20)]).unwrap();
+    // While the chunk streams (its bytes are being written), the session says where it stood.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(p.get(&loc).header("range"), Some("0-1048575"), "status during a declared chunk");
+    drop(s); // cut off mid-body
+    p.wait_log(&format!("PATCH {loc} 4"), Duration::from_secs(10));
+    assert_eq!(p.get(&loc).header("range"), Some("0-1048575"), "status after the cut: the chunk is not in");
+    let r = patch_chunk(&p, &loc, start, &data[start..]);
+    assert_status(&r, 202);
+    assert_eq!(r.header("range"), Some(format!("0-{}", end - 1).as_str()));
+    let r = p.req("PUT", &with_query(&location(&r), &format!("digest={d}")), &[], b"");
+    assert_status(&r, 201);
+    assert!(p.get(&format!("/v2/r/blobs/{d}")).body == data, "blob content differs");
+}
+
 #[test]
 fn interrupted_patch_with_content_length_resumes_and_commits_exactly() {
     // A PATCH announcing 8 MiB is cut after 3 MiB (pier allocates announced space up front). The
