@@ -4,6 +4,7 @@ use std::ffi::OsString;
 
 pub mod htpasswd;
 pub mod serve;
+mod watchdog;
 
 pub const USAGE: &str = "\
 pier: a lean OCI container image registry

@@ -19,8 +19,10 @@ use crate::systemd::{self, Notifier};
 
 /// How often the htpasswd file and TLS certificates are checked for changes.
 const RELOAD_POLL: Duration = Duration::from_secs(2);
-/// Each streaming upload or download holds one blocking thread for its duration.
-const MAX_BLOCKING_THREADS: usize = 512;
+/// Blocking threads do metadata transactions and single file reads and writes, each short: no
+/// transfer holds one while its client takes its time (see `http::body`, `handlers::uploads`).
+/// Past this many at once, blocking work queues; the count bounds threads under any burst.
+const MAX_BLOCKING_THREADS: usize = 64;
 /// Exit code after a second stop signal cut the drain short (128 + SIGINT, as shells do).
 const EXIT_INTERRUPTED: i32 = 130;
 
@@ -168,7 +170,10 @@ pub fn run(args: &[OsString]) -> i32 {
         tokio::spawn(reload_loop(signals.hup, config_path, auth, certs, notifier.clone(), state.clone()));
         if let Some(every) = systemd::watchdog_interval() {
             let probe_addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
-            tokio::spawn(watchdog(state.clone(), probe_addrs, notifier.clone(), every));
+            if let Err(e) = super::watchdog::start(state.clone(), probe_addrs, notifier.clone(), every) {
+                log::error!("cannot start the watchdog: {e}");
+                return 1;
+            }
         }
         match server::serve(state, listeners, tls, stop_signal(signals.term, signals.int, notifier.clone()), drain)
             .await
@@ -234,58 +239,6 @@ async fn purge_uploads(store: Arc<Store>, purging: UploadPurging) {
             Err(e) => log::warn!("upload purging failed: {e}"),
         }
         tokio::time::sleep(purging.interval).await;
-    }
-}
-
-/// Pings the systemd watchdog only while pier is really alive: the store answers through the
-/// blocking pool, and a connection made to pier's own listener is taken by the accept loop.
-/// A wedged process stops pinging and systemd restarts it.
-async fn watchdog(state: Arc<State>, listeners: Vec<std::net::SocketAddr>, notifier: Arc<Notifier>, every: Duration) {
-    use std::sync::atomic::Ordering;
-    loop {
-        tokio::time::sleep(every).await;
-        let store = state.store.clone();
-        match tokio::task::spawn_blocking(move || store.repo_count()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                log::error!("watchdog: the store does not answer: {e}");
-                continue;
-            }
-            Err(e) => {
-                log::error!("watchdog: {e}");
-                continue;
-            }
-        }
-        if let Some(addr) = listeners.first() {
-            let mut target = *addr;
-            if target.ip().is_unspecified() {
-                target.set_ip(if target.is_ipv4() {
-                    [127, 0, 0, 1].into()
-                } else {
-                    std::net::Ipv6Addr::LOCALHOST.into()
-                });
-            }
-            let before = state.accepted.load(Ordering::Relaxed);
-            let probe = async {
-                let _conn = tokio::net::TcpStream::connect(target).await?;
-                while state.accepted.load(Ordering::Relaxed) == before {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Ok::<(), std::io::Error>(())
-            };
-            match tokio::time::timeout(every.min(Duration::from_secs(5)), probe).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    log::error!("watchdog: cannot connect to {target}: {e}");
-                    continue;
-                }
-                Err(_) => {
-                    log::error!("watchdog: the accept loop did not take a connection to {target}");
-                    continue;
-                }
-            }
-        }
-        notifier.watchdog();
     }
 }
 

@@ -34,6 +34,9 @@ use tree::{KeyError, Node, NodeDeserializer, Origins};
 pub struct Config {
     /// `storage.filesystem.rootdirectory`
     pub root: PathBuf,
+    /// `storage.filesystem.reserve` (pier): bytes to keep free on the data directory's
+    /// filesystem; below it uploads are refused (507). 0 disables it.
+    pub free_space_reserve: u64,
     /// `storage.delete.enabled`
     pub delete_enabled: bool,
     /// `http.addr`, e.g. `:5000` or `127.0.0.1:0`
@@ -78,6 +81,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             root: PathBuf::from("./pier-data"),
+            free_space_reserve: DEFAULT_FREE_SPACE_RESERVE,
             delete_enabled: false,
             addr: String::from(":5000"),
             prefix: String::new(),
@@ -145,6 +149,10 @@ pub struct TlsConfig {
     /// CA certificates that client certificates must chain to (mTLS); empty = no client auth.
     pub client_cas: Vec<PathBuf>,
 }
+
+/// `storage.filesystem.reserve` unless configured: room for the metadata database, the system
+/// and the operator on a small SD card.
+pub const DEFAULT_FREE_SPACE_RESERVE: u64 = 256 << 20;
 
 /// Distribution's defaults: uploads older than a week, checked daily.
 pub const DEFAULT_UPLOAD_PURGING: UploadPurging =

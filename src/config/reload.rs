@@ -27,6 +27,8 @@ pub struct LiveSettings {
     pub log_level: log::LevelFilter,
     /// `storage.delete.enabled`
     pub delete_enabled: bool,
+    /// `storage.filesystem.reserve`
+    pub free_space_reserve: u64,
 }
 
 /// A re-read configuration compared with the running one.
@@ -46,6 +48,7 @@ impl Reload {
     pub fn plan(running: &Config, applied_access: &Option<Vec<AccessRule>>, new: &Config) -> Reload {
         let Config {
             root,
+            free_space_reserve,
             delete_enabled,
             addr,
             prefix,
@@ -112,6 +115,7 @@ impl Reload {
                 access_log: *access_log,
                 log_level: *log_level,
                 delete_enabled: *delete_enabled,
+                free_space_reserve: *free_space_reserve,
             },
             restart_needed,
             refused,

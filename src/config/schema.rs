@@ -63,6 +63,8 @@ struct Storage {
 #[derive(Deserialize, Default)]
 struct Filesystem {
     rootdirectory: Option<PathBuf>,
+    /// pier: free space to keep (a size: bytes or `256MiB`, `1GB`; 0 disables).
+    reserve: Option<String>,
 }
 
 /// A section holding only `enabled`.
@@ -164,7 +166,7 @@ impl Document {
         let Log { level, formatter, accesslog } = log.unwrap_or_default();
         let AccessLog { disabled: access_log_disabled } = accesslog.unwrap_or_default();
         let Storage { filesystem, delete, maintenance, digests } = storage.unwrap_or_default();
-        let Filesystem { rootdirectory } = filesystem.unwrap_or_default();
+        let Filesystem { rootdirectory, reserve } = filesystem.unwrap_or_default();
         let Switch { enabled: delete_enabled } = delete.unwrap_or_default();
         let Maintenance { uploadpurging, readonly } = maintenance.unwrap_or_default();
         let UploadPurgingSection { enabled: purging_enabled, age: purging_age, interval: purging_interval } =
@@ -222,6 +224,10 @@ impl Document {
         });
         Ok(Config {
             root: rootdirectory.unwrap_or(defaults.root),
+            free_space_reserve: reserve
+                .map(|r| size("storage.filesystem.reserve", &r))
+                .transpose()?
+                .unwrap_or(defaults.free_space_reserve),
             delete_enabled: delete_enabled.unwrap_or(defaults.delete_enabled),
             addr: addr.unwrap_or(defaults.addr),
             prefix: prefix.map(|p| normalized_prefix(&p)).unwrap_or(defaults.prefix),
@@ -332,6 +338,12 @@ fn go_duration(key: &str, text: &str, warnings: &mut Warnings) -> Result<Duratio
         })?
     };
     u64::try_from(nanos).map(Duration::from_nanos).map_err(|_| KeyError::new(key, "must not be negative"))
+}
+
+/// A size in bytes (`268435456`, `256MiB`, `1GB`; see `core::size`).
+fn size(key: &str, text: &str) -> Result<u64, KeyError> {
+    crate::core::size::parse(text)
+        .map_err(|e| KeyError::new(key, format!("{text:?} is {e}: expected e.g. 268435456, 256MiB or 1GB")))
 }
 
 fn access_rules(entries: Vec<AccessRuleEntry>) -> Result<Vec<AccessRule>, KeyError> {

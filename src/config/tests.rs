@@ -40,6 +40,7 @@ type Field = fn(&Config) -> String;
 /// Every scalar key, with a value that is not its default and how it shows in `Config`.
 const SCALAR_KEYS: &[(&str, &str, Field, &str)] = &[
     ("storage.filesystem.rootdirectory", "/srv/x", |c| format!("{:?}", c.root), "\"/srv/x\""),
+    ("storage.filesystem.reserve", "1GiB", |c| c.free_space_reserve.to_string(), "1073741824"),
     ("storage.delete.enabled", "true", |c| c.delete_enabled.to_string(), "true"),
     ("storage.digests.blake3", "yes", |c| c.blake3.to_string(), "true"),
     ("storage.maintenance.uploadpurging.enabled", "false", |c| format!("{:?}", c.upload_purging), "None"),
@@ -274,6 +275,26 @@ fn durations_are_read_as_go_reads_them() {
 }
 
 #[test]
+fn the_free_space_reserve_is_a_size() {
+    let reserve = |value: &str| {
+        yaml(&format!("storage:\n  filesystem:\n    reserve: {value}\n")).map(|l| l.config.free_space_reserve)
+    };
+    assert_eq!(Config::default().free_space_reserve, 256 << 20);
+    for (value, expected) in
+        [("0", 0), ("268435456", 256 << 20), ("256MiB", 256 << 20), ("1GB", 1_000_000_000), ("'512 M'", 512 << 20)]
+    {
+        assert_eq!(reserve(value).unwrap(), expected, "{value}");
+    }
+    let e = reserve("lots").unwrap_err().to_string();
+    assert!(e.contains("storage.filesystem.reserve") && e.contains("256MiB"), "{e}");
+    for bad in ["-1", "1.5GB", "1PB", "99999999999999999999"] {
+        assert!(reserve(bad).is_err(), "{bad}");
+    }
+    let from_env = env(&[("REGISTRY_STORAGE_FILESYSTEM_RESERVE", "2GiB")]).unwrap().config.free_space_reserve;
+    assert_eq!(from_env, 2 << 30);
+}
+
+#[test]
 fn upload_purging() {
     let c = yaml("storage:\n  maintenance:\n    uploadpurging:\n      age: 2h\n      interval: 10m\n").unwrap().config;
     assert_eq!(
@@ -411,7 +432,7 @@ mod reload {
 
     #[test]
     fn live_keys_apply_without_restart() {
-        let text = "storage:\n  delete:\n    enabled: true\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  headers:\n    X-A: [b]\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n";
+        let text = "storage:\n  filesystem:\n    reserve: 64MiB\n  delete:\n    enabled: true\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  headers:\n    X-A: [b]\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n";
         let new = yaml(text).unwrap().config;
         let plan = Reload::plan(&Config::default(), &None, &new);
         assert!(plan.restart_needed.is_empty(), "{:?}", plan.restart_needed);
@@ -424,6 +445,7 @@ mod reload {
                 access_log: false,
                 log_level: log::LevelFilter::Warn,
                 delete_enabled: true,
+                free_space_reserve: 64 << 20,
             }
         );
         // Access rules too (with the same authentication as the running configuration).

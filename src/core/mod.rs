@@ -12,6 +12,7 @@ pub mod name;
 pub mod policy;
 pub mod range;
 mod robustness;
+pub mod size;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::ErrorCode;

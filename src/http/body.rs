@@ -74,7 +74,7 @@ impl http_body::Body for ResponseBody {
 /// Bytes read from the file at a time.
 pub const CHUNK: usize = 32 * 1024;
 /// Buffers per body: one being written to the socket while the next is read.
-pub const BUFFERS: usize = 2;
+pub const BUFFERS: usize = 1;
 
 /// Where a body's buffers live when they are not lent out.
 #[derive(Default)]

@@ -84,12 +84,30 @@ impl From<StoreError> for HttpError {
                 HttpError::new(ErrorCode::BlobUploadInvalid, e.to_string()).status(416)
             }
             e @ StoreError::ChunkLength { .. } => HttpError::new(ErrorCode::SizeInvalid, e.to_string()).status(416),
+            // Below the reserve, or the disk is full: 507, and the store left nothing partial
+            // visible. Pulls go on; the client may push again once space is free.
+            e @ StoreError::InsufficientSpace { .. } => {
+                log::warn!("upload refused: {e}");
+                HttpError::new(ErrorCode::InternalError, e.to_string()).status(507)
+            }
+            StoreError::Io { op, source, .. } if e.is_out_of_space() => {
+                log::error!("storage full: {e}");
+                let why = match source.kind() {
+                    std::io::ErrorKind::QuotaExceeded => "disk quota exceeded",
+                    _ => "no space left on device",
+                };
+                HttpError::new(ErrorCode::InternalError, format!("storage full: {op}: {why}")).status(507)
+            }
             // The log gets the whole chain (operation, path, cause); the client the operation
             // and the kind of failure, not the server's paths.
             StoreError::Io { op, source, .. } => {
                 let message = format!("storage failed: {op}: {}", source.kind());
                 log::error!("internal error: {e}");
                 HttpError::new(ErrorCode::InternalError, message)
+            }
+            e @ StoreError::Db(_) if e.is_out_of_space() => {
+                log::error!("storage full: {e}");
+                HttpError::new(ErrorCode::InternalError, "storage full: metadata: no space left on device").status(507)
             }
             e @ StoreError::Db(_) => HttpError::internal(e),
         }

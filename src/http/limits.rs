@@ -182,12 +182,7 @@ mod tests {
         for refusal in [Refusal::Server, Refusal::Client] {
             let text = std::str::from_utf8(refusal.http_response()).unwrap();
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .unwrap()
-                .parse()
-                .unwrap();
+            let length: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
             assert_eq!(length, body.len(), "{head}");
             let json: serde_json::Value = serde_json::from_str(body).unwrap();
             assert_eq!(json["errors"][0]["code"], "TOOMANYREQUESTS");

@@ -73,8 +73,9 @@ impl Settings {
 
 impl State {
     pub fn new(store: Arc<Store>, config: Config, auth: Option<Arc<Authenticator>>) -> State {
-        let settings =
-            RwLock::new(Arc::new(Settings::new(&config.live_settings(), accepted_algorithms(&config), auth.is_some())));
+        let live = config.live_settings();
+        store.set_free_space_reserve(live.free_space_reserve);
+        let settings = RwLock::new(Arc::new(Settings::new(&live, accepted_algorithms(&config), auth.is_some())));
         let bounds = Bounds::new(config.limits);
         State { store, config, auth, settings, accepted: AtomicU64::new(0), bounds }
     }
@@ -97,6 +98,7 @@ impl State {
             restart.push(String::from("access (needs auth.htpasswd, which needs a restart)"));
         }
         log::set_max_level(live.log_level);
+        self.store.set_free_space_reserve(live.free_space_reserve);
         let settings = Settings::new(&live, accepted_algorithms(&self.config), self.auth.is_some());
         if let Ok(mut s) = self.settings.write() {
             *s = Arc::new(settings);

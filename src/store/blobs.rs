@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::error::{gone_as, Result, StoreError};
 use super::meta::{BLOBS, MANIFESTS, REPOS, REPO_BLOBS};

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::error::{IoContext, Result};
 use super::meta::{ManifestRecord, BLOBS, MANIFESTS, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS};

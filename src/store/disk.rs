@@ -15,6 +15,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use super::database::WriteTxn;
 use super::error::{IoContext, Result};
 
 /// One mutating step of the commit protocol, as a fault plan sees it.
@@ -174,10 +175,14 @@ impl Disk {
     }
 
     /// Commits a redb write transaction (the step that makes metadata changes visible).
-    pub(crate) fn commit(&self, txn: redb::WriteTransaction) -> Result<()> {
+    /// An I/O failure of the commit is an `Io` error (its kind tells a full disk), and latches
+    /// the database handle until it is reopened (see `database`).
+    pub(crate) fn commit(&self, txn: WriteTxn) -> Result<()> {
         self.step(|| Step::Commit).at("commit metadata", Path::new(""))?;
-        txn.commit()?;
-        Ok(())
+        match txn.commit() {
+            Err(redb::CommitError::Storage(redb::StorageError::Io(e))) => Err(e).at("commit metadata", Path::new("")),
+            other => Ok(other?),
+        }
     }
 }
 

@@ -33,13 +33,17 @@ pub enum StoreError {
     #[error("chunk has {received} bytes, Content-Range says {declared}")]
     ChunkLength { received: u64, declared: u64 },
     /// A file-system operation failed; `path` is empty when no single path is concerned.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op}{}: {source}", if path.as_os_str().is_empty() { String::new() } else { format!(" {}", path.display()) })]
     Io {
         op: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+    /// Free space is below `storage.filesystem.reserve`, or would go below it with the
+    /// `incoming` bytes the request announced (0: none announced).
+    #[error("{}", space_message(*free, *reserve, *incoming))]
+    InsufficientSpace { free: u64, reserve: u64, incoming: u64 },
     /// The metadata database failed.
     #[error("metadata: {0}")]
     Db(#[source] redb::Error),
@@ -48,12 +52,35 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 impl StoreError {
-    /// The I/O error kind, if this is an I/O failure.
+    /// Whether this is the file system being full (ENOSPC, or a quota: EDQUOT), whether pier's
+    /// reserve said so or the kernel did.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, StoreError::InsufficientSpace { .. })
+            || matches!(self.io_kind(), Some(io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
+    }
+
+    /// The I/O error kind, if this is an I/O failure (of a file, or of the metadata database).
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
             StoreError::Io { source, .. } => Some(source.kind()),
+            StoreError::Db(redb::Error::Io(source)) => Some(source.kind()),
             _ => None,
         }
+    }
+}
+
+/// The reason an upload is refused for lack of space, for the client and the log.
+fn space_message(free: u64, reserve: u64, incoming: u64) -> String {
+    let mib = |bytes: u64| bytes >> 20;
+    if incoming == 0 {
+        format!("free space below the configured reserve ({} MiB free, reserve {} MiB)", mib(free), mib(reserve))
+    } else {
+        format!(
+            "{} MiB more would take free space below the configured reserve ({} MiB free, reserve {} MiB)",
+            mib(incoming),
+            mib(free),
+            mib(reserve)
+        )
     }
 }
 

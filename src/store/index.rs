@@ -8,8 +8,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
-use redb::ReadableDatabase;
-
 use super::error::Result;
 use super::meta::{ManifestRecord, MANIFESTS, TAGS};
 use super::{layout, Store};

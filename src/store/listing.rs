@@ -2,7 +2,7 @@
 
 use std::ops::Bound;
 
-use redb::{ReadableDatabase, ReadableTableMetadata};
+use redb::ReadableTableMetadata;
 
 use super::error::{Result, StoreError};
 use super::meta::{REPOS, TAGS};

@@ -7,7 +7,7 @@
 
 use std::fs;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::error::{gone_as, Result, StoreError};
 use super::meta::{ManifestRecord, MANIFESTS, REFERRERS, REPOS, REPO_BLOBS, TAGS};
@@ -102,6 +102,7 @@ impl Store {
         tags: &[Tag],
     ) -> Result<()> {
         // Fail fast, before writing anything.
+        self.ensure_free_space(body.len() as u64)?;
         {
             let txn = self.db.begin_read()?;
             if let Some(d) =
@@ -191,26 +192,56 @@ impl Store {
         Ok(())
     }
 
-    /// Descriptors of the manifests in `repo` whose subject is `subject`, optionally only those
-    /// of `artifact_type` (as the referrers API lists them: with artifact type and annotations).
-    pub fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
+    /// One page of the descriptors of the manifests in `repo` whose subject is `subject` (as
+    /// the referrers API lists them: with artifact type and annotations), optionally only those
+    /// of `artifact_type`, in digest order after `after`. The page ends before the descriptor
+    /// that would take the sum of `weigh` past `budget` (a page holds at least one), so one
+    /// response stays bounded however many referrers there are and however big their
+    /// annotations.
+    pub fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        after: Option<&Digest>,
+        budget: usize,
+        weigh: impl Fn(&Descriptor) -> usize,
+    ) -> Result<ReferrersPage> {
         let txn = self.db.begin_read()?;
         let edges = txn.open_table(REFERRERS)?;
-        let mut out = Vec::new();
+        let mut page = ReferrersPage { manifests: Vec::new(), next: None };
+        let mut used = 0;
         let (r, s) = (repo.as_str(), subject.as_str());
-        for entry in edges.range::<(&str, &str, &str)>((r, s, "")..)? {
+        let from = after.map_or("", Digest::as_str);
+        for entry in edges.range::<(&str, &str, &str)>((r, s, from)..)? {
             let (k, _) = entry?;
             let (kr, ks, referrer) = k.value();
             if kr != r || ks != s {
                 break;
+            }
+            if referrer == from {
+                continue;
             }
             let Ok(digest) = Digest::parse(referrer) else { continue };
             let Some(record) = Self::manifest_record(&txn, repo, &digest)? else { continue };
             if artifact_type.is_some_and(|a| record.artifact_type.as_deref() != Some(a)) {
                 continue;
             }
-            out.push(record.descriptor(digest));
+            let descriptor = record.descriptor(digest);
+            let weight = weigh(&descriptor);
+            if !page.manifests.is_empty() && used + weight > budget {
+                page.next = page.manifests.last().map(|d: &Descriptor| d.digest.clone());
+                break;
+            }
+            used += weight;
+            page.manifests.push(descriptor);
         }
-        Ok(out)
+        Ok(page)
     }
+}
+
+/// A page of referrers; `next` is the last digest listed when more follow.
+pub struct ReferrersPage {
+    pub manifests: Vec<Descriptor>,
+    pub next: Option<Digest>,
 }

@@ -12,7 +12,8 @@
 //! needs no particular runtime.
 //!
 //! Files, one concept each: [`error`] (`StoreError`), [`disk`] (every file-system mutation, and
-//! the fault-injection seam), [`layout`] (paths of the data directory), [`meta`] (the redb
+//! the fault-injection seam), `database` (the redb handle, reopened after a latched I/O
+//! failure), `space` (the free-space reserve), [`layout`] (paths of the data directory), [`meta`] (the redb
 //! schema and its invariants), [`blobs`] (blob links, reads, mounts, deletes), [`manifests`]
 //! (manifests, tags, referrers), [`listing`] (catalog and tag pages), [`index`] (each
 //! repository's `index.json`), [`upload`] (upload sessions), `upload_writer` (how upload bytes
@@ -20,6 +21,7 @@
 
 pub mod blobs;
 pub mod check;
+mod database;
 pub(crate) mod disk;
 pub mod error;
 pub mod index;
@@ -28,6 +30,7 @@ pub mod listing;
 pub mod manifests;
 pub mod meta;
 pub mod recovery;
+mod space;
 pub mod upload;
 mod upload_writer;
 
@@ -39,24 +42,28 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::Database;
-
+use database::MetaDb;
 use disk::Disk;
 use layout::Paths;
 use meta::{BLOBS, MANIFESTS, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS};
+use space::FreeSpace;
 
 pub use blobs::BlobReader;
 pub use check::Problem;
 pub use disk::write_file_atomically;
 pub use error::{Result, StoreError};
 pub use listing::Page;
+pub use manifests::ReferrersPage;
 pub use manifests::StoredManifest;
-pub use upload::{AppendEnd, ChunkAppend, SessionClaim, UploadSession};
+pub use upload::{ChunkAppend, SessionClaim, UploadSession};
 
 pub struct Store {
     paths: Paths,
-    db: Database,
+    /// `meta.redb`; reopens itself when redb latched an I/O failure (see `database`).
+    db: MetaDb,
     disk: Disk,
+    /// The free-space reserve of the data directory's filesystem.
+    space: FreeSpace,
     /// Upload sessions touched since start; others are loaded from `UPLOADS` on demand.
     sessions: Mutex<HashMap<String, UploadSession>>,
     /// Serialises every (file link/unlink + metadata transaction + index.json) sequence, so that a
@@ -72,9 +79,6 @@ pub fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// redb's page cache: small, because blob data never goes through redb.
-const DB_CACHE_BYTES: usize = 4 * 1024 * 1024;
-
 impl Store {
     /// Opens (or creates) the data directory, then sweeps what a crash may have left behind.
     pub fn open(root: &Path) -> Result<Store> {
@@ -88,7 +92,7 @@ impl Store {
         for d in [paths.blobs(), paths.repositories(), paths.uploads()] {
             disk.ensure_dir(&d)?;
         }
-        let db = Database::builder().set_cache_size(DB_CACHE_BYTES).create(paths.db())?;
+        let db = MetaDb::open(paths.db())?;
         {
             let txn = db.begin_write()?;
             txn.open_table(REPOS)?;
@@ -100,9 +104,30 @@ impl Store {
             txn.open_table(UPLOADS)?;
             disk.commit(txn)?;
         }
-        let store = Store { paths, db, disk, sessions: Mutex::new(HashMap::new()), write_lock: Mutex::new(()) };
+        let space = FreeSpace::new(root);
+        let store = Store { paths, db, disk, space, sessions: Mutex::new(HashMap::new()), write_lock: Mutex::new(()) };
         store.sweep()?;
         Ok(store)
+    }
+
+    /// Sets `storage.filesystem.reserve`: bytes to keep free on the data directory's filesystem
+    /// (0: no reserve). Takes effect for the next request.
+    pub fn set_free_space_reserve(&self, bytes: u64) {
+        self.space.set_reserve(bytes);
+    }
+
+    /// Refuses new data (`InsufficientSpace`) when free space is below the reserve or would go
+    /// below it with `incoming` more bytes (0 when the request announced no length). Cheap:
+    /// free space is measured at most once a second.
+    pub fn ensure_free_space(&self, incoming: u64) -> Result<()> {
+        self.space.ensure(incoming)
+    }
+
+    /// Whether the store works: metadata can be read, and written (a latched database is
+    /// reopened here if it can be). Blocking; the watchdog's probe.
+    pub fn check_health(&self) -> Result<()> {
+        self.repo_count()?;
+        self.db.check_writable()
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {

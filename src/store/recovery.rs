@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::error::{IoContext, Result};
 use super::meta::{BLOBS, REPOS, REPO_BLOBS, UPLOADS};

@@ -14,12 +14,18 @@
 //! Invariants:
 //! - A session's file holds exactly the bytes acknowledged so far, and `offset` is its length
 //!   (while a chunk is being appended, the file may hold more: the chunk's bytes so far).
-//! - `written` is what the file holds: `offset`, plus during an append the bytes of the chunk
-//!   written so far (never bytes still in memory).
+//! - `written` is what the session reports: `offset`, plus during the append of a stream the
+//!   bytes written to the file so far (never bytes still in memory; a declared chunk's bytes
+//!   count only once it is whole).
 //! - `hasher`, when present, has been fed exactly those bytes, so each byte is hashed once.
 //!   After a restart (or an I/O error) it is `None` and is rebuilt by re-reading the file.
-//! - A chunk with a declared length is wholly in the upload or not at all: a body that ends short
-//!   is cut back off. A body that is interrupted keeps what arrived (the client may resume).
+//! - The chunk contract (README "Chunked uploads"): a chunk with a declared place and length
+//!   (`Content-Range`) is wholly in the upload or not at all: a body that ends short or is cut
+//!   off (the client went away) is cut back off, and until it is whole the session reports the
+//!   offset before it, so a retry of the same chunk fits. A body without a `Content-Range` is a
+//!   stream: what arrived is kept when it is cut off, and the session reports it while it
+//!   streams, so the client resumes from there. A chunk that runs out of space (the disk, or the
+//!   free-space reserve) is cut back off either way, so the space comes back at once.
 //! - `UPLOADS[uuid]` exists ⇔ the session is live; the start-up sweep removes files without a
 //!   record and records without a file.
 
@@ -30,12 +36,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use super::disk::Disk;
 use super::error::{IoContext, Result, StoreError};
 use super::meta::UPLOADS;
+use super::space::FreeSpace;
 use super::upload_writer::{trim_preallocation, UploadWriter};
 use super::{now_unix, Store};
 use crate::core::{Algorithm, Digest, Hasher, RepoName};
@@ -185,15 +192,6 @@ impl SessionClaim {
     }
 }
 
-/// How a chunk's request body ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AppendEnd {
-    /// The body was received completely.
-    Complete,
-    /// The body was cut off (client gone, protocol error): what arrived is kept.
-    Interrupted,
-}
-
 /// One chunk being appended to a claimed session; it owns the claim until [`finish`](Self::finish)
 /// gives it back. Its methods block (file I/O): call them where blocking is allowed, e.g. one
 /// `spawn_blocking` per batch. Memory is bounded by the upload writer (see `upload_writer`).
@@ -210,7 +208,13 @@ pub struct ChunkAppend {
     declared: Option<u64>,
     received: u64,
     failed: Option<StoreError>,
+    /// The free-space reserve, checked every `SPACE_CHECK_EVERY` bytes received.
+    space: FreeSpace,
+    checked_at: u64,
 }
+
+/// How often a streaming chunk checks the free-space reserve (one `statvfs` each time).
+const SPACE_CHECK_EVERY: u64 = 8 << 20;
 
 impl ChunkAppend {
     /// Appends `batch` (hashing each byte once) and writes it to the file. After a failure,
@@ -228,11 +232,20 @@ impl ChunkAppend {
                 return false;
             }
         }
+        if self.received >= self.checked_at + SPACE_CHECK_EVERY {
+            self.checked_at = self.received;
+            if let Err(e) = self.space.ensure_now() {
+                self.failed = Some(e);
+                return false;
+            }
+        }
         if let Err(e) = self.writer.write_gathered() {
             self.failed = Some(e);
             return false;
         }
-        self.claim.session.0.written.store(self.start + self.received, Ordering::Release);
+        if self.declared.is_none() {
+            self.claim.session.0.written.store(self.start + self.received, Ordering::Release);
+        }
         true
     }
 
@@ -244,21 +257,32 @@ impl ChunkAppend {
     /// Ends the chunk: gives the claim back with the session's new length, or why the chunk is
     /// not (wholly) in the upload. On every path `offset` and the hash describe the file exactly
     /// afterwards, so the client can resume from `offset`.
-    pub fn finish(self, end: AppendEnd) -> (SessionClaim, Result<u64>) {
-        let ChunkAppend { mut claim, path, disk, writer, hasher, start, declared, received, failed } = self;
+    pub fn finish(self) -> (SessionClaim, Result<u64>) {
+        let ChunkAppend { mut claim, path, disk, writer, hasher, start, declared, received, failed, .. } = self;
         let written = match failed {
             Some(e) => Err(e),
             None => writer.finish(),
         };
         let file_length = || fs::metadata(&path).map(|m| m.len()).unwrap_or(start);
         let result = match (written, declared) {
+            // Out of space: the chunk's bytes go (the space comes back at once); the client
+            // resumes from the chunk's start once there is room.
+            (Err(e), _) if e.is_out_of_space() => {
+                claim.state.hasher = None;
+                match disk.truncate(&path, start) {
+                    Ok(()) => claim.set_offset(start),
+                    Err(_) => claim.set_offset(file_length()),
+                }
+                Err(e)
+            }
             (Err(e), _) => {
                 // What reached the file is unknown: re-derive both from the file next time.
                 claim.state.hasher = None;
                 claim.set_offset(file_length());
                 Err(e)
             }
-            (Ok(()), Some(declared)) if end == AppendEnd::Complete && received != declared => {
+            // A declared chunk that is not whole, however its body ended.
+            (Ok(()), Some(declared)) if received != declared => {
                 claim.state.hasher = None;
                 match disk.truncate(&path, start) {
                     Ok(()) => {
@@ -311,6 +335,7 @@ impl Store {
 
     /// Starts an upload session for `repo`, hashing with `algorithm`.
     pub fn create_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadSession> {
+        self.ensure_free_space(0)?;
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         self.disk.create_new(&self.paths.upload(&id))?;
         let txn = self.db.begin_write()?;
@@ -359,6 +384,9 @@ impl Store {
         declared: Option<u64>,
         announced: Option<u64>,
     ) -> std::result::Result<ChunkAppend, (SessionClaim, StoreError)> {
+        if let Err(e) = self.ensure_free_space(announced.unwrap_or(0)) {
+            return Err((claim, e));
+        }
         if let Some(start) = start.filter(|&s| s != claim.state.offset) {
             let offset = claim.state.offset;
             return Err((claim, StoreError::ChunkOutOfOrder { start, offset }));
@@ -387,6 +415,8 @@ impl Store {
             declared,
             received: 0,
             failed: None,
+            space: self.space.clone(),
+            checked_at: 0,
         })
     }
 

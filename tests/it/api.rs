@@ -315,6 +315,7 @@ fn blob_range_requests() {
         assert_eq!(r.status, 416, "Range {range}: {}", show(&r));
         assert_api_header(&r);
         assert_eq!(r.header("content-range"), Some("bytes */100"), "Range {range}: {}", show(&r));
+        assert_eq!(r.error_code(), "RANGE_INVALID", "Range {range}: not BLOB_UNKNOWN: the blob is there");
     }
 }
 
@@ -550,6 +551,38 @@ fn chunked_upload_last_chunk_in_put_without_content_range() {
     let r = patch_chunk(&p, &loc, 0, &data[..c]);
     assert_status(&r, 202);
     finish_upload(&p, "r", &location(&r), &data, &data[c..]);
+}
+
+/// An error answered before the request body is read still reaches a client that writes its
+/// whole body before reading (as Go's HTTP client does: docker, podman, skopeo, crane): pier
+/// reads and discards the rest of the body before closing (a lingering close), so the client
+/// never sees `broken pipe`/`connection reset` instead of the 416. 200 times in a row.
+#[test]
+fn early_errors_reach_clients_that_write_the_whole_body_first() {
+    use std::io::Write;
+    let p = Pier::start();
+    let (loc, _) = start_upload(&p, "r");
+    let chunk = random_bytes(1 << 20, 9);
+    for i in 0..200 {
+        // Small socket buffers, as over a real network: the body cannot all sit in the kernel's
+        // buffers before the server has answered.
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_send_buffer_size(64 << 10).unwrap();
+        socket.connect(&p.addr.into()).unwrap();
+        let mut s: std::net::TcpStream = socket.into();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let head = format!(
+            "PATCH {loc} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Range: 5-{}\r\nContent-Length: {}\r\n\r\n",
+            p.addr,
+            5 + chunk.len() - 1,
+            chunk.len()
+        );
+        s.write_all(head.as_bytes()).unwrap_or_else(|e| panic!("PATCH {i}: writing the head: {e}"));
+        s.write_all(&chunk).unwrap_or_else(|e| panic!("PATCH {i}: writing the body: {e}"));
+        let r = try_read_response(&mut s, false).unwrap_or_else(|e| panic!("PATCH {i}: reading the answer: {e}"));
+        assert_error_ctx(&r, 416, "BLOB_UPLOAD_INVALID", &format!("out-of-order PATCH {i}"));
+    }
+    assert_eq!(p.get(&loc).header("range"), Some("0-0"), "the session is untouched");
 }
 
 #[test]
@@ -1145,6 +1178,22 @@ fn manifest_unknown() {
     assert_error(&p.get("/v2/unseen/manifests/v1"), 404, "NAME_UNKNOWN");
 }
 
+/// A reference that is neither a tag nor a digest names no manifest: GET and HEAD answer 404
+/// `MANIFEST_UNKNOWN` (as the conformance suite and Distribution expect), a PUT 400.
+#[test]
+fn manifest_by_impossible_reference_is_unknown() {
+    let p = Pier::start();
+    push_image(&p, "r", "v1", &[b"l"]);
+    for reference in [".INVALID_MANIFEST_NAME", "sha256:short", "-dash", "a%20b"] {
+        let path = format!("/v2/r/manifests/{reference}");
+        assert_error(&p.get(&path), 404, "MANIFEST_UNKNOWN");
+        assert_status(&p.req("HEAD", &path, &[], b""), 404);
+    }
+    let idx = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})).unwrap();
+    let r = p.req("PUT", "/v2/r/manifests/.INVALID_MANIFEST_NAME", &[("Content-Type", OCI_INDEX)], &idx);
+    assert_error(&r, 400, "TAG_INVALID");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Referrers
 // ---------------------------------------------------------------------------------------------
@@ -1252,6 +1301,68 @@ fn referrers_api() {
     push_image(&p, "other", "v1", &[b"subject layer"]);
     let (_, list) = referrers(&p, "other", &sd, "");
     assert!(list.is_empty(), "referrers leaked across repositories: {list:?}");
+}
+
+/// Follows `Link: <...>; rel="next"` from `first`; returns every page.
+fn referrer_pages(p: &Pier, first: &str) -> Vec<(Response, Vec<Value>)> {
+    let mut pages = Vec::new();
+    let mut next = Some(first.to_string());
+    while let Some(path) = next.take() {
+        let r = p.get(&path);
+        assert_status(&r, 200);
+        next = r.header("link").map(|l| {
+            assert!(l.ends_with(">; rel=\"next\""), "Link: {l}");
+            l.trim_start_matches('<').split('>').next().unwrap().to_string()
+        });
+        let list = r.json()["manifests"].as_array().unwrap_or_else(|| panic!("{}", show(&r))).clone();
+        pages.push((r, list));
+        assert!(pages.len() <= 100, "pagination does not end");
+    }
+    pages
+}
+
+/// Many referrers with big annotations are listed in pages of bounded size with `Link` headers
+/// (the whole list once, in digest order), the filter carried over to every page.
+#[test]
+fn referrers_are_paginated_by_size() {
+    let p = Pier::start();
+    let sd = push_image(&p, "r", "v1", &[b"subject layer"]);
+    let subject_len = p.get("/v2/r/manifests/v1").body.len();
+    let subject = json!({"mediaType": OCI_MANIFEST, "digest": sd, "size": subject_len});
+    let empty = push_empty_config(&p, "r");
+    let pd = push_blob(&p, "r", b"payload");
+    let mut expected = Vec::new();
+    for i in 0..12 {
+        let kind = if i % 3 == 0 { "application/vnd.example.sig" } else { "application/vnd.example.sbom" };
+        let big = json!({ "org.example.blob": format!("{i}-{}", "x".repeat(300 << 10)) });
+        let m = artifact_manifest(empty.clone(), (&pd, 7), Some(kind), Some(subject.clone()), Some(big));
+        let d = sha256_digest(&m);
+        let r = p.req("PUT", &format!("/v2/r/manifests/{d}"), &[("Content-Type", OCI_MANIFEST)], &m);
+        assert_status(&r, 201);
+        expected.push((d, kind));
+    }
+    expected.sort();
+    let pages = referrer_pages(&p, &format!("/v2/r/referrers/{sd}"));
+    assert!(pages.len() >= 3, "12 referrers of 300 KiB in {} page(s)", pages.len());
+    for (r, list) in &pages {
+        assert!(!list.is_empty(), "empty page: {}", show(r));
+        assert!(r.body.len() <= (1 << 20) + (400 << 10), "a page of {} bytes", r.body.len());
+    }
+    let listed: Vec<String> =
+        pages.iter().flat_map(|(_, l)| l.iter().map(|d| d["digest"].as_str().unwrap().to_string())).collect();
+    let all: Vec<String> = expected.iter().map(|(d, _)| d.clone()).collect();
+    assert_eq!(listed, all, "every referrer once, in digest order");
+
+    let filtered = referrer_pages(&p, &format!("/v2/r/referrers/{sd}?artifactType=application/vnd.example.sig"));
+    let listed: Vec<String> =
+        filtered.iter().flat_map(|(_, l)| l.iter().map(|d| d["digest"].as_str().unwrap().to_string())).collect();
+    let sigs: Vec<String> =
+        expected.iter().filter(|(_, k)| *k == "application/vnd.example.sig").map(|(d, _)| d.clone()).collect();
+    assert_eq!(listed, sigs, "the filter holds on every page");
+    for (r, _) in &filtered {
+        assert_eq!(r.header("oci-filters-applied"), Some("artifactType"), "{}", show(r));
+    }
+    assert_error(&p.get(&format!("/v2/r/referrers/{sd}?last=nonsense")), 400, "DIGEST_INVALID");
 }
 
 #[test]
@@ -2583,7 +2694,9 @@ fn racing_patch_and_final_put_accept_one_chunk() {
 fn malformed_content_range_is_blob_upload_invalid() {
     let p = Pier::start();
     let (loc, _) = start_upload(&p, "r");
-    for cr in ["abc", "5-1", "-5", "0-", "bytes=0-4"] {
+    // A length that does not fit in 64 bits (it wrapped to 0 once), and totals that do not cover
+    // the range or are not numbers.
+    for cr in ["abc", "5-1", "-5", "0-", "bytes=0-4", "0-18446744073709551615", "0-4/4", "0-4/x", "bytes 0-4/"] {
         let r = p.req("PATCH", &loc, &[("Content-Type", "application/octet-stream"), ("Content-Range", cr)], b"hello");
         // None of these parses as `<start>-<end>`: 400, not the 416 of a chunk out of order.
         assert_error_ctx(&r, 400, "BLOB_UPLOAD_INVALID", &format!("Content-Range {cr:?}"));
@@ -2592,6 +2705,43 @@ fn malformed_content_range_is_blob_upload_invalid() {
     let r = patch_chunk(&p, &loc, 0, b"hello");
     assert_status(&r, 202);
     assert_eq!(r.header("range"), Some("0-4"));
+}
+
+/// The chunk contract (README): a chunk with a `Content-Range` is whole or not at all. Cut off
+/// mid-body, its bytes are dropped; while it streams and after, the session reports the offset
+/// before it; a retry of the same chunk then fits and the blob commits exactly.
+#[test]
+fn interrupted_declared_chunk_is_not_kept_and_its_retry_fits() {
+    let p = Pier::start();
+    let data = random_bytes(6 << 20, 82);
+    let d = sha256_digest(&data);
+    let r = p.req("POST", "/v2/r/blobs/uploads/", &[], b"");
+    assert_status(&r, 202);
+    let r = patch_chunk(&p, &location(&r), 0, &data[..1 << 20]);
+    assert_status(&r, 202);
+    let loc = location(&r);
+    let (start, end) = (1usize << 20, data.len());
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    let head = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Range: {start}-{}\r\nContent-Length: {}\r\n\r\n",
+        p.addr,
+        end - 1,
+        end - start
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&data[start..start + (3 << 20)]).unwrap();
+    // While the chunk streams (its bytes are being written), the session says where it stood.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(p.get(&loc).header("range"), Some("0-1048575"), "status during a declared chunk");
+    drop(s); // cut off mid-body
+    p.wait_log(&format!("PATCH {loc} 4"), Duration::from_secs(10));
+    assert_eq!(p.get(&loc).header("range"), Some("0-1048575"), "status after the cut: the chunk is not in");
+    let r = patch_chunk(&p, &loc, start, &data[start..]);
+    assert_status(&r, 202);
+    assert_eq!(r.header("range"), Some(format!("0-{}", end - 1).as_str()));
+    let r = p.req("PUT", &with_query(&location(&r), &format!("digest={d}")), &[], b"");
+    assert_status(&r, 201);
+    assert!(p.get(&format!("/v2/r/blobs/{d}")).body == data, "blob content differs");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //!   its exit status and output.
 //! - `wait`: waiting on observable events instead of sleeping.
 //! - `image`: images, digests, tar archives and OCI layouts.
+//! - `loopfs`: a small loop-mounted ext4 of a test's own, for full-disk tests.
 //! - `registry`: pushing and checking images over HTTP and with skopeo.
 //! - `store`: checks of pier's data directory on disk.
 //! - `pki`: a throwaway PKI, curl and `openssl s_client`.
@@ -18,6 +19,7 @@ pub mod command;
 pub mod daemon;
 pub mod http;
 pub mod image;
+pub mod loopfs;
 pub mod pki;
 pub mod registry;
 pub mod store;
@@ -28,6 +30,7 @@ pub use command::*;
 pub use daemon::*;
 pub use http::*;
 pub use image::*;
+pub use loopfs::*;
 pub use pki::*;
 pub use registry::*;
 pub use store::*;
