@@ -687,8 +687,7 @@ find_h2_python() { # -> H_PY: a python3 (>= 3.9) that can import h2 (only the h2
     die "the h2 attack needs a python3 >= 3.9 with the 'h2' package: apt-get install python3-h2 (Debian, for /usr/bin/python3) or pip install h2; or set BENCH_PYTHON_H2=/path/to/python3, or leave h2 out with BENCH_HOSTILE_ATTACKS=readers,writers"
 }
 
-hostile_setup() { # -> H_PY, H_CERT, H_KEY
-    find_h2_python
+hostile_setup() { # -> H_CERT, H_KEY (H_PY comes from find_h2_python, run at start)
     log "hostile: attack tool runs on $H_PY ($("$H_PY" -c 'import sys; print(sys.version.split()[0])'))"
     H_CERT=$RUN/hostile-cert.pem
     H_KEY=$RUN/hostile-key.pem
@@ -827,6 +826,8 @@ mkdir -p "$RUN" "$LOGS"
 
 log "pier benchmark: sizes ${SMALL_MB}/${LARGE_MB} MiB, registries: ${REGISTRIES[*]}, work dir $BENCH_DIR"
 ensure_packages
+# The hostile phase runs last: check its python before spending minutes on the core phase.
+((RUN_HOSTILE)) && find_h2_python
 ((RUN_CORE)) && check_disk
 if [[ " ${REGISTRIES[*]} " == *" pier "* ]]; then build_pier; fi
 if ((RUN_CORE)); then
