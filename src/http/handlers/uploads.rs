@@ -196,10 +196,9 @@ async fn append(
     let (claim, appended) = writer.finish().await?;
     let result = match (stop, appended, body_error) {
         (Stop::Cancelled, _, _) => Err(HttpError::new(ErrorCode::BlobUploadUnknown, "the upload was cancelled")),
-        (_, Err(e), _) => Err(HttpError::from(e)),
-        (_, Ok(_), Some(e)) => {
-            Err(HttpError::new(ErrorCode::BlobUploadInvalid, format!("request body interrupted: {e}")))
-        }
+        // A body cut off is what went wrong (a declared chunk cut short is dropped because of it).
+        (_, _, Some(e)) => Err(HttpError::new(ErrorCode::BlobUploadInvalid, format!("request body interrupted: {e}"))),
+        (_, Err(e), None) => Err(HttpError::from(e)),
         (_, Ok(n), None) => Ok(n),
     };
     Ok((claim, result))
