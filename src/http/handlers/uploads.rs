@@ -246,6 +246,29 @@ impl BatchWriter {
     }
 }
 
+/// A request dropped mid-chunk (hyper drops the request's future when its connection fails)
+/// still ends its chunk as the contract says, so the session's offset, hash and file agree.
+impl Drop for BatchWriter {
+    fn drop(&mut self) {
+        let (idle, writing) = (self.idle.take(), self.writing.take());
+        if idle.is_none() && writing.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let append = match (idle, writing) {
+                (Some(append), _) => append,
+                (None, Some(writing)) => match writing.await {
+                    Ok((append, _)) => append,
+                    Err(_) => return,
+                },
+                (None, None) => return,
+            };
+            let _ = tokio::task::spawn_blocking(move || append.finish()).await;
+        });
+    }
+}
+
 async fn commit(ctx: &Ctx<'_>, claim: SessionClaim, digest: Digest) -> HttpResult {
     let store = ctx.state.store.clone();
     let d = digest.clone();
