@@ -2948,3 +2948,98 @@ fn an_announced_length_reserves_only_a_window_ahead_of_the_bytes() {
     assert_status(&r, 204);
     assert_eq!(r.header("range"), Some("0-9"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Non-distributable (foreign) layers
+// ---------------------------------------------------------------------------------------------
+
+/// A Windows-style image: a foreign base layer that names URLs (not pushed: clients fetch it
+/// from there) and one ordinary layer.
+fn windows_like_manifest(p: &Pier, repo: &str, media_type: &str, layer_type: &str, urls: &[&str]) -> Vec<u8> {
+    let config = format!("{{\"os\":\"windows\",\"n\":\"{}\"}}", nonce()).into_bytes();
+    let config_digest = push_blob(p, repo, &config);
+    let layer = random_bytes(1000, 77);
+    let layer_digest = push_blob(p, repo, &layer);
+    let foreign = random_bytes(64, 78); // never pushed
+    let config_type = if media_type == OCI_MANIFEST {
+        "application/vnd.oci.image.config.v1+json"
+    } else {
+        "application/vnd.docker.container.image.v1+json"
+    };
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": config_type, "digest": config_digest, "size": config.len()},
+        "layers": [
+            {"mediaType": layer_type, "digest": sha256_digest(&foreign), "size": foreign.len(), "urls": urls},
+            {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": layer_digest, "size": layer.len()},
+        ],
+    }))
+    .unwrap()
+}
+
+/// Manifests whose layers are non-distributable are accepted without those blobs, then pulled,
+/// HEADed and listed like any other; their URLs follow `validation.manifests.urls`.
+#[test]
+fn foreign_layers_are_accepted_without_their_blobs() {
+    let p = Pier::start();
+    let mcr = "https://mcr.microsoft.com/v2/windows/servercore/blobs/sha256:1234";
+    for (media_type, layer_type, tag) in [
+        (DOCKER_MANIFEST, "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "docker"),
+        (OCI_MANIFEST, "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", "oci"),
+    ] {
+        let m = windows_like_manifest(&p, "win", media_type, layer_type, &[mcr]);
+        let d = push_manifest(&p, "win", tag, media_type, &m);
+        let r = p.get(&format!("/v2/win/manifests/{tag}"));
+        assert_status(&r, 200);
+        assert!(r.body == m, "{tag}: manifest bytes");
+        assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
+        assert_status(&p.req("HEAD", &format!("/v2/win/manifests/{d}"), &[], b""), 200);
+    }
+    assert_eq!(tags_of(&p, "win"), ["docker", "oci"]);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(p.root.join("repositories/win/index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(2), "{index}");
+
+    // Without URLs a non-distributable layer is an ordinary blob: it must be in the repository.
+    let m =
+        windows_like_manifest(&p, "win", OCI_MANIFEST, "application/vnd.oci.image.layer.nondistributable.v1.tar", &[]);
+    let r = p.req("PUT", "/v2/win/manifests/nourls", &[("Content-Type", OCI_MANIFEST)], &m);
+    assert_error(&r, 400, "MANIFEST_BLOB_UNKNOWN");
+    // A URL that is not http(s) is refused.
+    let m = windows_like_manifest(
+        &p,
+        "win",
+        DOCKER_MANIFEST,
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        &["file:///etc/passwd"],
+    );
+    let r = p.req("PUT", "/v2/win/manifests/file", &[("Content-Type", DOCKER_MANIFEST)], &m);
+    assert_error(&r, 400, "MANIFEST_INVALID");
+}
+
+/// `validation.manifests.urls.allow`/`deny` restrict the URLs layers may name, as in Distribution.
+#[test]
+fn foreign_layer_urls_follow_allow_and_deny() {
+    let p = Pier::start_with(Options {
+        extra_yaml: String::from(
+            "validation:\n  manifests:\n    urls:\n      allow: ['^https://mcr\\.microsoft\\.com/']\n      deny: ['/private/']\n",
+        ),
+        ..Default::default()
+    });
+    let foreign = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    for (url, ok) in [
+        ("https://mcr.microsoft.com/v2/windows/blobs/x", true),
+        ("https://example.com/v2/windows/blobs/x", false),
+        ("https://mcr.microsoft.com/private/x", false),
+    ] {
+        let m = windows_like_manifest(&p, "win", DOCKER_MANIFEST, foreign, &[url]);
+        let r = p.req("PUT", "/v2/win/manifests/t", &[("Content-Type", DOCKER_MANIFEST)], &m);
+        if ok {
+            assert_status(&r, 201);
+        } else {
+            assert_error(&r, 400, "MANIFEST_INVALID");
+            assert!(r.text().contains("validation.manifests.urls"), "{url}: the message names the rule: {}", r.text());
+        }
+    }
+}

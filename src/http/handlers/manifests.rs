@@ -65,6 +65,12 @@ pub async fn put(ctx: &Ctx<'_>, name: &str, reference_text: &str, body: Incoming
     }
     let bytes = read_capped(ctx, body).await?;
     let manifest = Manifest::parse(ctx.header(header::CONTENT_TYPE), &bytes)?;
+    for url in &manifest.urls {
+        if let Some(why) = ctx.settings.manifest_urls.refusal(url) {
+            return Err(HttpError::new(ErrorCode::ManifestInvalid, format!("layer URL {url:?} refused: {why}"))
+                .detail(serde_json::json!({ "url": url })));
+        }
+    }
     let digest = match &reference {
         Reference::Digest(expected) => {
             let actual = Digest::of(expected.algorithm(), &bytes);

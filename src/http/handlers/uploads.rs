@@ -196,10 +196,9 @@ async fn append(
     let (claim, appended) = writer.finish().await?;
     let result = match (stop, appended, body_error) {
         (Stop::Cancelled, _, _) => Err(HttpError::new(ErrorCode::BlobUploadUnknown, "the upload was cancelled")),
-        (_, Err(e), _) => Err(HttpError::from(e)),
-        (_, Ok(_), Some(e)) => {
-            Err(HttpError::new(ErrorCode::BlobUploadInvalid, format!("request body interrupted: {e}")))
-        }
+        // A body cut off is what went wrong (a declared chunk cut short is dropped because of it).
+        (_, _, Some(e)) => Err(HttpError::new(ErrorCode::BlobUploadInvalid, format!("request body interrupted: {e}"))),
+        (_, Err(e), None) => Err(HttpError::from(e)),
         (_, Ok(n), None) => Ok(n),
     };
     Ok((claim, result))
@@ -244,6 +243,29 @@ impl BatchWriter {
     async fn finish(mut self) -> Result<(SessionClaim, Result<u64, StoreError>), HttpError> {
         let (append, _) = self.ready().await?;
         tokio::task::spawn_blocking(move || append.finish()).await.map_err(HttpError::internal)
+    }
+}
+
+/// A request dropped mid-chunk (hyper drops the request's future when its connection fails)
+/// still ends its chunk as the contract says, so the session's offset, hash and file agree.
+impl Drop for BatchWriter {
+    fn drop(&mut self) {
+        let (idle, writing) = (self.idle.take(), self.writing.take());
+        if idle.is_none() && writing.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let append = match (idle, writing) {
+                (Some(append), _) => append,
+                (None, Some(writing)) => match writing.await {
+                    Ok((append, _)) => append,
+                    Err(_) => return,
+                },
+                (None, None) => return,
+            };
+            let _ = tokio::task::spawn_blocking(move || append.finish()).await;
+        });
     }
 }
 
