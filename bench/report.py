@@ -219,6 +219,69 @@ def hostile_table(vals, m):
     return lines
 
 
+# The scale phase (bench/scale.sh): key (REGISTRY.scale.KEY), label, unit, scale, better, decimals
+SCALE_METRICS = [
+    ("fill_blobs_per_s", "fill: blob uploads ({upload})", "blobs/s", 1, "high", 0),
+    ("fill_manifests_per_s", "fill: manifest PUTs (one per repository)", "PUT/s", 1, "high", 0),
+    ("data_mb", "data dir after the fill", "MiB", 1, "low", 0),
+    ("data_files", "files in the data dir after the fill", "files", 1, "low", 0),
+    ("start_cold_empty_ms", "start-up, empty store, cold page cache (median of {starts})", "ms", 1, "low", 1),
+    ("start_warm_empty_ms", "start-up, empty store, warm page cache (median of {starts})", "ms", 1, "low", 1),
+    ("start_cold_ms", "start-up, {blobs} blobs / {repos} repos, cold page cache (median of {starts})",
+     "ms", 1, "low", 1),
+    ("start_warm_ms", "start-up, {blobs} blobs / {repos} repos, warm page cache (median of {starts})",
+     "ms", 1, "low", 1),
+    ("rss_start_kb", "RSS ~1 s after start (full store)", "MiB", MiB, "low", 1),
+    ("hwm_start_kb", "peak RSS from exec to ~1 s after start", "MiB", MiB, "low", 1),
+    ("catalog_first_after_start_ms", "first GET /v2/_catalog?n=100 after start", "ms", 1, "low", 2),
+    ("rss_catalog_kb", "RSS after that first catalog page", "MiB", MiB, "low", 1),
+    ("catalog_first_ms", "GET /v2/_catalog?n=100, first page (median of {pages})", "ms", 1, "low", 2),
+    ("catalog_middle_ms", "GET /v2/_catalog?n=100&last=, middle page", "ms", 1, "low", 2),
+    ("catalog_last_ms", "GET /v2/_catalog?n=100&last=, last page", "ms", 1, "low", 2),
+    ("tags_single_ms", "GET tags/list?n=100, repository with 1 tag", "ms", 1, "low", 2),
+    ("tags_first_ms", "GET tags/list?n=100, repository with {tags} tags, first page", "ms", 1, "low", 2),
+    ("tags_middle_ms", "GET tags/list?n=100&last=, {tags} tags, middle page", "ms", 1, "low", 2),
+    ("tags_last_ms", "GET tags/list?n=100&last=, {tags} tags, last page", "ms", 1, "low", 2),
+    ("tags_fill_s", "time to add the {tags} tags (not comparable: see below)", "s", 1, "low", 1),
+]
+SCALE_NO_RATIO = {"tags_fill_s"}
+
+
+def scale_table(vals, m):
+    """The scale phase's lines: rows = metric, columns = registry and ratio; [] if not run."""
+    if not any(".scale." in k for k in vals):
+        return []
+    g = lambda r, k: vals.get("{}.scale.{}".format(r, k))
+    uploads = sorted({"{}: {}".format(r, g(r, "fill_upload")) for r in ("pier", "distribution")
+                      if g(r, "fill_upload")})
+    ctx = {"blobs": "{:,}".format(int(m("scale_blobs", "0"))), "repos": "{:,}".format(int(m("scale_repos", "0"))),
+           "tags": "{:,}".format(int(m("scale_tags", "0"))), "starts": m("scale_start_repeat"),
+           "pages": m("scale_page_repeat"), "upload": ", ".join(uploads)}
+    lines = ["", "## Scale", "",
+             "{blobs} small distinct blobs in {repos} repositories (plus one manifest and tag per "
+             "repository; {tags} extra tags on scale/r00000), pushed by {w} keep-alive connections; "
+             "start-up = exec -> first 200 on GET /v2/; cold = after `sync; echo 3 > "
+             "/proc/sys/vm/drop_caches` (the binary is evicted too: compare with the empty-store "
+             "row){drop}.".format(w=m("scale_workers"), drop="" if m("scale_drop_caches") == "1"
+                                  else " (drop_caches not writable: no cold rows)", **ctx), "",
+             "| metric | unit | better | pier | distribution | ratio (pier/dist) |",
+             "| --- | --- | --- | ---: | ---: | ---: |"]
+    for key, label, unit, scale, better, dec in SCALE_METRICS:
+        p, d = num(vals, "pier.scale." + key), num(vals, "distribution.scale." + key)
+        if p is None and d is None:
+            continue
+        lines.append("| {} | {} | {} | {} | {} | {} |".format(
+            label.format(**ctx), unit, "higher" if better == "high" else "lower",
+            fmt(p, scale, dec), fmt(d, scale, dec), "—" if key in SCALE_NO_RATIO else ratio(p, d)))
+    if g("pier", "tags_fill_s") or g("distribution", "tags_fill_s"):
+        lines.append("")
+        lines.append("Tags were added with {} (pier: many `?tag=` per manifest PUT; Distribution 2.8 "
+                     "has no multi-tag PUT: one PUT per tag).".format(", ".join(
+                         "{}: {}".format(r, g(r, "tags_mode")) for r in ("pier", "distribution")
+                         if g(r, "tags_mode"))))
+    return lines
+
+
 def main():
     src, out = sys.argv[1], sys.argv[2]
     vals, notes = load(src)
@@ -268,6 +331,7 @@ def main():
             lines.append("| {} | {} | {} | {} | {} |".format(
                 who, fmt(g, 1, 1), ratio(g, ng), fmt(gp, 1, 1), ratio(gp, ngp)))
     lines.extend(hostile_table(vals, m))
+    lines.extend(scale_table(vals, m))
     targets = core_targets(vals)
     if targets:
         lines.append("")

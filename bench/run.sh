@@ -31,7 +31,7 @@ RSS_SAMPLE=${BENCH_RSS_SAMPLE:-0}        # 1: force the VmRSS sampler instead of
 DISTRIBUTION_BIN=${DISTRIBUTION_BIN:-/usr/bin/docker-registry}
 PIER_BIN=${PIER_BIN:-}                   # set to skip `cargo build --release`
 PIER_BIN_GIVEN=${PIER_BIN:+1}
-PHASES=${BENCH_PHASES:-core,hostile}     # comma-separated: core (push/PUT/GET/wrk/auth/nginx), hostile
+PHASES=${BENCH_PHASES:-core,hostile}     # comma-separated: core (push/PUT/GET/wrk/auth/nginx), hostile, scale (not default; knobs in bench/scale.sh)
 # hostile phase (bench/hostile.py): attack sizes, how long each attack holds, the victim client
 if [[ $QUICK == 1 ]]; then H_DURATION=${BENCH_HOSTILE_DURATION:-10}; else H_DURATION=${BENCH_HOSTILE_DURATION:-20}; fi
 H_AFTER=${BENCH_HOSTILE_AFTER:-5}                    # RSS is read this long after the attackers left
@@ -65,15 +65,17 @@ done
     || { echo "BENCH_BCRYPT_COST must be an integer from 4 to 17 (got '$BCRYPT_COST')" >&2; exit 2; }
 RUN_CORE=0
 RUN_HOSTILE=0
+RUN_SCALE=0
 IFS=, read -ra _phases <<<"$PHASES"
 for _p in "${_phases[@]}"; do
     case $_p in
         core) RUN_CORE=1 ;;
         hostile) RUN_HOSTILE=1 ;;
-        *) echo "BENCH_PHASES must be a comma-separated list of 'core' and 'hostile' (got '$PHASES')" >&2; exit 2 ;;
+        scale) RUN_SCALE=1 ;;
+        *) echo "BENCH_PHASES must be a comma-separated list of 'core', 'hostile' and 'scale' (got '$PHASES')" >&2; exit 2 ;;
     esac
 done
-((RUN_CORE || RUN_HOSTILE)) || { echo "BENCH_PHASES selects no phase (got '$PHASES')" >&2; exit 2; }
+((RUN_CORE || RUN_HOSTILE || RUN_SCALE)) || { echo "BENCH_PHASES selects no phase (got '$PHASES')" >&2; exit 2; }
 IFS=, read -ra H_ATTACK_LIST <<<"$H_ATTACKS"
 for _a in "${H_ATTACK_LIST[@]}"; do
     [[ $_a == readers || $_a == writers || $_a == h2 ]] \
@@ -814,6 +816,11 @@ bench_hostile() { # name
     rm -rf "$data"
 }
 
+# ---------------------------------------------------------------- scale phase
+# Start-up, RSS and catalog/tags paging with a big store: bench/scale.sh (bench_scale).
+# shellcheck source=bench/scale.sh
+source "$BENCH_SRC/scale.sh"
+
 # ---------------------------------------------------------------- main
 mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
@@ -829,6 +836,7 @@ ensure_packages
 # The hostile phase runs last: check its python before spending minutes on the core phase.
 ((RUN_HOSTILE)) && find_h2_python
 ((RUN_CORE)) && check_disk
+((RUN_SCALE)) && scale_setup
 if [[ " ${REGISTRIES[*]} " == *" pier "* ]]; then build_pier; fi
 if ((RUN_CORE)); then
     generate_data
@@ -843,6 +851,12 @@ if ((RUN_HOSTILE)); then
     hostile_setup
     for reg in "${REGISTRIES[@]}"; do
         bench_hostile "$reg"
+    done
+fi
+
+if ((RUN_SCALE)); then
+    for reg in "${REGISTRIES[@]}"; do
+        bench_scale "$reg"
     done
 fi
 
@@ -876,6 +890,7 @@ CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
         printf 'meta.hostile_attacks\t%s\n' "$H_ATTACKS"
         printf 'meta.hostile_sources\t%s\n' "$H_SOURCES"
     fi
+    if ((RUN_SCALE)); then scale_meta; fi
     if [[ -n $PIER_BIN_GIVEN ]]; then
         printf 'meta.pier_version\t%s\n' "PIER_BIN=$PIER_BIN ($("$PIER_BIN" --version 2>/dev/null || echo '?'))"
     elif [[ -n $PIER_BIN ]]; then
