@@ -5,7 +5,8 @@
 
 RESULTS_TSV holds `key<TAB>value` lines: `meta.*` (header facts), `note` (free text,
 repeatable), `pier.*` / `distribution.*` / `nginx.*` (numbers; the hostile phase's are
-`REGISTRY.hostile.ATTACK.KEY`, KEY as printed by bench/hostile.py). Prints the markdown
+`REGISTRY.hostile.ATTACK.KEY`, KEY as printed by bench/hostile.py; the scale phase's are
+`REGISTRY.scale.KEY`, KEY as printed by bench/scale.py or set by bench/scale.sh). Prints the markdown
 and writes it to OUT_MD.
 """
 import sys
@@ -242,9 +243,16 @@ SCALE_METRICS = [
     ("tags_first_ms", "GET tags/list?n=100, repository with {tags} tags, first page", "ms", 1, "low", 2),
     ("tags_middle_ms", "GET tags/list?n=100&last=, {tags} tags, middle page", "ms", 1, "low", 2),
     ("tags_last_ms", "GET tags/list?n=100&last=, {tags} tags, last page", "ms", 1, "low", 2),
-    ("tags_fill_s", "time to add the {tags} tags (not comparable: see below)", "s", 1, "low", 1),
+    ("tags_fill_s", "time to add the {tags} tags (not comparable: see below)", "s", 1, "low", 3),
 ]
 SCALE_NO_RATIO = {"tags_fill_s"}
+
+
+def scale_ratio(a, b):
+    """ratio() with enough digits for the 100x differences of the paging rows."""
+    if a is not None and b and 0 < a / b < 0.1:
+        return "{:.4f}".format(a / b)
+    return ratio(a, b)
 
 
 def scale_table(vals, m):
@@ -272,7 +280,7 @@ def scale_table(vals, m):
             continue
         lines.append("| {} | {} | {} | {} | {} | {} |".format(
             label.format(**ctx), unit, "higher" if better == "high" else "lower",
-            fmt(p, scale, dec), fmt(d, scale, dec), "—" if key in SCALE_NO_RATIO else ratio(p, d)))
+            fmt(p, scale, dec), fmt(d, scale, dec), "—" if key in SCALE_NO_RATIO else scale_ratio(p, d)))
     if g("pier", "tags_fill_s") or g("distribution", "tags_fill_s"):
         lines.append("")
         lines.append("Tags were added with {} (pier: many `?tag=` per manifest PUT; Distribution 2.8 "
