@@ -150,6 +150,12 @@ pub fn run(args: &[OsString]) -> i32 {
             log::info!("serving HTTPS (TLS 1.2/1.3, h2 and http/1.1)");
         }
         let store = Arc::new(store);
+        // index.json files are written off the request path (store::index); its first pass
+        // rewrites what a crash left due.
+        if let Err(e) = store.start_index_writer() {
+            log::error!("{e}");
+            return 1;
+        }
         if let Some(purging) = config.upload_purging {
             tokio::spawn(purge_uploads(store.clone(), purging));
         }
@@ -166,7 +172,7 @@ pub fn run(args: &[OsString]) -> i32 {
         let serving = format!("serving {repos} repositories on {}", addrs.join(", "));
         notifier.ready(&serving);
         let drain = config.drain_timeout;
-        let state = Arc::new(State::new(store, config, auth.clone()));
+        let state = Arc::new(State::new(store.clone(), config, auth.clone()));
         tokio::spawn(reload_loop(signals.hup, config_path, auth, certs, notifier.clone(), state.clone()));
         if let Some(every) = systemd::watchdog_interval() {
             let probe_addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
@@ -175,9 +181,16 @@ pub fn run(args: &[OsString]) -> i32 {
                 return 1;
             }
         }
-        match server::serve(state, listeners, tls, stop_signal(signals.term, signals.int, notifier.clone()), drain)
-            .await
-        {
+        let served =
+            server::serve(state, listeners, tls, stop_signal(signals.term, signals.int, notifier.clone()), drain).await;
+        // Requests are done: write every index.json still due, so a clean stop leaves each
+        // layout current (a second stop signal exits before this; the next start catches up).
+        match tokio::task::spawn_blocking(move || store.stop_index_writer()).await {
+            Ok(Ok(n)) => log::debug!("{n} index.json written at shutdown"),
+            Ok(Err(e)) => log::error!("index.json not written at shutdown (rewritten at the next start): {e}"),
+            Err(e) => log::error!("index.json not written at shutdown (rewritten at the next start): {e}"),
+        }
+        match served {
             Ok(()) => 0,
             Err(e) => {
                 log::error!("server failed: {e}");

@@ -4,6 +4,10 @@
 //! A manifest is only recorded when every blob and child manifest it references is in the
 //! repository (checked before writing anything, and again inside the transaction, under the
 //! write lock, because a concurrent delete may have removed a reference meanwhile).
+//!
+//! Every change of a repository's manifests or tags marks its `index.json` as lagging in the
+//! same transaction (`store::index`); the file itself is rewritten later, off the request path,
+//! so these operations cost the same however many tags and manifests the repository has.
 
 use std::fs;
 
@@ -140,8 +144,9 @@ impl Store {
         if let Some(s) = &manifest.subject {
             txn.open_table(REFERRERS)?.insert((repo.as_str(), s.digest.as_str(), digest.as_str()), ())?;
         }
+        Self::mark_index_dirty(&txn, repo)?;
         self.disk.commit(txn)?;
-        self.write_index(repo)?;
+        self.indexes.changed();
         Ok(())
     }
 
@@ -152,8 +157,9 @@ impl Store {
         if txn.open_table(TAGS)?.remove((repo.as_str(), tag.as_str()))?.is_none() {
             return Err(Self::unknown_in_write(&txn, repo, StoreError::ManifestUnknown)?);
         }
+        Self::mark_index_dirty(&txn, repo)?;
         self.disk.commit(txn)?;
-        self.write_index(repo)?;
+        self.indexes.changed();
         Ok(())
     }
 
@@ -186,9 +192,10 @@ impl Store {
             txn.open_table(REFERRERS)?.remove((repo.as_str(), subject.as_str(), digest.as_str()))?;
         }
         let unlinked = Self::unrecord_repo_blob(&txn, repo, digest)?;
+        Self::mark_index_dirty(&txn, repo)?;
         self.disk.commit(txn)?;
+        self.indexes.changed();
         self.remove_blob_files(repo, digest, unlinked)?;
-        self.write_index(repo)?;
         Ok(())
     }
 

@@ -11,6 +11,10 @@
 //! - `TAGS[(repo, tag)] = digest` ⇒ `MANIFESTS[(repo, digest)]` exists.
 //! - `REFERRERS[(repo, subject, referrer)]` ⇒ `MANIFESTS[(repo, referrer)]` exists and its
 //!   subject is `subject` (the subject itself need not exist).
+//! - `REPOS[repo]` and no `INDEX_DIRTY[repo]` ⇒ `repositories/<repo>/index.json` is what the
+//!   metadata describes (`store::index`). Every transaction that changes a repository's
+//!   manifests or tags sets `INDEX_DIRTY[repo]` itself; the mark goes only after the file was
+//!   rewritten from a snapshot that held that very mark.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +38,10 @@ pub const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags
 pub const REFERRERS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("referrers");
 /// upload uuid → (repo, digest algorithm, start time in unix seconds).
 pub const UPLOADS: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::new("uploads");
+/// repo → change count: the repository's `index.json` lags its metadata and is due for a
+/// rewrite (by the background index writer, the shutdown flush or the next start). The count
+/// goes up with every change, so that a rewrite from an older snapshot leaves the mark.
+pub const INDEX_DIRTY: TableDefinition<&str, u64> = TableDefinition::new("index_dirty");
 
 /// What the registry remembers about a stored manifest (its bytes live in the blob files).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

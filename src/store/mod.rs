@@ -4,7 +4,8 @@
 //! linked *before* one short redb write transaction makes them visible; deletions run the other
 //! way round (transaction first, unlink after). Metadata therefore only ever points at complete
 //! files, and a crash at any instant leaves at most unreferenced files, which [`Store::open`]
-//! sweeps away (see [`recovery`]). No path and no file handle leaves this module: callers get
+//! sweeps away (see [`recovery`]). Each repository's `index.json` is derived data, written off
+//! the request path by a background writer ([`index`]). No path and no file handle leaves this module: callers get
 //! typed values ([`BlobReader`], [`UploadSession`], [`Descriptor`](crate::core::manifest::Descriptor)).
 //!
 //! All methods are blocking (the HTTP layer calls them from blocking threads), except
@@ -16,7 +17,7 @@
 //! failure), `space` (the free-space reserve), [`layout`] (paths of the data directory), [`meta`] (the redb
 //! schema and its invariants), [`blobs`] (blob links, reads, mounts, deletes), [`manifests`]
 //! (manifests, tags, referrers), [`listing`] (catalog and tag pages), [`index`] (each
-//! repository's `index.json`), [`upload`] (upload sessions), `upload_writer` (how upload bytes
+//! repository's `index.json` and its background writer), [`upload`] (upload sessions), `upload_writer` (how upload bytes
 //! reach the disk), [`recovery`] (the start-up sweep), [`check`] (the invariant checker).
 
 pub mod blobs;
@@ -39,13 +40,15 @@ mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use database::MetaDb;
 use disk::Disk;
+use index::IndexWriter;
 use layout::Paths;
-use meta::{BLOBS, MANIFESTS, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS};
+use meta::{BLOBS, INDEX_DIRTY, MANIFESTS, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS};
+use redb::{ReadableTable, TableHandle};
 use space::FreeSpace;
 
 pub use blobs::BlobReader;
@@ -66,13 +69,24 @@ pub struct Store {
     space: FreeSpace,
     /// Upload sessions touched since start; others are loaded from `UPLOADS` on demand.
     sessions: Mutex<HashMap<String, UploadSession>>,
-    /// Serialises every (file link/unlink + metadata transaction + index.json) sequence, so that a
-    /// concurrent delete can never interleave between a push's link and its transaction.
+    /// Serialises every (file link/unlink + metadata transaction) sequence, so that a concurrent
+    /// delete can never interleave between a push's link and its transaction. Only O(1) work per
+    /// object runs under it: `index.json` files are written by the index writer, outside it.
     /// Invariant, kept under this lock: the global file `blobs/<alg>/<hex>` exists whenever
     /// `BLOBS[digest]` counts at least one link. It is created only by `blobs::commit_blob_file`
     /// (uploads and manifests alike), and removed when a delete takes away the last link (or by
     /// the start-up sweep, for what a crash left unreferenced), always while holding this lock.
     write_lock: Mutex<()>,
+    /// The background writer of `index.json` files (see [`index`]); shared with its thread.
+    indexes: Arc<IndexWriter>,
+}
+
+impl Drop for Store {
+    /// Ends the index writer's thread (it holds no reference to the store; what is still marked
+    /// is written at the next start).
+    fn drop(&mut self) {
+        self.indexes.stop();
+    }
 }
 
 pub fn now_unix() -> u64 {
@@ -95,6 +109,15 @@ impl Store {
         let db = MetaDb::open(paths.db())?;
         {
             let txn = db.begin_write()?;
+            // A data directory from before `INDEX_DIRTY` existed: every index.json is due once
+            // (the old start-up rewrote them all), so that a crash of the old version is healed.
+            let marks_existed = txn.list_tables()?.any(|t| t.name() == INDEX_DIRTY.name());
+            if !marks_existed {
+                let mut marks = txn.open_table(INDEX_DIRTY)?;
+                for e in txn.open_table(REPOS)?.iter()? {
+                    marks.insert(e?.0.value(), 1)?;
+                }
+            }
             txn.open_table(REPOS)?;
             txn.open_table(BLOBS)?;
             txn.open_table(REPO_BLOBS)?;
@@ -102,10 +125,19 @@ impl Store {
             txn.open_table(TAGS)?;
             txn.open_table(REFERRERS)?;
             txn.open_table(UPLOADS)?;
+            txn.open_table(INDEX_DIRTY)?;
             disk.commit(txn)?;
         }
         let space = FreeSpace::new(root);
-        let store = Store { paths, db, disk, space, sessions: Mutex::new(HashMap::new()), write_lock: Mutex::new(()) };
+        let store = Store {
+            paths,
+            db,
+            disk,
+            space,
+            sessions: Mutex::new(HashMap::new()),
+            write_lock: Mutex::new(()),
+            indexes: Arc::new(IndexWriter::new()),
+        };
         store.sweep()?;
         Ok(store)
     }

@@ -4,24 +4,41 @@
 //! A crash can only leave files that metadata does not know (never metadata without files): upload
 //! files without a session record (and records without a file), repository hardlinks and global
 //! blobs that no record references, a layout on disk for a repository whose first transaction never
-//! committed. All of them go; every `index.json` is rebuilt where it differs.
+//! committed, temporary files of an interrupted `index.json` replace. All of them go. Lagging
+//! `index.json` files are not rewritten here: their repositories are marked (`INDEX_DIRTY`, set
+//! in the transaction of each change), and the index writer's first pass rewrites them (see
+//! `store::index`).
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::error::{IoContext, Result};
-use super::meta::{BLOBS, REPOS, REPO_BLOBS, UPLOADS};
+use super::meta::{BLOBS, INDEX_DIRTY, REPOS, REPO_BLOBS, UPLOADS};
 use super::Store;
 use crate::core::{Algorithm, RepoName};
 
 /// Every digest algorithm that can name a file in a `blobs/` directory.
 const ALGORITHMS: [Algorithm; 3] = [Algorithm::Sha256, Algorithm::Sha512, Algorithm::Blake3];
 
+/// Temporary files of an interrupted atomic replace (`disk::replace_file`) of `index.json` or
+/// `oci-layout` in the repository directory `dir`.
+pub(super) fn stray_index_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().filter(|e| is_stray_layout_file(&e.file_name().to_string_lossy())).map(|e| e.path()).collect()
+}
+
+/// Whether `name` is the temporary name `disk::replace_file` gives `index.json` or `oci-layout`.
+fn is_stray_layout_file(name: &str) -> bool {
+    (name.starts_with(".index.json.") || name.starts_with(".oci-layout.")) && name.ends_with(".tmp")
+}
+
 impl Store {
-    /// Names of the repositories that have a `blobs/` directory under `repositories/`.
+    /// Names of the repositories that have a layout under `repositories/`: a `blobs/` directory,
+    /// or an `oci-layout` (or a temporary file of one, left by a crash while the layout was
+    /// being created).
     pub(super) fn repos_on_disk(&self) -> io::Result<BTreeSet<String>> {
         let root = self.paths.repositories();
         let mut found = BTreeSet::new();
@@ -31,6 +48,13 @@ impl Store {
             for entry in entries {
                 let entry = entry?;
                 if !entry.file_type()?.is_dir() {
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    if name == "oci-layout" || is_stray_layout_file(&name) {
+                        if let Some(repo) = dir.strip_prefix(&root).ok().and_then(|r| r.to_str()) {
+                            found.insert(repo.to_string());
+                        }
+                    }
                     continue;
                 }
                 // `<name>/blobs` marks a repository; later components may not be `blobs`, but
@@ -46,8 +70,7 @@ impl Store {
         Ok(found)
     }
 
-    /// Removes what a crash can leave behind (see the module doc) and rewrites every
-    /// `index.json` that differs from the metadata.
+    /// Removes what a crash can leave behind (see the module doc).
     pub(super) fn sweep(&self) -> Result<()> {
         let started = std::time::Instant::now();
         let _guard = self.lock();
@@ -105,6 +128,11 @@ impl Store {
         with_layout.extend(repos.iter().cloned());
         for name in &with_layout {
             let Ok(repo) = RepoName::parse(name) else { continue };
+            // What a crash in the middle of an atomic replace of index.json leaves.
+            for tmp in stray_index_files(&self.paths.repo(&repo)) {
+                self.disk.remove_if_exists(&tmp)?;
+                swept += 1;
+            }
             let txn = self.db.begin_read()?;
             let links = txn.open_table(REPO_BLOBS)?;
             for alg in ALGORITHMS {
@@ -152,14 +180,9 @@ impl Store {
                 swept += 1;
             }
         }
-        let mut rebuilt = 0usize;
-        for name in &repos {
-            if let Ok(repo) = RepoName::parse(name) {
-                rebuilt += usize::from(self.write_index(&repo)?);
-            }
-        }
+        let due = self.db.begin_read()?.open_table(INDEX_DIRTY)?.len()?;
         log::info!(
-            "start-up recovery: {} repositories and {} open upload(s) checked in {} ms; {swept} unreferenced file(s) removed, {rebuilt} index.json rebuilt",
+            "start-up recovery: {} repositories and {} open upload(s) checked in {} ms; {swept} unreferenced file(s) removed, {due} index.json due for a rewrite",
             repos.len(),
             known_uploads.len(),
             started.elapsed().as_millis()
