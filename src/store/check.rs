@@ -13,7 +13,9 @@ use std::os::unix::fs::MetadataExt;
 use redb::ReadableTable;
 
 use super::error::{IoContext, Result};
-use super::meta::{ManifestRecord, BLOBS, INDEX_DIRTY, MANIFESTS, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS};
+use super::meta::{
+    ManifestRecord, BLOBS, INDEX_DIRTY, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS,
+};
 use super::recovery::stray_index_files;
 use super::Store;
 use crate::core::{Algorithm, Digest, RepoName};
@@ -130,12 +132,23 @@ impl Store {
                 None => problems.push(format!("MANIFESTS[{repo}, {digest}] does not decode")),
             }
         }
+        let mut tags: BTreeSet<(String, String, String)> = BTreeSet::new();
         for e in txn.open_table(TAGS)?.iter()? {
             let (k, v) = e?;
             let (repo, tag) = k.value();
             if !manifests.contains_key(&(repo.to_string(), v.value().to_string())) {
                 problems.push(format!("TAGS[{repo}, {tag}] -> {} which is not a manifest of {repo}", v.value()));
             }
+            tags.insert((repo.to_string(), v.value().to_string(), tag.to_string()));
+        }
+        let mut by_manifest: BTreeSet<(String, String, String)> = BTreeSet::new();
+        for e in txn.open_table(MANIFEST_TAGS)?.iter()? {
+            let (k, _) = e?;
+            let (repo, digest, tag) = k.value();
+            by_manifest.insert((repo.to_string(), digest.to_string(), tag.to_string()));
+        }
+        for (repo, digest, tag) in tags.symmetric_difference(&by_manifest) {
+            problems.push(format!("TAGS and MANIFEST_TAGS disagree on ({repo}, {tag}) -> {digest}"));
         }
         for e in txn.open_table(REFERRERS)?.iter()? {
             let (k, _) = e?;

@@ -9,6 +9,8 @@
 //!   are a blob of the repository) and every blob it references was in the repository when it
 //!   was stored.
 //! - `TAGS[(repo, tag)] = digest` ⇒ `MANIFESTS[(repo, digest)]` exists.
+//! - `TAGS[(repo, tag)] = digest` ⇔ `MANIFEST_TAGS[(repo, digest, tag)]` (the same rows, keyed
+//!   by manifest, so that deleting a manifest finds its tags without a scan of the repository's).
 //! - `REFERRERS[(repo, subject, referrer)]` ⇒ `MANIFESTS[(repo, referrer)]` exists and its
 //!   subject is `subject` (the subject itself need not exist).
 //! - `REPOS[repo]` and no `INDEX_DIRTY[repo]` ⇒ `repositories/<repo>/index.json` is what the
@@ -34,6 +36,8 @@ pub const REPO_BLOBS: TableDefinition<(&str, &str), u64> = TableDefinition::new(
 pub const MANIFESTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("manifests");
 /// (repo, tag) → manifest digest.
 pub const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags");
+/// (repo, manifest digest, tag) → (): `TAGS` by manifest.
+pub const MANIFEST_TAGS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("manifest_tags");
 /// (repo, subject digest, referrer manifest digest) → ().
 pub const REFERRERS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("referrers");
 /// upload uuid → (repo, digest algorithm, start time in unix seconds).

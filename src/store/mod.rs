@@ -47,7 +47,7 @@ use database::MetaDb;
 use disk::Disk;
 use index::IndexWriter;
 use layout::Paths;
-use meta::{BLOBS, INDEX_DIRTY, MANIFESTS, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS};
+use meta::{BLOBS, INDEX_DIRTY, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS};
 use redb::{ReadableTable, TableHandle};
 use space::FreeSpace;
 
@@ -109,13 +109,23 @@ impl Store {
         let db = MetaDb::open(paths.db())?;
         {
             let txn = db.begin_write()?;
+            let existing: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
+            let missing = |name: &str| !existing.iter().any(|t| t == name);
             // A data directory from before `INDEX_DIRTY` existed: every index.json is due once
             // (the old start-up rewrote them all), so that a crash of the old version is healed.
-            let marks_existed = txn.list_tables()?.any(|t| t.name() == INDEX_DIRTY.name());
-            if !marks_existed {
+            if missing(INDEX_DIRTY.name()) {
                 let mut marks = txn.open_table(INDEX_DIRTY)?;
                 for e in txn.open_table(REPOS)?.iter()? {
                     marks.insert(e?.0.value(), 1)?;
+                }
+            }
+            // ... or before `MANIFEST_TAGS`: built once from `TAGS`.
+            if missing(MANIFEST_TAGS.name()) {
+                let mut by_manifest = txn.open_table(MANIFEST_TAGS)?;
+                for e in txn.open_table(TAGS)?.iter()? {
+                    let (k, v) = e?;
+                    let (repo, tag) = k.value();
+                    by_manifest.insert((repo, v.value(), tag), ())?;
                 }
             }
             txn.open_table(REPOS)?;
@@ -123,6 +133,7 @@ impl Store {
             txn.open_table(REPO_BLOBS)?;
             txn.open_table(MANIFESTS)?;
             txn.open_table(TAGS)?;
+            txn.open_table(MANIFEST_TAGS)?;
             txn.open_table(REFERRERS)?;
             txn.open_table(UPLOADS)?;
             txn.open_table(INDEX_DIRTY)?;

@@ -25,7 +25,7 @@ use redb::ReadableTable;
 
 use super::disk::faults::{Fault, FaultPlan};
 use super::disk::{Disk, Step};
-use super::meta::{INDEX_DIRTY, MANIFESTS, REFERRERS, REPO_BLOBS, TAGS};
+use super::meta::{INDEX_DIRTY, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPO_BLOBS, TAGS};
 use super::{AppendEnd, Problem, Result, SessionClaim, Store, StoreError, UploadSession};
 use crate::core::{Algorithm, Digest, Manifest, RepoName, Tag};
 
@@ -630,6 +630,24 @@ fn check_tells_a_due_index_from_a_stale_one() {
     let found = store.check(false).unwrap();
     assert_eq!(broken(&found).len(), 1, "{found:?}");
     std::fs::write(store.paths.index(&r), &current).unwrap();
+    // Re-pointing a tag keeps MANIFEST_TAGS in step (check compares it with TAGS).
+    let other = image_manifest(&config, &layer, Some((&sha256(&manifest), manifest.len())));
+    put_manifest(&store, &r, &other, Some("v1")).unwrap();
+    put_manifest(&store, &r, &manifest, Some("v1")).unwrap();
+    settle(&store, "after re-pointing v1 twice");
+    {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(MANIFEST_TAGS).unwrap().insert(("app", sha256(&other).as_str(), "v1"), ()).unwrap();
+        txn.commit().unwrap();
+    }
+    assert_eq!(broken(&store.check(false).unwrap()).len(), 1, "a MANIFEST_TAGS row without its tag");
+    {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(MANIFEST_TAGS).unwrap().remove(("app", sha256(&other).as_str(), "v1")).unwrap();
+        txn.commit().unwrap();
+    }
+    store.delete_manifest(&r, &sha256(&other)).unwrap();
+    settle(&store, "after deleting the untagged manifest");
     // A tag delete and a manifest delete mark the repository too.
     store.delete_tag(&r, &Tag::parse("v1").unwrap()).unwrap();
     assert_eq!(marked(&store), ["app"]);
@@ -662,13 +680,19 @@ fn a_data_directory_without_index_marks_gets_every_index_rewritten() {
         let db = redb::Database::create(dir.path().join("meta.redb")).unwrap();
         let txn = db.begin_write().unwrap();
         assert!(txn.delete_table(INDEX_DIRTY).unwrap());
+        assert!(txn.delete_table(MANIFEST_TAGS).unwrap());
         txn.commit().unwrap();
     }
     let store = open(dir.path(), None).unwrap();
     assert_eq!(marked(&store), ["old"]);
+    // check compares MANIFEST_TAGS with TAGS: rebuilt.
     assert_eq!(store.check(true).unwrap(), vec![]);
     settle(&store, "after the upgrade");
     assert_ne!(std::fs::read(store.paths.index(&r)).unwrap(), stale);
+    // The rebuilt table finds the manifest's tag.
+    store.delete_manifest(&r, &sha256(&manifest)).unwrap();
+    assert!(store.resolve_tag(&r, &Tag::parse("v1").unwrap()).is_err());
+    settle(&store, "after the delete");
 }
 
 /// The background writer rewrites a changed repository's `index.json` within a bound, and
