@@ -1533,7 +1533,7 @@ fn storage_layout_per_repository() {
 
     let layout: Value = serde_json::from_slice(&std::fs::read(dir.join("oci-layout")).expect("oci-layout")).unwrap();
     assert_eq!(layout["imageLayoutVersion"], "1.0.0");
-    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("index.json")).unwrap();
+    let index = settled_layout(&p, "team/app").index;
     assert_eq!(index["schemaVersion"], 2);
     let entries = index["manifests"].as_array().expect("index.json manifests");
     let e = entries
@@ -1573,8 +1573,7 @@ fn storage_index_json_tracks_tags() {
     let m = p.get("/v2/r/manifests/v1").body;
     push_manifest(&p, "r", "stable", OCI_MANIFEST, &m);
     let names = |p: &Pier| -> BTreeSet<String> {
-        let index: Value =
-            serde_json::from_slice(&std::fs::read(repo_dir(p, "r").join("index.json")).unwrap()).unwrap();
+        let index = settled_layout(p, "r").index;
         index["manifests"]
             .as_array()
             .unwrap()
@@ -1589,6 +1588,39 @@ fn storage_index_json_tracks_tags() {
     let r = p.req("DELETE", "/v2/r/manifests/stable", &[], b"");
     assert_status(&r, 202);
     assert_eq!(names(&p), BTreeSet::from(["v1".to_string()]));
+}
+
+/// `index.json` is written off the request path; a clean stop writes whatever is still due, and
+/// a `kill -9` right after a change is caught up after the restart.
+#[test]
+fn storage_index_json_written_at_stop_and_after_a_kill() {
+    let mut p = Pier::start();
+    push_image(&p, "r", "v1", &[b"index at stop"]);
+    let m = p.get("/v2/r/manifests/v1").body;
+    let tagged = |p: &Pier, names: &[String]| {
+        let query: Vec<String> = names[1..].iter().map(|t| format!("tag={t}")).collect();
+        let r = p.req(
+            "PUT",
+            &format!("/v2/r/manifests/{}?{}", names[0], query.join("&")),
+            &[("Content-Type", OCI_MANIFEST)],
+            &m,
+        );
+        assert_status(&r, 201);
+    };
+    let on_disk = |p: &Pier| -> BTreeSet<String> { read_layout(&repo_dir(p, "r")).tags().into_iter().collect() };
+    let mut want: BTreeSet<String> = BTreeSet::from(["v1".to_string()]);
+    let batch: Vec<String> = (0..300).map(|i| format!("t{i}")).collect();
+    tagged(&p, &batch);
+    want.extend(batch);
+    p.stop();
+    assert_eq!(on_disk(&p), want, "index.json after a clean stop");
+    p.restart();
+    let batch: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    tagged(&p, &batch);
+    want.extend(batch);
+    p.kill9();
+    p.restart();
+    assert_eq!(settled_layout(&p, "r").tags().into_iter().collect::<BTreeSet<_>>(), want);
 }
 
 #[test]

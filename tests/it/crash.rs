@@ -207,6 +207,7 @@ fn kill9_during_manifest_put() {
     // The repository still works normally, and its on-disk layout is consistent.
     push_manifest(&p, repo, "b", OCI_MANIFEST, &b.manifest);
     assert_pulls_identical(&p, repo, "b", &b);
+    settled_layout(&p, repo);
     let tags = assert_layout_consistent(&p.root.join("repositories").join(repo));
     assert!(tags.contains(&"a".to_string()) && tags.contains(&"b".to_string()), "on-disk tags: {tags:?}");
     let (disk, _keep) = disk_layout_copy(&p, repo, "a", false);
@@ -254,6 +255,7 @@ fn kill9_after_each_push_loop() {
         r.json()["tags"].as_array().expect("tags").iter().map(|t| t.as_str().unwrap().to_string()).collect();
     tags.sort();
     assert_eq!(tags, ["v0", "v1", "v2", "v3", "v4"]);
+    settled_layout(&p, repo);
     let on_disk = assert_layout_consistent(&p.root.join("repositories").join(repo));
     assert_eq!(on_disk, ["v0", "v1", "v2", "v3", "v4"], "on-disk index.json tags");
     let (disk, _keep) = disk_layout_copy(&p, repo, "v4", false);
@@ -300,6 +302,7 @@ fn kill9_during_skopeo_push() {
     // Pushing again completes the image (reusing whatever blobs did make it).
     push_with_skopeo(&p, repo, "v1", &img);
     assert_pulls_identical(&p, repo, "v1", &img);
+    settled_layout(&p, repo);
     assert_layout_consistent(&p.root.join("repositories").join(repo));
     assert_store_blobs_complete(&p.root);
     assert_store_links_consistent(&p.root);
