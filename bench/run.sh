@@ -628,6 +628,11 @@ for reg in "${REGISTRIES[@]}"; do
     bench_registry "$reg"
 done
 bench_nginx
+# Tag scale (bench/tags.sh, its own table in $BENCH_DIR/tags.md): only with BENCH_TAGS=1.
+if [[ ${BENCH_TAGS:-0} == 1 ]]; then
+    BENCH_DIR=$BENCH_DIR PIER_BIN=$PIER_BIN BENCH_ONLY=$ONLY DISTRIBUTION_BIN=$DISTRIBUTION_BIN \
+        bash "$BENCH_SRC/tags.sh" || die "tag-scale phase (bench/tags.sh) failed"
+fi
 
 # ---------------------------------------------------------------- report
 CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Tag-scale client for bench/tags.sh (stdlib only).
 
-  tags.py PORT MODE SIZES PUTS OUT_JSON
+  tags.py PORT MODE SIZES PUTS PAUSE_MS OUT_JSON [INDEX_JSON]
 
 Against the registry on 127.0.0.1:PORT (no auth): pushes one tiny image (config + layer) to
 `tags/big`, then for each size in SIZES (comma-separated, ascending) grows that repository to
 SIZE tags of the one manifest, and measures PUTS manifest PUTs there (each a new manifest, a
-distinct annotation, with one new tag) one after the other, while a second thread commits
+distinct annotation, with one new tag) one after the other with PAUSE_MS between them (so that
+the phase lasts a few seconds and covers whatever a registry does after answering, such as
+pier's background index.json writes), while a second thread commits
 small blobs (1 KiB: POST, then PUT ?digest=, the PUT timed) into another repository,
 `tags/other`, with a 5 ms pause between commits. Before the first size it also measures blob
 commits alone (no manifest traffic), as a baseline.
@@ -14,6 +16,9 @@ commits alone (no manifest traffic), as a baseline.
 MODE says how tags are created:
   multi   one manifest PUT carries up to BATCH tags (`?tag=a&tag=b...`, OCI 1.1, pier)
   single  one manifest PUT per tag, from THREADS threads (Distribution 2.8 has no `?tag=`)
+
+With INDEX_JSON (pier's `repositories/tags/big/index.json`), it also measures, after the last
+manifest PUT of each size, how long until that file names the PUT's tag ("index lag").
 
 Writes a JSON object: {size: {"put_p50_ms", "put_p99_ms", "blob_p50_ms", "blob_p99_ms",
 "fill_s", ...}, "baseline": {...}} to OUT_JSON; progress to stderr.
@@ -160,7 +165,9 @@ def fill(port, mode, body, have, want):
 
 
 def main():
-    port, mode, sizes, puts, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+    port, mode, sizes, puts = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    pause, out = int(sys.argv[5]) / 1000.0, sys.argv[6]
+    index_json = sys.argv[7] if len(sys.argv) > 7 else None
     if mode not in ("multi", "single"):
         raise SystemExit("MODE must be multi or single")
     sizes = [int(s) for s in sizes.split(",")]
@@ -197,16 +204,32 @@ def main():
         for i in range(puts):
             body = manifest(config, layer, "%d-%d" % (size, i))
             lat.append(put_manifest(c, "p%d-%d" % (size, i), body))
+            time.sleep(pause)
+        done = time.perf_counter()
+        lag = None
+        if index_json:
+            needle = ('"p%d-%d"' % (size, puts - 1)).encode()
+            while True:
+                try:
+                    with open(index_json, "rb") as f:
+                        if needle in f.read():
+                            break
+                except OSError:
+                    pass
+                if time.perf_counter() - done > 10:
+                    raise SystemExit("%s does not name the last tag 10 s after its PUT" % index_json)
+                time.sleep(0.005)
+            lag = round((time.perf_counter() - done) * 1000, 1)
         committer.stop.set()
         committer.join()
         if committer.error:
             raise committer.error
-        r = {"put_p50_ms": pct(lat, 50), "put_p99_ms": pct(lat, 99), "put_n": len(lat),
+        r = {"index_lag_ms": lag, "put_p50_ms": pct(lat, 50), "put_p99_ms": pct(lat, 99), "put_n": len(lat),
              "blob_p50_ms": pct(committer.lat, 50), "blob_p99_ms": pct(committer.lat, 99),
              "blob_n": len(committer.lat), "fill_s": round(fill_s, 1)}
         results[str(size)] = r
-        log("%d tags: manifest PUT p50 %s ms p99 %s ms; blob commit p50 %s ms p99 %s ms (%d)" % (
-            size, r["put_p50_ms"], r["put_p99_ms"], r["blob_p50_ms"], r["blob_p99_ms"], r["blob_n"]))
+        log("%d tags: manifest PUT p50 %s ms p99 %s ms; blob commit p50 %s ms p99 %s ms (%d); index lag %s ms" % (
+            size, r["put_p50_ms"], r["put_p99_ms"], r["blob_p50_ms"], r["blob_p99_ms"], r["blob_n"], lag))
     with open(out, "w") as f:
         json.dump(results, f, indent=1)
 

@@ -9,7 +9,8 @@ BENCH_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_SRC/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-$BENCH_SRC/out}
 SIZES=${BENCH_TAG_SIZES:-100,4000,50000}
-PUTS=${BENCH_TAG_PUTS:-100}
+PUTS=${BENCH_TAG_PUTS:-200}
+PAUSE_MS=${BENCH_TAG_PAUSE_MS:-20}
 ONLY=${BENCH_ONLY:-}
 DISTRIBUTION_BIN=${DISTRIBUTION_BIN:-/usr/bin/docker-registry}
 PIER_BIN=${PIER_BIN:-}
@@ -21,6 +22,7 @@ case $ONLY in
 esac
 [[ $SIZES =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "BENCH_TAG_SIZES must be a comma-separated list (got '$SIZES')" >&2; exit 2; }
 [[ $PUTS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_TAG_PUTS must be a positive integer (got '$PUTS')" >&2; exit 2; }
+[[ $PAUSE_MS =~ ^[0-9]+$ ]] || { echo "BENCH_TAG_PAUSE_MS must be an integer (got '$PAUSE_MS')" >&2; exit 2; }
 
 mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
@@ -96,8 +98,10 @@ EOF
         kill -0 "$SERVER_PID" 2>/dev/null || die "$name exited at start (log: $LOGS/tags-$name.log)"
         sleep 0.05
     done
-    log "=== $name on 127.0.0.1:$port: sizes $SIZES, $PUTS manifest PUTs each (tags: $mode)"
-    python3 "$BENCH_SRC/tags.py" "$port" "$mode" "$SIZES" "$PUTS" "$BENCH_DIR/tags-$name.json" \
+    log "=== $name on 127.0.0.1:$port: sizes $SIZES, $PUTS manifest PUTs each, $PAUSE_MS ms apart (tags: $mode)"
+    local index=()
+    [[ $name == pier ]] && index=("$data/repositories/tags/big/index.json")
+    python3 "$BENCH_SRC/tags.py" "$port" "$mode" "$SIZES" "$PUTS" "$PAUSE_MS" "$BENCH_DIR/tags-$name.json" "${index[@]}" \
         || die "$name: tags.py failed (server log: $LOGS/tags-$name.log)"
     kill -0 "$SERVER_PID" 2>/dev/null || die "$name died (log: $LOGS/tags-$name.log)"
     if [[ $name == pier ]]; then
@@ -134,6 +138,9 @@ for label, key in rows:
         put = "-" if key == "baseline" else "%s / %s" % (cell(x.get("put_p50_ms")), cell(x.get("put_p99_ms")))
         cells += [put, "%s / %s" % (cell(x.get("blob_p50_ms")), cell(x.get("blob_p99_ms")))]
     print("| %s | %s |" % (label, " | ".join(cells)))
+lags = [(s, res["pier"][s].get("index_lag_ms")) for s in sizes if "pier" in res and s in res["pier"]]
+if lags:
+    print("\npier index.json lag after the last PUT (ms): " + ", ".join("%s tags: %s" % (s, l) for s, l in lags))
 for r in regs:
     p = [res[r][s]["put_p50_ms"] for s in sizes if s in res[r]]
     if len(p) >= 2 and p[0]:
