@@ -209,11 +209,16 @@ def main():
         lag = None
         if index_json:
             needle = ('"p%d-%d"' % (size, puts - 1)).encode()
+            seen = None
             while True:
+                # Read the (13 MB at 50,000 tags) file only when it was replaced.
                 try:
-                    with open(index_json, "rb") as f:
-                        if needle in f.read():
-                            break
+                    st = os.stat(index_json)
+                    if (st.st_ino, st.st_size, st.st_mtime_ns) != seen:
+                        seen = (st.st_ino, st.st_size, st.st_mtime_ns)
+                        with open(index_json, "rb") as f:
+                            if needle in f.read():
+                                break
                 except OSError:
                     pass
                 if time.perf_counter() - done > 10:

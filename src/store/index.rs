@@ -33,12 +33,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redb::ReadableTable;
+use serde::ser::SerializeMap;
+use serde::Serialize;
 
 use super::database::WriteTxn;
 use super::error::{Result, StoreError};
 use super::meta::{ManifestRecord, INDEX_DIRTY, MANIFESTS, REPOS, TAGS};
 use super::{layout, Store};
-use crate::core::manifest::{Descriptor, ImageIndex};
+use crate::core::manifest::OCI_INDEX;
 use crate::core::{Digest, RepoName};
 
 /// Config media types of ordinary images (as opposed to artifacts).
@@ -57,18 +59,53 @@ const MAX_DELAY: Duration = Duration::from_millis(400);
 /// Wait before trying again after a pass failed (a full disk, say).
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// A manifest's entry in `index.json`: plain images carry no `artifactType` (artifacts do), and
-/// the only annotation is the tag's name, if any.
-fn entry(digest: Digest, record: &ManifestRecord, tag: Option<&str>) -> Descriptor {
-    let mut d = record.descriptor(digest);
-    d.artifact_type = d.artifact_type.filter(|a| !IMAGE_CONFIG_TYPES.contains(&a.as_str()));
-    d.annotations = tag.map(|t| BTreeMap::from([(REF_NAME.to_string(), t.to_string())])).unwrap_or_default();
-    d
+/// A manifest's entry in `index.json`, borrowed from the metadata (nothing is copied per tag):
+/// the fields of a [`Descriptor`](crate::core::manifest::Descriptor), serialised the same way.
+/// Plain images carry no `artifactType` (artifacts do), and the only annotation is the tag's
+/// name, if any.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry<'a> {
+    media_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    artifact_type: Option<&'a str>,
+    digest: &'a str,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<RefName<'a>>,
 }
 
-/// The bytes of an `index.json` listing `entries`.
-fn render(entries: Vec<Descriptor>) -> Vec<u8> {
-    serde_json::to_vec_pretty(&ImageIndex::new(entries)).unwrap_or_default()
+impl<'a> Entry<'a> {
+    fn of(digest: &'a str, record: &'a ManifestRecord, tag: Option<&'a str>) -> Entry<'a> {
+        Entry {
+            media_type: &record.media_type,
+            artifact_type: record.artifact_type.as_deref().filter(|a| !IMAGE_CONFIG_TYPES.contains(a)),
+            digest,
+            size: record.size,
+            annotations: tag.map(RefName),
+        }
+    }
+}
+
+/// `{"org.opencontainers.image.ref.name": tag}`.
+struct RefName<'a>(&'a str);
+
+impl Serialize for RefName<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(REF_NAME, self.0)?;
+        map.end()
+    }
+}
+
+/// The whole file: an OCI image index, as [`ImageIndex`](crate::core::manifest::ImageIndex)
+/// serialises.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexFile<'a> {
+    schema_version: u32,
+    media_type: &'static str,
+    manifests: &'a [Entry<'a>],
 }
 
 /// What the writer thread is asked to do.
@@ -136,9 +173,11 @@ impl IndexWriter {
         !requests.stopping
     }
 
-    /// The writer thread's loop; ends when the store stops or is gone.
+    /// The writer thread's loop; ends when the store stops or is gone. A failure is logged
+    /// once (a full disk would otherwise log every second), its end too.
     fn run(&self, store: Weak<Store>) {
         let mut delay = MIN_DELAY;
+        let mut failing = false;
         while self.next_pass(delay) {
             let Some(store) = store.upgrade() else { return };
             let started = Instant::now();
@@ -147,10 +186,20 @@ impl IndexWriter {
             let took = started.elapsed();
             delay = took.clamp(MIN_DELAY, MAX_DELAY);
             match result {
-                Ok(0) => {}
-                Ok(n) => log::debug!("index writer: {n} index.json rewritten in {} ms", took.as_millis()),
+                Ok(n) => {
+                    if failing {
+                        log::info!("index writer: index.json files written again");
+                        failing = false;
+                    }
+                    if n > 0 {
+                        log::debug!("index writer: {n} index.json rewritten in {} ms", took.as_millis());
+                    }
+                }
                 Err(e) => {
-                    log::warn!("index writer: {e} (trying again in {} s)", RETRY_DELAY.as_secs());
+                    if !failing {
+                        log::warn!("index writer: {e} (trying again every {} s)", RETRY_DELAY.as_secs());
+                        failing = true;
+                    }
                     self.requests().pending = true;
                     delay = RETRY_DELAY;
                 }
@@ -217,7 +266,7 @@ impl Store {
             match self.flush_index(name) {
                 Ok(changed) => written += usize::from(changed),
                 Err(e) => {
-                    log::warn!("{name}: index.json not rewritten: {e}");
+                    log::debug!("{name}: index.json not rewritten: {e}");
                     failed.get_or_insert(e);
                 }
             }
@@ -267,7 +316,9 @@ impl Store {
             self.disk.replace(&oci_layout, layout::OCI_LAYOUT)?;
         }
         let path = self.paths.index(repo);
-        if fs::read(&path).is_ok_and(|old| old == bytes) {
+        // Read the old file only when it could be equal (a changed index rarely keeps its size).
+        let same_size = fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64);
+        if same_size && fs::read(&path).is_ok_and(|old| old == bytes) {
             return Ok(false);
         }
         self.disk.replace(&path, bytes)?;
@@ -280,7 +331,8 @@ impl Store {
         self.render_index_in(&txn, repo)
     }
 
-    /// The `index.json` that the metadata of `repo` describes in the snapshot `txn`.
+    /// The `index.json` that the metadata of `repo` describes in the snapshot `txn`. Linear in
+    /// the repository's tags and manifests, with one small copy per tag (its name).
     fn render_index_in(&self, txn: &redb::ReadTransaction, repo: &RepoName) -> Result<Vec<u8>> {
         let r = repo.as_str();
         let mut records: BTreeMap<String, ManifestRecord> = BTreeMap::new();
@@ -290,13 +342,11 @@ impl Store {
             if kr != r {
                 break;
             }
-            if let Some(rec) = ManifestRecord::decode(v.value()) {
+            if let (Ok(_), Some(rec)) = (Digest::parse(d), ManifestRecord::decode(v.value())) {
                 records.insert(d.to_string(), rec);
             }
         }
-        let children: BTreeSet<&str> = records.values().flat_map(|m| m.children.iter().map(String::as_str)).collect();
-        let mut tagged: BTreeSet<&str> = BTreeSet::new();
-        let mut entries = Vec::new();
+        let mut tags: Vec<(String, &str, &ManifestRecord)> = Vec::new();
         for e in txn.open_table(TAGS)?.range::<(&str, &str)>((r, "")..)? {
             let (k, v) = e?;
             let (kr, tag) = k.value();
@@ -304,19 +354,75 @@ impl Store {
                 break;
             }
             if let Some((digest, rec)) = records.get_key_value(v.value()) {
-                if let Ok(d) = Digest::parse(digest) {
-                    entries.push(entry(d, rec, Some(tag)));
-                    tagged.insert(digest.as_str());
-                }
+                tags.push((tag.to_string(), digest.as_str(), rec));
             }
         }
+        let children: BTreeSet<&str> = records.values().flat_map(|m| m.children.iter().map(String::as_str)).collect();
+        let tagged: BTreeSet<&str> = tags.iter().map(|(_, digest, _)| *digest).collect();
+        let mut entries: Vec<Entry<'_>> =
+            tags.iter().map(|(tag, digest, rec)| Entry::of(digest, rec, Some(tag))).collect();
         for (digest, rec) in &records {
             if !tagged.contains(digest.as_str()) && !children.contains(digest.as_str()) {
-                if let Ok(d) = Digest::parse(digest) {
-                    entries.push(entry(d, rec, None));
-                }
+                entries.push(Entry::of(digest, rec, None));
             }
         }
-        Ok(render(entries))
+        let file = IndexFile { schema_version: 2, media_type: OCI_INDEX, manifests: &entries };
+        // ~280 bytes per entry, pretty-printed.
+        let mut bytes = Vec::with_capacity(256 + entries.len() * 300);
+        serde_json::to_writer_pretty(&mut bytes, &file).map_err(|e| StoreError::Io {
+            op: "render index.json",
+            path: self.paths.index(repo),
+            source: e.into(),
+        })?;
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::{Entry, IndexFile, IMAGE_CONFIG_TYPES, REF_NAME};
+    use crate::core::manifest::{Descriptor, ImageIndex, OCI_INDEX};
+    use crate::core::Digest;
+    use crate::store::meta::ManifestRecord;
+
+    /// The borrowed rendering writes exactly what serialising core's `ImageIndex` of
+    /// `Descriptor`s writes (the format of every index.json pier ever wrote), for each kind of
+    /// entry: tagged, untagged, artifact, image config type dropped, no entries at all.
+    #[test]
+    fn borrowed_entries_render_as_descriptors_do() {
+        let record = |artifact_type: Option<&str>, size| ManifestRecord {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size,
+            artifact_type: artifact_type.map(String::from),
+            subject: None,
+            annotations: BTreeMap::from([("ignored".into(), "in index.json".into())]),
+            children: Vec::new(),
+            blobs: Vec::new(),
+        };
+        let d1 = format!("sha256:{}", "a".repeat(64));
+        let d2 = format!("sha256:{}", "b".repeat(64));
+        let image = record(Some(IMAGE_CONFIG_TYPES[0]), 512);
+        let artifact = record(Some("application/vnd.example.sbom"), 300);
+        let rows = [(&d1, &image, Some("v1")), (&d1, &image, Some("v1.2-rc_3")), (&d2, &artifact, None)];
+        for n in 0..=rows.len() {
+            let entries: Vec<Entry<'_>> = rows[..n].iter().map(|(d, r, t)| Entry::of(d, r, *t)).collect();
+            let ours =
+                serde_json::to_vec_pretty(&IndexFile { schema_version: 2, media_type: OCI_INDEX, manifests: &entries })
+                    .unwrap();
+            let descriptors: Vec<Descriptor> = rows[..n]
+                .iter()
+                .map(|(d, r, t)| {
+                    let mut desc = r.descriptor(Digest::parse(d).unwrap());
+                    desc.artifact_type = desc.artifact_type.filter(|a| !IMAGE_CONFIG_TYPES.contains(&a.as_str()));
+                    desc.annotations =
+                        t.map(|t| BTreeMap::from([(REF_NAME.to_string(), t.to_string())])).unwrap_or_default();
+                    desc
+                })
+                .collect();
+            let theirs = serde_json::to_vec_pretty(&ImageIndex::new(descriptors)).unwrap();
+            assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(theirs).unwrap(), "{n} entries");
+        }
     }
 }
