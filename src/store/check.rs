@@ -3,8 +3,9 @@
 //! Run it on a quiescent store (right after [`Store::open`], or while nothing writes): it reads
 //! the tables in one snapshot, and each repository's expected `index.json` in a later one.
 //! A repository marked in `INDEX_DIRTY` may have a lagging `index.json` (that is what the mark
-//! says); an unmarked one whose `index.json` differs from its metadata is broken. The deterministic crash tests run it after every simulated
-//! crash; a future `pier scrub` is its natural user.
+//! says); an unmarked one whose `index.json` differs from its metadata is broken. The
+//! deterministic crash tests run it after every simulated crash; a future `pier scrub` is its
+//! natural user.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -34,11 +34,11 @@ use std::time::{Duration, Instant};
 
 use redb::ReadableTable;
 use serde::ser::SerializeMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::database::WriteTxn;
 use super::error::{Result, StoreError};
-use super::meta::{ManifestRecord, INDEX_DIRTY, MANIFESTS, REPOS, TAGS};
+use super::meta::{INDEX_DIRTY, MANIFESTS, REPOS, TAGS};
 use super::{layout, Store};
 use crate::core::manifest::OCI_INDEX;
 use crate::core::{Digest, RepoName};
@@ -59,6 +59,20 @@ const MAX_DELAY: Duration = Duration::from_millis(400);
 /// Wait before trying again after a pass failed (a full disk, say).
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// What `index.json` needs of a manifest's record (`meta::ManifestRecord`, same encoding):
+/// decoded without its annotations and blob list, which never go into `index.json` (a
+/// manifest's annotations may weigh megabytes).
+#[derive(Deserialize)]
+struct IndexedManifest {
+    media_type: String,
+    size: u64,
+    #[serde(default)]
+    artifact_type: Option<String>,
+    /// Digests of the child manifests (indexes only): children are listed only when tagged.
+    #[serde(default)]
+    children: Vec<String>,
+}
+
 /// A manifest's entry in `index.json`, borrowed from the metadata (nothing is copied per tag):
 /// the fields of a [`Descriptor`](crate::core::manifest::Descriptor), serialised the same way.
 /// Plain images carry no `artifactType` (artifacts do), and the only annotation is the tag's
@@ -76,7 +90,7 @@ struct Entry<'a> {
 }
 
 impl<'a> Entry<'a> {
-    fn of(digest: &'a str, record: &'a ManifestRecord, tag: Option<&'a str>) -> Entry<'a> {
+    fn of(digest: &'a str, record: &'a IndexedManifest, tag: Option<&'a str>) -> Entry<'a> {
         Entry {
             media_type: &record.media_type,
             artifact_type: record.artifact_type.as_deref().filter(|a| !IMAGE_CONFIG_TYPES.contains(a)),
@@ -335,18 +349,18 @@ impl Store {
     /// the repository's tags and manifests, with one small copy per tag (its name).
     fn render_index_in(&self, txn: &redb::ReadTransaction, repo: &RepoName) -> Result<Vec<u8>> {
         let r = repo.as_str();
-        let mut records: BTreeMap<String, ManifestRecord> = BTreeMap::new();
+        let mut records: BTreeMap<String, IndexedManifest> = BTreeMap::new();
         for e in txn.open_table(MANIFESTS)?.range::<(&str, &str)>((r, "")..)? {
             let (k, v) = e?;
             let (kr, d) = k.value();
             if kr != r {
                 break;
             }
-            if let (Ok(_), Some(rec)) = (Digest::parse(d), ManifestRecord::decode(v.value())) {
+            if let (Ok(_), Ok(rec)) = (Digest::parse(d), serde_json::from_slice::<IndexedManifest>(v.value())) {
                 records.insert(d.to_string(), rec);
             }
         }
-        let mut tags: Vec<(String, &str, &ManifestRecord)> = Vec::new();
+        let mut tags: Vec<(String, &str, &IndexedManifest)> = Vec::new();
         for e in txn.open_table(TAGS)?.range::<(&str, &str)>((r, "")..)? {
             let (k, v) = e?;
             let (kr, tag) = k.value();
@@ -382,7 +396,7 @@ impl Store {
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::{Entry, IndexFile, IMAGE_CONFIG_TYPES, REF_NAME};
+    use super::{Entry, IndexFile, IndexedManifest, IMAGE_CONFIG_TYPES, REF_NAME};
     use crate::core::manifest::{Descriptor, ImageIndex, OCI_INDEX};
     use crate::core::Digest;
     use crate::store::meta::ManifestRecord;
@@ -406,8 +420,12 @@ mod tests {
         let image = record(Some(IMAGE_CONFIG_TYPES[0]), 512);
         let artifact = record(Some("application/vnd.example.sbom"), 300);
         let rows = [(&d1, &image, Some("v1")), (&d1, &image, Some("v1.2-rc_3")), (&d2, &artifact, None)];
+        // Decoded from the record's encoding, as render_index_in does.
+        let indexed: Vec<IndexedManifest> =
+            rows.iter().map(|(_, r, _)| serde_json::from_slice(&r.encode()).unwrap()).collect();
         for n in 0..=rows.len() {
-            let entries: Vec<Entry<'_>> = rows[..n].iter().map(|(d, r, t)| Entry::of(d, r, *t)).collect();
+            let entries: Vec<Entry<'_>> =
+                rows[..n].iter().zip(&indexed).map(|((d, _, t), rec)| Entry::of(d, rec, *t)).collect();
             let ours =
                 serde_json::to_vec_pretty(&IndexFile { schema_version: 2, media_type: OCI_INDEX, manifests: &entries })
                     .unwrap();

@@ -5,8 +5,9 @@
 //! way round (transaction first, unlink after). Metadata therefore only ever points at complete
 //! files, and a crash at any instant leaves at most unreferenced files, which [`Store::open`]
 //! sweeps away (see [`recovery`]). Each repository's `index.json` is derived data, written off
-//! the request path by a background writer ([`index`]). No path and no file handle leaves this module: callers get
-//! typed values ([`BlobReader`], [`UploadSession`], [`Descriptor`](crate::core::manifest::Descriptor)).
+//! the request path by a background writer ([`index`]). No path and no file handle leaves this
+//! module: callers get typed values ([`BlobReader`], [`UploadSession`],
+//! [`Descriptor`](crate::core::manifest::Descriptor)).
 //!
 //! All methods are blocking (the HTTP layer calls them from blocking threads), except
 //! [`UploadSession::claim`], a future that waits for exclusive use of an upload session and
@@ -17,8 +18,9 @@
 //! failure), `space` (the free-space reserve), [`layout`] (paths of the data directory), [`meta`] (the redb
 //! schema and its invariants), [`blobs`] (blob links, reads, mounts, deletes), [`manifests`]
 //! (manifests, tags, referrers), [`listing`] (catalog and tag pages), [`index`] (each
-//! repository's `index.json` and its background writer), [`upload`] (upload sessions), `upload_writer` (how upload bytes
-//! reach the disk), [`recovery`] (the start-up sweep), [`check`] (the invariant checker).
+//! repository's `index.json` and its background writer), [`upload`] (upload sessions),
+//! `upload_writer` (how upload bytes reach the disk), [`recovery`] (the start-up sweep),
+//! [`check`] (the invariant checker).
 
 pub mod blobs;
 pub mod check;

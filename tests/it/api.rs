@@ -1816,7 +1816,7 @@ fn concurrent_tagging_keeps_every_tag() {
     assert!(results.iter().all(|(s, _)| *s == 201), "{results:?}");
     let expected: Vec<String> = (0..16).map(|i| format!("t{i:02}")).collect();
     assert_eq!(tags_of(&p, "r"), expected);
-    let index: Value = serde_json::from_slice(&std::fs::read(repo_dir(&p, "r").join("index.json")).unwrap()).unwrap();
+    let index = settled_layout(&p, "r").index;
     let mut names: Vec<String> = index["manifests"]
         .as_array()
         .unwrap()
@@ -1847,7 +1847,7 @@ fn moving_a_tag() {
     let r = p.get(&format!("/v2/r/manifests/{d1}"));
     assert_status(&r, 200);
     assert_eq!(r.body, m1);
-    let index: Value = serde_json::from_slice(&std::fs::read(repo_dir(&p, "r").join("index.json")).unwrap()).unwrap();
+    let index = settled_layout(&p, "r").index;
     let v1: Vec<&Value> = index["manifests"]
         .as_array()
         .unwrap()
@@ -2276,7 +2276,7 @@ fn index_json_forgets_deleted_manifests() {
     push_manifest(&p, "r", "alias", OCI_MANIFEST, &m1);
     let d2 = push_image(&p, "r", "v2", &[b"two"]);
     assert_status(&p.req("DELETE", &format!("/v2/r/manifests/{d1}"), &[], b""), 202);
-    let index: Value = serde_json::from_slice(&std::fs::read(repo_dir(&p, "r").join("index.json")).unwrap()).unwrap();
+    let index = settled_layout(&p, "r").index;
     let entries = index["manifests"].as_array().unwrap();
     assert!(entries.iter().all(|e| e["digest"] != d1), "index.json still lists the deleted manifest: {index}");
     assert!(entries.iter().any(|e| e["digest"] == d2 && e["annotations"]["org.opencontainers.image.ref.name"] == "v2"));
@@ -2509,7 +2509,7 @@ fn concurrent_moves_of_one_tag() {
     let d = sha256_digest(&r.body);
     assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
     assert_eq!(tags_of(&p, "r"), vec!["latest"]);
-    let index: Value = serde_json::from_slice(&std::fs::read(repo_dir(&p, "r").join("index.json")).unwrap()).unwrap();
+    let index = settled_layout(&p, "r").index;
     let latest: Vec<&Value> = index["manifests"]
         .as_array()
         .unwrap()
