@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Tag scale: manifest PUT latency in a repository with 100, 4,000 and 50,000 tags, and blob
 # commit latency in another repository meanwhile, for pier and Debian's Distribution.
-# Usage: bash bench/tags.sh   (knobs: see bench/README.md, "Tag scale"; run.sh calls it with
-# BENCH_TAGS=1)
+# Usage: bash bench/tags.sh   (knobs: see bench/README.md, "Tag scale"; run.sh calls it for
+# BENCH_PHASES=...,tags)
 set -euo pipefail
 
 BENCH_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -62,6 +62,8 @@ fn parse_u64(s: &str) -> Result<u64, RangeError> {
 
 /// The `Content-Range` of an upload chunk: `<start>-<end>` inclusive (also accepted with a
 /// `bytes ` prefix and a `/<total>` suffix, as some clients send).
+///
+/// Invariant: `start <= end < u64::MAX`, so [`len`](Self::len) cannot overflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ContentRange {
     pub start: u64,
@@ -69,14 +71,25 @@ pub struct ContentRange {
 }
 
 impl ContentRange {
+    /// Parses `<start>-<end>[/<total>|/*]`; the total, when given as a number, must cover the
+    /// range (`end < total`).
     pub fn parse(header: &str) -> Result<ContentRange, RangeError> {
         let s = header.trim();
         let s = s.strip_prefix("bytes ").unwrap_or(s).trim();
-        let s = s.split_once('/').map_or(s, |(r, _)| r);
+        let (s, total) = match s.split_once('/') {
+            Some((range, total)) => (range, Some(total.trim())),
+            None => (s, None),
+        };
         let (a, b) = s.split_once('-').ok_or(RangeError::Malformed)?;
         let (start, end) = (parse_u64(a.trim())?, parse_u64(b.trim())?);
-        if end < start {
+        // A range ending at u64::MAX has a length u64 cannot hold.
+        if end < start || end == u64::MAX {
             return Err(RangeError::Malformed);
+        }
+        match total {
+            None | Some("*") => {}
+            Some(total) if parse_u64(total)? > end => {}
+            Some(_) => return Err(RangeError::Malformed),
         }
         Ok(ContentRange { start, end })
     }
@@ -123,7 +136,25 @@ mod tests {
         assert_eq!(ContentRange::parse("0-99"), Ok(ContentRange { start: 0, end: 99 }));
         assert_eq!(ContentRange::parse("bytes 100-199/*"), Ok(ContentRange { start: 100, end: 199 }));
         assert_eq!(ContentRange::parse("5-5").map(|r| r.len()), Ok(1));
-        for bad in ["", "-", "1-", "-1", "9-1", "a-b", "0-1-2"] {
+        assert_eq!(ContentRange::parse("bytes 0-9/10"), Ok(ContentRange { start: 0, end: 9 }));
+        assert_eq!(ContentRange::parse("0-18446744073709551614").map(|r| r.len()), Ok(u64::MAX));
+        for bad in [
+            "",
+            "-",
+            "1-",
+            "-1",
+            "9-1",
+            "a-b",
+            "0-1-2",
+            // The length of 0-u64::MAX does not fit in a u64 (it wrapped to 0 once).
+            "0-18446744073709551615",
+            "5-18446744073709551615",
+            // The total must cover the range and be a number or `*`.
+            "bytes 0-9/9",
+            "bytes 0-9/x",
+            "bytes 0-9/",
+            "bytes 0-9/-1",
+        ] {
             assert!(ContentRange::parse(bad).is_err(), "{bad}");
         }
     }

@@ -26,7 +26,7 @@ use redb::ReadableTable;
 use super::disk::faults::{Fault, FaultPlan};
 use super::disk::{Disk, Step};
 use super::meta::{INDEX_DIRTY, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPO_BLOBS, TAGS};
-use super::{AppendEnd, Problem, Result, SessionClaim, Store, StoreError, UploadSession};
+use super::{Problem, Result, SessionClaim, Store, StoreError, UploadSession};
 use crate::core::{Algorithm, Digest, Manifest, RepoName, Tag};
 
 const EIO: i32 = 5;
@@ -63,7 +63,7 @@ fn append(store: &Store, claim: SessionClaim, bytes: &[u8], declared: Option<u64
     let (a, b) = bytes.split_at(bytes.len() / 2);
     append.write(vec![Bytes::copy_from_slice(a)]);
     append.write(vec![Bytes::copy_from_slice(b)]);
-    append.finish(AppendEnd::Complete)
+    append.finish()
 }
 
 /// A whole push: session, one chunk, commit.
