@@ -150,12 +150,6 @@ pub fn run(args: &[OsString]) -> i32 {
             log::info!("serving HTTPS (TLS 1.2/1.3, h2 and http/1.1)");
         }
         let store = Arc::new(store);
-        // index.json files are written off the request path (store::index); its first pass
-        // rewrites what a crash left due.
-        if let Err(e) = store.start_index_writer() {
-            log::error!("{e}");
-            return 1;
-        }
         if let Some(purging) = config.upload_purging {
             tokio::spawn(purge_uploads(store.clone(), purging));
         }
@@ -168,6 +162,12 @@ pub fn run(args: &[OsString]) -> i32 {
                 return 1;
             }
         };
+        // index.json files are written off the request path (store::index); its first pass
+        // rewrites what a crash left due.
+        if let Err(e) = store.start_index_writer() {
+            log::error!("{e}");
+            return 1;
+        }
         let repos = store.repo_count().unwrap_or(0);
         let serving = format!("serving {repos} repositories on {}", addrs.join(", "));
         notifier.ready(&serving);
