@@ -168,6 +168,19 @@ pub fn run(args: &[OsString]) -> i32 {
             log::error!("{e}");
             return 1;
         }
+        // What a crash left unreferenced is removed while pier serves (store::recovery): the
+        // first request never waits for a walk over the whole store.
+        {
+            let store = store.clone();
+            let walk = std::thread::Builder::new().name("pier-walk".into()).spawn(move || {
+                if let Err(e) = store.sweep_unreferenced() {
+                    log::warn!("consistency walk stopped: {e} (it runs again at the next start)");
+                }
+            });
+            if let Err(e) = walk {
+                log::warn!("consistency walk not started: {e} (it runs at the next start)");
+            }
+        }
         let repos = store.repo_count().unwrap_or(0);
         let serving = format!("serving {repos} repositories on {}", addrs.join(", "));
         notifier.ready(&serving);

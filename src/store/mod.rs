@@ -96,7 +96,9 @@ pub fn now_unix() -> u64 {
 }
 
 impl Store {
-    /// Opens (or creates) the data directory, then sweeps what a crash may have left behind.
+    /// Opens (or creates) the data directory and makes its uploads consistent; what else a
+    /// crash may have left is for [`Store::sweep_unreferenced`], which the caller runs while it
+    /// serves (see `recovery`).
     pub fn open(root: &Path) -> Result<Store> {
         Self::open_on(root, Disk::default())
     }
@@ -151,7 +153,7 @@ impl Store {
             write_lock: Mutex::new(()),
             indexes: Arc::new(IndexWriter::new()),
         };
-        store.sweep()?;
+        store.recover()?;
         Ok(store)
     }
 

@@ -1,19 +1,29 @@
-//! The start-up sweep: removes what a crash can leave behind, so that the invariants of
-//! `store::meta` hold again before the first request.
+//! Recovery after a crash, in two parts, so that start-up does not grow with the store.
 //!
 //! A crash can only leave files that metadata does not know (never metadata without files): upload
 //! files without a session record (and records without a file), repository hardlinks and global
 //! blobs that no record references, a layout on disk for a repository whose first transaction never
-//! committed, temporary files of an interrupted `index.json` replace. All of them go. Lagging
-//! `index.json` files are not rewritten here: their repositories are marked (`INDEX_DIRTY`, set
-//! in the transaction of each change), and the index writer's first pass rewrites them (see
-//! `store::index`).
+//! committed, temporary files of an interrupted `index.json` replace. Lagging `index.json` files
+//! are not rewritten here: their repositories are marked (`INDEX_DIRTY`, set in the transaction of
+//! each change), and the index writer's first pass rewrites them (see `store::index`).
+//!
+//! - [`Store::recover`], at open, before the first request, costs what was in flight at the crash:
+//!   upload files and records agree again (a session must be resumable or gone), and the marked
+//!   repositories lose the temporary files of an interrupted `index.json` replace (only a marked
+//!   repository can have one: the mark goes after the file is in place).
+//! - [`Store::sweep_unreferenced`], the consistency walk, runs in the background once pier serves
+//!   (`pier serve` starts it; the first request does not wait for it): it removes unreferenced
+//!   repository links, global files and the links of unrecorded layouts. Until it has passed,
+//!   such files are invisible (every read goes through metadata) and harmless (a push of the same
+//!   digest reuses them: they hold verified content). Each repository, and each batch of global
+//!   files, is decided under the store's write lock, which every link-and-record sequence holds:
+//!   the walk never sees, let alone removes, the files of a push in flight.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::ReadableTable;
 
 use super::error::{IoContext, Result};
 use super::meta::{BLOBS, INDEX_DIRTY, REPOS, REPO_BLOBS, UPLOADS};
@@ -70,8 +80,8 @@ impl Store {
         Ok(found)
     }
 
-    /// Removes what a crash can leave behind (see the module doc).
-    pub(super) fn sweep(&self) -> Result<()> {
+    /// What must be right before the first request (see the module doc); at open.
+    pub(super) fn recover(&self) -> Result<()> {
         let started = std::time::Instant::now();
         let _guard = self.lock();
         let mut swept = 0usize;
@@ -112,6 +122,41 @@ impl Store {
             }
             self.disk.commit(txn)?;
         }
+        // Temporary files of an interrupted index.json replace: only marked repositories.
+        let marked: Vec<String> = {
+            let txn = self.db.begin_read()?;
+            let t = txn.open_table(INDEX_DIRTY)?;
+            let mut v = Vec::new();
+            for e in t.iter()? {
+                v.push(e?.0.value().to_string());
+            }
+            v
+        };
+        for name in &marked {
+            let Ok(repo) = RepoName::parse(name) else { continue };
+            for tmp in stray_index_files(&self.paths.repo(&repo)) {
+                self.disk.remove_if_exists(&tmp)?;
+                swept += 1;
+            }
+        }
+        log::info!(
+            "start-up recovery: {} open upload(s) and {} marked repositories checked in {} ms; {swept} file(s) removed, \
+             {} index.json due for a rewrite; the consistency walk runs in the background",
+            known_uploads.len(),
+            marked.len(),
+            started.elapsed().as_millis(),
+            marked.len()
+        );
+        Ok(())
+    }
+
+    /// The consistency walk (see the module doc): removes repository links and global files no
+    /// record references, and the links of layouts no record knows. Runs while the registry
+    /// serves, deciding each repository and each batch of global files under the write lock.
+    /// Returns the number of files removed.
+    pub fn sweep_unreferenced(&self) -> Result<usize> {
+        let started = std::time::Instant::now();
+        let mut swept = 0usize;
         // Repository links that metadata does not know.
         let repos: Vec<String> = {
             let txn = self.db.begin_read()?;
@@ -128,12 +173,17 @@ impl Store {
         with_layout.extend(repos.iter().cloned());
         for name in &with_layout {
             let Ok(repo) = RepoName::parse(name) else { continue };
-            // What a crash in the middle of an atomic replace of index.json leaves.
-            for tmp in stray_index_files(&self.paths.repo(&repo)) {
-                self.disk.remove_if_exists(&tmp)?;
-                swept += 1;
-            }
+            let _guard = self.lock();
             let txn = self.db.begin_read()?;
+            // Temporary layout files of an interrupted replace (a first push's `oci-layout`):
+            // only in unmarked repositories, where the index writer (which works outside the
+            // lock, only on marked ones) has none in flight.
+            if txn.open_table(INDEX_DIRTY)?.get(repo.as_str())?.is_none() {
+                for tmp in stray_index_files(&self.paths.repo(&repo)) {
+                    self.disk.remove_if_exists(&tmp)?;
+                    swept += 1;
+                }
+            }
             let links = txn.open_table(REPO_BLOBS)?;
             for alg in ALGORITHMS {
                 let Ok(rd) = fs::read_dir(self.paths.repo_blob_dir(&repo, alg)) else { continue };
@@ -147,11 +197,12 @@ impl Store {
                 }
             }
         }
-        // Global blobs that no repository links.
+        // Global blobs that no repository links: candidates found without the lock, each one
+        // decided again under it (a push may have linked it meanwhile).
         for alg in ALGORITHMS {
             let dir = self.paths.blob_dir(alg);
             let Ok(rd) = fs::read_dir(&dir) else { continue };
-            let mut unlinked = Vec::new();
+            let mut candidates = Vec::new();
             {
                 let txn = self.db.begin_read()?;
                 let blobs = txn.open_table(BLOBS)?;
@@ -159,34 +210,46 @@ impl Store {
                     let entry = entry.at("list", &dir)?;
                     let digest = format!("{}:{}", alg.name(), entry.file_name().to_string_lossy());
                     if blobs.get(digest.as_str())?.map(|v| v.value().1).unwrap_or(0) == 0 {
-                        unlinked.push((digest, entry.path()));
+                        candidates.push((digest, entry.path()));
                     }
                 }
             }
-            if unlinked.is_empty() {
-                continue;
-            }
-            // Records first, files after: a crash in between leaves files without records.
-            let txn = self.db.begin_write()?;
-            {
-                let mut blobs = txn.open_table(BLOBS)?;
-                for (digest, _) in &unlinked {
-                    blobs.remove(digest.as_str())?;
+            for batch in candidates.chunks(256) {
+                let _guard = self.lock();
+                let unlinked: Vec<&(String, std::path::PathBuf)> = {
+                    let txn = self.db.begin_read()?;
+                    let blobs = txn.open_table(BLOBS)?;
+                    let mut still = Vec::new();
+                    for c in batch {
+                        if blobs.get(c.0.as_str())?.map(|v| v.value().1).unwrap_or(0) == 0 {
+                            still.push(c);
+                        }
+                    }
+                    still
+                };
+                if unlinked.is_empty() {
+                    continue;
+                }
+                // Records first, files after: a crash in between leaves files without records.
+                let txn = self.db.begin_write()?;
+                {
+                    let mut blobs = txn.open_table(BLOBS)?;
+                    for (digest, _) in &unlinked {
+                        blobs.remove(digest.as_str())?;
+                    }
+                }
+                self.disk.commit(txn)?;
+                for (_, path) in &unlinked {
+                    self.disk.remove_if_exists(path)?;
+                    swept += 1;
                 }
             }
-            self.disk.commit(txn)?;
-            for (_, path) in &unlinked {
-                self.disk.remove_if_exists(path)?;
-                swept += 1;
-            }
         }
-        let due = self.db.begin_read()?.open_table(INDEX_DIRTY)?.len()?;
         log::info!(
-            "start-up recovery: {} repositories and {} open upload(s) checked in {} ms; {swept} unreferenced file(s) removed, {due} index.json due for a rewrite",
-            repos.len(),
-            known_uploads.len(),
+            "consistency walk: {} repositories checked in {} ms; {swept} unreferenced file(s) removed",
+            with_layout.len(),
             started.elapsed().as_millis()
         );
-        Ok(())
+        Ok(swept)
     }
 }

@@ -45,8 +45,12 @@ fn sha256(bytes: &[u8]) -> Digest {
     Digest::of(Algorithm::Sha256, bytes)
 }
 
+/// Opens the store and runs the consistency walk to its end, as `pier serve` does in the
+/// background: after it, `check` must find nothing.
 fn open(dir: &Path, plan: Option<Arc<FaultPlan>>) -> Result<Store> {
-    Store::open_on(dir, plan.map(Disk::with_faults).unwrap_or_default())
+    let store = Store::open_on(dir, plan.map(Disk::with_faults).unwrap_or_default())?;
+    store.sweep_unreferenced()?;
+    Ok(store)
 }
 
 fn claim(session: &UploadSession) -> SessionClaim {
