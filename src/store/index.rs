@@ -265,15 +265,7 @@ impl Store {
     /// takes the write lock.
     pub fn flush_indexes(&self) -> Result<usize> {
         let _pass = self.indexes.pass.lock().unwrap_or_else(|p| p.into_inner());
-        let marked: Vec<String> = {
-            let txn = self.db.begin_read()?;
-            let marks = txn.open_table(INDEX_DIRTY)?;
-            let mut names = Vec::new();
-            for e in marks.iter()? {
-                names.push(e?.0.value().to_string());
-            }
-            names
-        };
+        let marked = self.keys(INDEX_DIRTY)?;
         let mut written = 0;
         let mut failed = None;
         for name in &marked {

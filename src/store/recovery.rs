@@ -23,7 +23,6 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 
-use redb::ReadableTable;
 
 use super::error::{IoContext, Result};
 use super::meta::{BLOBS, INDEX_DIRTY, REPOS, REPO_BLOBS, UPLOADS};
@@ -86,15 +85,7 @@ impl Store {
         let _guard = self.lock();
         let mut swept = 0usize;
         // Uploads.
-        let known_uploads: BTreeSet<String> = {
-            let txn = self.db.begin_read()?;
-            let t = txn.open_table(UPLOADS)?;
-            let mut s = BTreeSet::new();
-            for e in t.iter()? {
-                s.insert(e?.0.value().to_string());
-            }
-            s
-        };
+        let known_uploads: BTreeSet<String> = self.keys(UPLOADS)?.into_iter().collect();
         let uploads = self.paths.uploads();
         for entry in fs::read_dir(&uploads).at("list", &uploads)? {
             let entry = entry.at("list", &uploads)?;
@@ -123,15 +114,7 @@ impl Store {
             self.disk.commit(txn)?;
         }
         // Temporary files of an interrupted index.json replace: only marked repositories.
-        let marked: Vec<String> = {
-            let txn = self.db.begin_read()?;
-            let t = txn.open_table(INDEX_DIRTY)?;
-            let mut v = Vec::new();
-            for e in t.iter()? {
-                v.push(e?.0.value().to_string());
-            }
-            v
-        };
+        let marked = self.keys(INDEX_DIRTY)?;
         for name in &marked {
             let Ok(repo) = RepoName::parse(name) else { continue };
             for tmp in stray_index_files(&self.paths.repo(&repo)) {
@@ -158,15 +141,7 @@ impl Store {
         let started = std::time::Instant::now();
         let mut swept = 0usize;
         // Repository links that metadata does not know.
-        let repos: Vec<String> = {
-            let txn = self.db.begin_read()?;
-            let t = txn.open_table(REPOS)?;
-            let mut v = Vec::new();
-            for e in t.iter()? {
-                v.push(e?.0.value().to_string());
-            }
-            v
-        };
+        let repos = self.keys(REPOS)?;
         // A crash between a first push's links and its transaction leaves a layout on disk for a
         // repository that metadata never recorded: walk the disk as well.
         let mut with_layout = self.repos_on_disk().at("list", &self.paths.repositories())?;
