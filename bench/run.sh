@@ -31,7 +31,7 @@ RSS_SAMPLE=${BENCH_RSS_SAMPLE:-0}        # 1: force the VmRSS sampler instead of
 DISTRIBUTION_BIN=${DISTRIBUTION_BIN:-/usr/bin/docker-registry}
 PIER_BIN=${PIER_BIN:-}                   # set to skip `cargo build --release`
 PIER_BIN_GIVEN=${PIER_BIN:+1}
-PHASES=${BENCH_PHASES:-core,hostile}     # comma-separated: core (push/PUT/GET/wrk/auth/nginx), hostile, scale (not default; knobs in bench/scale.sh)
+PHASES=${BENCH_PHASES:-core,hostile}     # comma-separated: core (push/PUT/GET/wrk/auth/nginx), hostile; not default: tags (bench/tags.sh), scale (bench/scale.sh)
 # hostile phase (bench/hostile.py): attack sizes, how long each attack holds, the victim client
 if [[ $QUICK == 1 ]]; then H_DURATION=${BENCH_HOSTILE_DURATION:-10}; else H_DURATION=${BENCH_HOSTILE_DURATION:-20}; fi
 H_AFTER=${BENCH_HOSTILE_AFTER:-5}                    # RSS is read this long after the attackers left
@@ -65,17 +65,19 @@ done
     || { echo "BENCH_BCRYPT_COST must be an integer from 4 to 17 (got '$BCRYPT_COST')" >&2; exit 2; }
 RUN_CORE=0
 RUN_HOSTILE=0
+RUN_TAGS=0
 RUN_SCALE=0
 IFS=, read -ra _phases <<<"$PHASES"
 for _p in "${_phases[@]}"; do
     case $_p in
         core) RUN_CORE=1 ;;
         hostile) RUN_HOSTILE=1 ;;
+        tags) RUN_TAGS=1 ;;
         scale) RUN_SCALE=1 ;;
-        *) echo "BENCH_PHASES must be a comma-separated list of 'core', 'hostile' and 'scale' (got '$PHASES')" >&2; exit 2 ;;
+        *) echo "BENCH_PHASES must be a comma-separated list of 'core', 'hostile', 'tags' and 'scale' (got '$PHASES')" >&2; exit 2 ;;
     esac
 done
-((RUN_CORE || RUN_HOSTILE || RUN_SCALE)) || { echo "BENCH_PHASES selects no phase (got '$PHASES')" >&2; exit 2; }
+((RUN_CORE || RUN_HOSTILE || RUN_TAGS || RUN_SCALE)) || { echo "BENCH_PHASES selects no phase (got '$PHASES')" >&2; exit 2; }
 IFS=, read -ra H_ATTACK_LIST <<<"$H_ATTACKS"
 for _a in "${H_ATTACK_LIST[@]}"; do
     [[ $_a == readers || $_a == writers || $_a == h2 ]] \
@@ -852,6 +854,12 @@ if ((RUN_HOSTILE)); then
     for reg in "${REGISTRIES[@]}"; do
         bench_hostile "$reg"
     done
+fi
+# Tag scale: bench/tags.sh, with its own table in $BENCH_DIR/tags.md (not in the default phases:
+# Distribution takes minutes to make 50,000 tags).
+if ((RUN_TAGS)); then
+    BENCH_DIR=$BENCH_DIR PIER_BIN=$PIER_BIN BENCH_ONLY=$ONLY DISTRIBUTION_BIN=$DISTRIBUTION_BIN \
+        bash "$BENCH_SRC/tags.sh" || die "tag-scale phase (bench/tags.sh) failed"
 fi
 
 if ((RUN_SCALE)); then
