@@ -4,8 +4,9 @@
   report.py RESULTS_TSV OUT_MD
 
 RESULTS_TSV holds `key<TAB>value` lines: `meta.*` (header facts), `note` (free text,
-repeatable), `pier.*` / `distribution.*` / `nginx.*` (numbers). Prints the markdown and
-writes it to OUT_MD.
+repeatable), `pier.*` / `distribution.*` / `nginx.*` (numbers; the hostile phase's are
+`REGISTRY.hostile.ATTACK.KEY`, KEY as printed by bench/hostile.py). Prints the markdown
+and writes it to OUT_MD.
 """
 import sys
 
@@ -105,6 +106,119 @@ def core_targets(vals):
     return out
 
 
+HOSTILE_ATTACKS = [
+    ("readers", "stalled readers", "{readers} HTTP/1.1 connections GET the {blob} MiB blob with "
+     "SO_RCVBUF={rcvbuf} and never read"),
+    ("writers", "stalled writers", "{writers} connections POST an upload, then PATCH it announcing "
+     "Content-Length {announce}, send {send} bytes and stall"),
+    ("h2", "h2 window 0", "{h2conns} HTTP/2 connections ({h2transport}) with "
+     "SETTINGS_INITIAL_WINDOW_SIZE=0, {h2streams} streams each GET the {blob} MiB blob"),
+]
+
+# column label, key (None: composed cell), scale, decimals, pier/dist ratio shown
+HOSTILE_COLUMNS = [
+    ("RSS idle MiB", "rss_idle_kb", MiB, 1, False),
+    ("RSS peak MiB", "rss_peak_kb", MiB, 1, True),
+    ("RSS {after} s after MiB", "rss_after_kb", MiB, 1, True),
+    ("threads peak / end of hold / peak after close", None, None, None, False),
+    ("victim p99 before ms", "before_victim_p99_ms", 1, 1, False),
+    ("victim p50 ms", "victim_p50_ms", 1, 1, True),
+    ("victim p99 ms", "victim_p99_ms", 1, 1, True),
+    ("victim max ms", "victim_max_ms", 1, 1, True),
+    ("victim errors / requests", None, None, None, False),
+    ("victim p99 after ms", "after_victim_p99_ms", 1, 1, True),
+    ("attackers accepted / refused / other", None, None, None, False),
+]
+
+
+def hostile_cell(vals, reg, kind, col):
+    g = lambda k: vals.get("{}.hostile.{}.{}".format(reg, kind, k))
+    label, key, scale, dec, _ = col
+    if key is not None:
+        return fmt(num(vals, "{}.hostile.{}.{}".format(reg, kind, key)), scale, dec)
+    if label.startswith("threads"):
+        return "{} / {} / {}".format(g("threads_peak_during") or "—", g("threads_end") or "—",
+                                     g("threads_peak_after") or "—")
+    if label.startswith("victim errors"):
+        return "{} / {}".format(g("victim_err") or "—", g("victim_n") or "—")
+    return "{} / {} / {}".format(g("att_accepted") or "—", g("att_refused") or "—", g("att_other") or "—")
+
+
+def hostile_table(vals, m):
+    """The hostile phase's lines: rows = attack x registry (+ a pier/dist ratio row); [] if not run."""
+    regs = [r for r in ("pier", "distribution") if any(k.startswith(r + ".hostile.") for k in vals)]
+    if not regs:
+        return []
+    ctx = {"readers": m("hostile_readers"), "rcvbuf": m("hostile_rcvbuf"), "blob": m("hostile_blob_mb"),
+           "writers": m("hostile_writers"), "announce": m("hostile_announce"), "send": m("hostile_send"),
+           "h2conns": m("hostile_h2_conns"), "h2streams": m("hostile_h2_streams"),
+           "h2transport": "TLS, ALPN h2" if m("hostile_h2_transport") == "tls" else "h2c, prior knowledge",
+           "after": m("hostile_after_s")}
+    lines = ["", "## Hostile clients", "",
+             "Each attack runs {} s against a fresh server process; a victim client meanwhile does "
+             "sequential manifest GETs by tag ({}, timeout {} s; a failed request counts as the "
+             "timeout in the percentiles).".format(m("hostile_duration_s"), m("hostile_victim"),
+                                                   m("hostile_timeout_s")), ""]
+    for kind, name, desc in HOSTILE_ATTACKS:
+        if any(k.startswith("{}.hostile.{}.".format(r, kind)) for r in regs for k in vals):
+            lines.append("- {}: {}".format(name, desc.format(**ctx)))
+    sources = m("hostile_sources", "1")
+    lines.append("- attackers' source: {}".format(
+        "one address, 127.0.0.1 (one client)" if sources == "1" else
+        "{} addresses 127.1.x.y, round-robin (many clients)".format(sources)))
+    lines.append("")
+    cols = [c[0].format(**ctx) for c in HOSTILE_COLUMNS]
+    lines.append("| attack | registry | " + " | ".join(cols) + " |")
+    lines.append("| --- | --- | " + " | ".join("---:" for _ in cols) + " |")
+    for kind, name, _ in HOSTILE_ATTACKS:
+        seen = [r for r in regs if any(k.startswith("{}.hostile.{}.".format(r, kind)) for k in vals)]
+        for reg in seen:
+            g = lambda k: vals.get("{}.hostile.{}.{}".format(reg, kind, k))
+            if g("na"):
+                cells = ["n/a ({})".format(g("na"))] + [""] * (len(cols) - 1)
+            else:
+                cells = [hostile_cell(vals, reg, kind, c) for c in HOSTILE_COLUMNS]
+                if g("died") == "1":
+                    cells[1] += " (server DIED)"
+                if g("failed") == "1":
+                    cells[0] += " (attack tool failed)"
+            lines.append("| {} | {} | {} |".format(name, reg, " | ".join(cells)))
+        if len(seen) == 2 and not any(vals.get("{}.hostile.{}.na".format(r, kind)) for r in seen):
+            cells = []
+            for _, key, _, _, show in HOSTILE_COLUMNS:
+                p = num(vals, "pier.hostile.{}.{}".format(kind, key)) if show else None
+                d = num(vals, "distribution.hostile.{}.{}".format(kind, key)) if show else None
+                cells.append(ratio(p, d) if show else "")
+            lines.append("| {} | pier/dist | {} |".format(name, " | ".join(cells)))
+    lines.append("")
+    lines.append("Attacker outcomes (count per outcome; accepted = 2xx, or for writers the PATCH body "
+                 "still being waited for; refused = 429/503, or h2 RST_STREAM REFUSED_STREAM / "
+                 "ENHANCE_YOUR_CALM; other = anything else):")
+    for kind, name, _ in HOSTILE_ATTACKS:
+        for reg in regs:
+            st = vals.get("{}.hostile.{}.att_status".format(reg, kind))
+            if st is None:
+                continue
+            extra = ""
+            ms = vals.get("{}.hostile.{}.h2_max_streams".format(reg, kind))
+            if ms is not None:
+                extra = " (server's SETTINGS_MAX_CONCURRENT_STREAMS: {})".format(ms)
+            verr = vals.get("{}.hostile.{}.victim_errors".format(reg, kind))
+            verr = "" if verr in (None, "-") else "; victim errors: " + verr
+            lines.append("- {}, {}: {}{}{}".format(name, reg, st, extra, verr))
+    pr = num(vals, "pier.hostile.readers.rss_peak_kb")
+    pp = num(vals, "pier.hostile.readers.victim_p99_ms")
+    if pr is not None and pp is not None:
+        lines.append("")
+        met = pp <= 50 and pr <= 64 * MiB
+        lines.append("Issue 9 target (with 600 stalled readers a manifest GET answers with p99 <= 50 ms "
+                     "and server RSS stays <= 64 MiB): {} stalled readers, p99 {:.1f} ms, RSS peak "
+                     "{:.1f} MiB -> {}{}".format(
+                         ctx["readers"], pp, pr / MiB, "met" if met else "NOT met",
+                         "" if ctx["readers"] == "600" else " (only meaningful at 600 readers)"))
+    return lines
+
+
 def main():
     src, out = sys.argv[1], sys.argv[2]
     vals, notes = load(src)
@@ -119,14 +233,16 @@ def main():
     lines.append("- pier {} | Distribution {} | skopeo {} | nginx {} | curl {}".format(
         m("pier_version"), m("distribution_version"), m("skopeo_version"),
         m("nginx_version"), m("curl_version")))
-    lines.append("- data: {} MiB and {} MiB single-layer images, {} MiB raw blob "
-                 "(incompressible); MiB/s = 2^20 bytes/s; same machine, one run, "
-                 "registries run one after the other".format(
-                     m("small_mb"), m("large_mb"), m("large_mb")))
-    lines.append("")
-    lines.append("| metric | unit | better | pier | distribution | ratio (pier/dist) |")
-    lines.append("| --- | --- | --- | ---: | ---: | ---: |")
-    for key, label, unit, scale, better, dec in METRICS:
+    core = "core" in m("phases", "core").split(",")
+    if core:
+        lines.append("- data: {} MiB and {} MiB single-layer images, {} MiB raw blob "
+                     "(incompressible); MiB/s = 2^20 bytes/s; same machine, one run, "
+                     "registries run one after the other".format(
+                         m("small_mb"), m("large_mb"), m("large_mb")))
+        lines.append("")
+        lines.append("| metric | unit | better | pier | distribution | ratio (pier/dist) |")
+        lines.append("| --- | --- | --- | ---: | ---: | ---: |")
+    for key, label, unit, scale, better, dec in METRICS if core else []:
         p, d = num(vals, "pier." + key), num(vals, "distribution." + key)
         if p is None and d is None:
             continue
@@ -151,6 +267,7 @@ def main():
                 continue
             lines.append("| {} | {} | {} | {} | {} |".format(
                 who, fmt(g, 1, 1), ratio(g, ng), fmt(gp, 1, 1), ratio(gp, ngp)))
+    lines.extend(hostile_table(vals, m))
     targets = core_targets(vals)
     if targets:
         lines.append("")

@@ -31,6 +31,26 @@ RSS_SAMPLE=${BENCH_RSS_SAMPLE:-0}        # 1: force the VmRSS sampler instead of
 DISTRIBUTION_BIN=${DISTRIBUTION_BIN:-/usr/bin/docker-registry}
 PIER_BIN=${PIER_BIN:-}                   # set to skip `cargo build --release`
 PIER_BIN_GIVEN=${PIER_BIN:+1}
+PHASES=${BENCH_PHASES:-core,hostile}     # comma-separated: core (push/PUT/GET/wrk/auth/nginx), hostile
+# hostile phase (bench/hostile.py): attack sizes, how long each attack holds, the victim client
+if [[ $QUICK == 1 ]]; then H_DURATION=${BENCH_HOSTILE_DURATION:-10}; else H_DURATION=${BENCH_HOSTILE_DURATION:-20}; fi
+H_AFTER=${BENCH_HOSTILE_AFTER:-5}                    # RSS is read this long after the attackers left
+H_ATTACKS=${BENCH_HOSTILE_ATTACKS:-readers,writers,h2}
+H_READERS=${BENCH_HOSTILE_READERS:-600}
+H_RCVBUF=${BENCH_HOSTILE_RCVBUF:-4096}
+H_WRITERS=${BENCH_HOSTILE_WRITERS:-530}
+H_ANNOUNCE=${BENCH_HOSTILE_ANNOUNCE:-10000000}
+H_SEND=${BENCH_HOSTILE_SEND:-100}
+H_H2_CONNS=${BENCH_HOSTILE_H2_CONNS:-3}
+H_H2_STREAMS=${BENCH_HOSTILE_H2_STREAMS:-200}
+H_H2_TRANSPORT=${BENCH_HOSTILE_H2_TRANSPORT:-tls}     # tls (both registries) or h2c (pier only)
+H_BLOB_MB=${BENCH_HOSTILE_BLOB_MB:-32}
+H_TIMEOUT=${BENCH_HOSTILE_TIMEOUT:-10}               # victim request timeout, seconds
+H_VICTIM_ADDR=${BENCH_HOSTILE_VICTIM_ADDR:-127.0.0.2}
+H_VICTIM_INTERVAL_MS=${BENCH_HOSTILE_VICTIM_INTERVAL_MS:-10}
+H_VICTIM_KEEPALIVE=${BENCH_HOSTILE_VICTIM_KEEPALIVE:-0}
+H_SOURCES=${BENCH_HOSTILE_SOURCES:-1}                # attackers' source addresses (1: one client)
+H_PYTHON=${BENCH_PYTHON_H2:-}                        # a python3 that can `import h2`
 
 case $ONLY in
     "") REGISTRIES=(pier distribution) ;;
@@ -43,6 +63,31 @@ for v in SMALL_MB LARGE_MB WRK_THREADS WRK_CONNS GET_REPEAT START_REPEAT MIN_FRE
 done
 [[ $BCRYPT_COST =~ ^[0-9]+$ ]] && ((BCRYPT_COST >= 4 && BCRYPT_COST <= 17)) \
     || { echo "BENCH_BCRYPT_COST must be an integer from 4 to 17 (got '$BCRYPT_COST')" >&2; exit 2; }
+RUN_CORE=0
+RUN_HOSTILE=0
+IFS=, read -ra _phases <<<"$PHASES"
+for _p in "${_phases[@]}"; do
+    case $_p in
+        core) RUN_CORE=1 ;;
+        hostile) RUN_HOSTILE=1 ;;
+        *) echo "BENCH_PHASES must be a comma-separated list of 'core' and 'hostile' (got '$PHASES')" >&2; exit 2 ;;
+    esac
+done
+((RUN_CORE || RUN_HOSTILE)) || { echo "BENCH_PHASES selects no phase (got '$PHASES')" >&2; exit 2; }
+IFS=, read -ra H_ATTACK_LIST <<<"$H_ATTACKS"
+for _a in "${H_ATTACK_LIST[@]}"; do
+    [[ $_a == readers || $_a == writers || $_a == h2 ]] \
+        || { echo "BENCH_HOSTILE_ATTACKS must be a comma-separated list of readers, writers, h2 (got '$H_ATTACKS')" >&2; exit 2; }
+done
+for v in H_DURATION H_AFTER H_READERS H_RCVBUF H_WRITERS H_ANNOUNCE H_SEND H_H2_CONNS H_H2_STREAMS \
+    H_BLOB_MB H_TIMEOUT H_VICTIM_INTERVAL_MS H_SOURCES; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "BENCH_HOSTILE_${v#H_} must be a non-negative integer (got '${!v}')" >&2; exit 2; }
+done
+((H_SEND < H_ANNOUNCE)) || { echo "BENCH_HOSTILE_SEND must be below BENCH_HOSTILE_ANNOUNCE" >&2; exit 2; }
+[[ $H_H2_TRANSPORT == tls || $H_H2_TRANSPORT == h2c ]] \
+    || { echo "BENCH_HOSTILE_H2_TRANSPORT must be 'tls' or 'h2c' (got '$H_H2_TRANSPORT')" >&2; exit 2; }
+[[ $H_VICTIM_KEEPALIVE == 0 || $H_VICTIM_KEEPALIVE == 1 ]] \
+    || { echo "BENCH_HOSTILE_VICTIM_KEEPALIVE must be 0 or 1 (got '$H_VICTIM_KEEPALIVE')" >&2; exit 2; }
 
 RUN=$BENCH_DIR/run          # big, removed at the end
 LOGS=$BENCH_DIR/logs        # small, kept
@@ -607,6 +652,168 @@ EOF
     NGINX_PID=""
 }
 
+# ---------------------------------------------------------------- hostile phase
+# Stalled readers, stalled writers and h2 window-0 streams (bench/hostile.py) against each
+# registry, one fresh server process per attack, on one seeded data dir per registry.
+
+find_h2_python() { # -> H_PY: a python3 (>= 3.9) that can import h2 (only the h2 attack needs it)
+    local py check='import sys, h2; sys.exit(0 if sys.version_info >= (3, 9) else 1)'
+    if [[ ,$H_ATTACKS, != *,h2,* ]]; then
+        H_PY=${H_PYTHON:-python3}
+        return
+    fi
+    if [[ -n $H_PYTHON ]]; then
+        "$H_PYTHON" -c "$check" 2>/dev/null \
+            || die "BENCH_PYTHON_H2=$H_PYTHON cannot 'import h2' (or is older than 3.9): apt-get install python3-h2 / pip install h2"
+        H_PY=$H_PYTHON
+        return
+    fi
+    for py in python3 /usr/bin/python3; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -c "$check" 2>/dev/null; then
+            H_PY=$(command -v "$py")
+            return
+        fi
+    done
+    if ((EUID == 0)) && command -v apt-get >/dev/null 2>&1; then
+        log "no python3 with the h2 package: installing python3-h2 (apt-get update first)"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >>"$LOGS/apt.log" 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-h2 \
+            >>"$LOGS/apt.log" 2>&1 || true
+        if /usr/bin/python3 -c "$check" 2>/dev/null; then
+            H_PY=/usr/bin/python3
+            return
+        fi
+    fi
+    die "the h2 attack needs a python3 >= 3.9 with the 'h2' package: apt-get install python3-h2 (Debian, for /usr/bin/python3) or pip install h2; or set BENCH_PYTHON_H2=/path/to/python3, or leave h2 out with BENCH_HOSTILE_ATTACKS=readers,writers"
+}
+
+hostile_setup() { # -> H_CERT, H_KEY (H_PY comes from find_h2_python, run at start)
+    log "hostile: attack tool runs on $H_PY ($("$H_PY" -c 'import sys; print(sys.version.split()[0])'))"
+    H_CERT=$RUN/hostile-cert.pem
+    H_KEY=$RUN/hostile-key.pem
+    if [[ ,$H_ATTACKS, == *,h2,* && $H_H2_TRANSPORT == tls ]]; then
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+            -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+            -keyout "$H_KEY" -out "$H_CERT" >"$LOGS/hostile-openssl.log" 2>&1 \
+            || die "openssl could not make the self-signed certificate; see $LOGS/hostile-openssl.log"
+    fi
+    local soft
+    soft=$(ulimit -n)
+    if [[ $soft != unlimited ]] && ((soft < H_READERS + H_WRITERS + 256)); then
+        ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    fi
+    note "hostile: servers started with RLIMIT_NOFILE $(ulimit -n) (soft, inherited from this shell)"
+}
+
+write_hostile_config() { # file datadir port tls(0|1): write_config plus a short drain, optionally TLS
+    write_config "$1" "$2" "$3"
+    cat >>"$1" <<EOC
+  draintimeout: 5s
+EOC
+    if [[ $4 == 1 ]]; then
+        cat >>"$1" <<EOC
+  tls:
+    certificate: $H_CERT
+    key: $H_KEY
+EOC
+    fi
+}
+
+hostile_start() { # name config base: start the server, wait until GET base/v2/ answers -> SERVER_PID
+    local name=$1 cfg=$2 base=$3
+    echo "=== start $(date +%T) (hostile, $(basename "$cfg")) ===" >>"$LOGS/$name.log"
+    case $name in
+        pier) "$PIER_BIN" serve --config "$cfg" >>"$LOGS/$name.log" 2>&1 & ;;
+        distribution) "$DISTRIBUTION_BIN" serve "$cfg" >>"$LOGS/$name.log" 2>&1 & ;;
+    esac
+    SERVER_PID=$!
+    SERVER_NAME=$name
+    if ! "$H_PY" "$BENCH_SRC/hostile.py" ready "$base" 60 "$SERVER_PID" 2>"$RUN/ready.err"; then
+        tail -n 20 "$LOGS/$name.log" >&2 || true
+        die "$name did not come up on $base: $(cat "$RUN/ready.err") (log: $LOGS/$name.log)"
+    fi
+}
+
+hostile_attack() { # name kind base victim_base: one attack on a fresh server; results -> R[name.hostile.kind.*]
+    local name=$1 kind=$2 base=$3 vbase=$4 out err pid rc k v args=()
+    out=$LOGS/$name.hostile-$kind.tsv
+    err=$LOGS/$name.hostile-$kind.err
+    case $kind in
+        readers) args=(--count "$H_READERS" --rcvbuf "$H_RCVBUF") ;;
+        writers) args=(--count "$H_WRITERS" --announce "$H_ANNOUNCE" --send "$H_SEND") ;;
+        h2) args=(--count "$H_H2_CONNS" --streams "$H_H2_STREAMS") ;;
+    esac
+    ((H_VICTIM_KEEPALIVE)) && args+=(--victim-keepalive)
+    sleep 1 # let the fresh server settle: the idle numbers are read when the attack starts
+    log "$name: hostile '$kind' on $base for ${H_DURATION}s (+${H_AFTER}s after)"
+    "$H_PY" "$BENCH_SRC/hostile.py" attack --kind "$kind" --base "$base" --victim-base "$vbase" \
+        --pid "$SERVER_PID" --repo "$H_REPO" --tag "$TAG" --manifest "$H_MANIFEST" --blob "$H_BLOB" \
+        --duration "$H_DURATION" --after "$H_AFTER" --timeout "$H_TIMEOUT" \
+        --victim-addr "$H_VICTIM_ADDR" --victim-interval-ms "$H_VICTIM_INTERVAL_MS" \
+        --sources "$H_SOURCES" "${args[@]}" \
+        >"$out" 2>"$err" &
+    pid=$!
+    CHILDREN+=("$pid")
+    rc=0
+    wait "$pid" || rc=$?
+    if ((rc != 0)); then
+        note "$name: hostile '$kind' attack tool failed (exit $rc): $(tail -n 3 "$err" | tr '\n' ' ')"
+        R[$name.hostile.$kind.failed]=1
+    fi
+    while IFS=$'\t' read -r k v; do
+        [[ -n $k ]] && R[$name.hostile.$kind.$k]=$v
+    done <"$out"
+    if ! proc_alive "$SERVER_PID"; then
+        R[$name.hostile.$kind.died]=1
+        note "$name: the server process died during the hostile '$kind' attack (log: $LOGS/$name.log)"
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+    fi
+    log "$name: $kind: RSS peak ${R[$name.hostile.$kind.rss_peak_kb]:-?} kB, after ${R[$name.hostile.$kind.rss_after_kb]:-?} kB, threads peak ${R[$name.hostile.$kind.threads_peak]:-?}, victim p99 ${R[$name.hostile.$kind.victim_p99_ms]:-?} ms (${R[$name.hostile.$kind.victim_err]:-?} errors of ${R[$name.hostile.$kind.victim_n]:-?}), attackers ${R[$name.hostile.$kind.att_status]:-?}"
+    stop_server
+}
+
+bench_hostile() { # name
+    local name=$1 data cfg tcfg port tport base tbase kind seeded
+    data=$RUN/hostile-$name
+    cfg=$RUN/$name-hostile.yml
+    tcfg=$RUN/$name-hostile-tls.yml
+    port=$(free_port)
+    tport=$(free_port)
+    base=http://127.0.0.1:$port
+    tbase=https://127.0.0.1:$tport
+    rm -rf "$data"
+    mkdir -p "$data"
+    write_hostile_config "$cfg" "$data" "$port" 0
+    write_hostile_config "$tcfg" "$data" "$tport" 1
+    cp "$cfg" "$LOGS/$name-hostile.yml"
+    cp "$tcfg" "$LOGS/$name-hostile-tls.yml"
+    touch "$LOGS/$name.log"
+    log "=== $name: hostile phase on $base (TLS: $tbase), data $data"
+    port_must_be_free "$port"
+    hostile_start "$name" "$cfg" "$base"
+    seeded=$("$H_PY" "$BENCH_SRC/hostile.py" seed "$base" "$H_REPO" "$TAG" "$H_BLOB_MB" 2>"$RUN/seed.err") \
+        || die "$name: seeding the hostile phase failed: $(cat "$RUN/seed.err")"
+    read -r H_BLOB H_MANIFEST <<<"$seeded"
+    log "$name: seeded $H_REPO:$TAG (${H_BLOB_MB} MiB layer $H_BLOB, manifest $H_MANIFEST)"
+    stop_server
+    for kind in "${H_ATTACK_LIST[@]}"; do
+        if [[ $kind == h2 && $H_H2_TRANSPORT == tls ]]; then
+            port_must_be_free "$tport"
+            hostile_start "$name" "$tcfg" "$tbase"
+            hostile_attack "$name" h2 "$tbase" "$tbase"
+        elif [[ $kind == h2 && $name == distribution ]]; then
+            R[$name.hostile.h2.na]="no h2c"
+            log "$name: h2 attack skipped: Distribution does not speak h2c on plain HTTP"
+        else
+            port_must_be_free "$port"
+            hostile_start "$name" "$cfg" "$base"
+            hostile_attack "$name" "$kind" "$base" "$base"
+        fi
+    done
+    rm -rf "$data"
+}
+
 # ---------------------------------------------------------------- main
 mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
@@ -619,15 +826,25 @@ mkdir -p "$RUN" "$LOGS"
 
 log "pier benchmark: sizes ${SMALL_MB}/${LARGE_MB} MiB, registries: ${REGISTRIES[*]}, work dir $BENCH_DIR"
 ensure_packages
-check_disk
+# The hostile phase runs last: check its python before spending minutes on the core phase.
+((RUN_HOSTILE)) && find_h2_python
+((RUN_CORE)) && check_disk
 if [[ " ${REGISTRIES[*]} " == *" pier "* ]]; then build_pier; fi
-generate_data
-make_htpasswd
-
-for reg in "${REGISTRIES[@]}"; do
-    bench_registry "$reg"
-done
-bench_nginx
+if ((RUN_CORE)); then
+    generate_data
+    make_htpasswd
+    for reg in "${REGISTRIES[@]}"; do
+        bench_registry "$reg"
+    done
+    bench_nginx
+fi
+if ((RUN_HOSTILE)); then
+    H_REPO=hostile/img
+    hostile_setup
+    for reg in "${REGISTRIES[@]}"; do
+        bench_hostile "$reg"
+    done
+fi
 
 # ---------------------------------------------------------------- report
 CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -641,6 +858,24 @@ CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
     printf 'meta.get_repeat\t%s\n' "$GET_REPEAT"
     printf 'meta.wrk_args\t%s\n' "-t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION"
     printf 'meta.bcrypt_cost\t%s\n' "$BCRYPT_COST"
+    printf 'meta.phases\t%s\n' "$PHASES"
+    if ((RUN_HOSTILE)); then
+        printf 'meta.hostile_duration_s\t%s\n' "$H_DURATION"
+        printf 'meta.hostile_after_s\t%s\n' "$H_AFTER"
+        printf 'meta.hostile_readers\t%s\n' "$H_READERS"
+        printf 'meta.hostile_rcvbuf\t%s\n' "$H_RCVBUF"
+        printf 'meta.hostile_writers\t%s\n' "$H_WRITERS"
+        printf 'meta.hostile_announce\t%s\n' "$H_ANNOUNCE"
+        printf 'meta.hostile_send\t%s\n' "$H_SEND"
+        printf 'meta.hostile_h2_conns\t%s\n' "$H_H2_CONNS"
+        printf 'meta.hostile_h2_streams\t%s\n' "$H_H2_STREAMS"
+        printf 'meta.hostile_h2_transport\t%s\n' "$H_H2_TRANSPORT"
+        printf 'meta.hostile_blob_mb\t%s\n' "$H_BLOB_MB"
+        printf 'meta.hostile_timeout_s\t%s\n' "$H_TIMEOUT"
+        printf 'meta.hostile_victim\t%s\n' "$( ((H_VICTIM_KEEPALIVE)) && echo "one keep-alive connection" || echo "a new connection per request"), from $H_VICTIM_ADDR, at most one request per ${H_VICTIM_INTERVAL_MS} ms"
+        printf 'meta.hostile_attacks\t%s\n' "$H_ATTACKS"
+        printf 'meta.hostile_sources\t%s\n' "$H_SOURCES"
+    fi
     if [[ -n $PIER_BIN_GIVEN ]]; then
         printf 'meta.pier_version\t%s\n' "PIER_BIN=$PIER_BIN ($("$PIER_BIN" --version 2>/dev/null || echo '?'))"
     elif [[ -n $PIER_BIN ]]; then

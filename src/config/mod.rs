@@ -75,6 +75,17 @@ pub struct Config {
     pub read_only: bool,
     /// `limits` (pier): bounds on connections, streams and transfers.
     pub limits: Limits,
+    /// `validation.manifests.urls`: which URLs the layers of a pushed manifest may name.
+    pub manifest_urls: ManifestUrls,
+}
+
+/// `validation.manifests.urls`: regular expressions (Go syntax) a layer URL must match one of
+/// (`allow`; empty: any `http`/`https` URL) and must match none of (`deny`). Checked when the
+/// configuration is read, so a bad pattern stops pier instead of failing open.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ManifestUrls {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
 }
 
 impl Default for Config {
@@ -100,6 +111,7 @@ impl Default for Config {
             tls: None,
             read_only: false,
             limits: Limits::default(),
+            manifest_urls: ManifestUrls::default(),
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct LiveSettings {
     pub delete_enabled: bool,
     /// `storage.filesystem.reserve`
     pub free_space_reserve: u64,
+    /// `validation.manifests.urls`
+    pub manifest_urls: super::ManifestUrls,
 }
 
 /// A re-read configuration compared with the running one.
@@ -67,6 +69,7 @@ impl Reload {
             tls,
             read_only,
             limits,
+            manifest_urls,
         } = new;
         let mut restart_needed = Vec::new();
         let mut restart_only = |key: &'static str, changed: bool| {
@@ -116,6 +119,7 @@ impl Reload {
                 log_level: *log_level,
                 delete_enabled: *delete_enabled,
                 free_space_reserve: *free_space_reserve,
+                manifest_urls: manifest_urls.clone(),
             },
             restart_needed,
             refused,

@@ -14,7 +14,7 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::tree::KeyError;
-use super::{Config, HtpasswdConfig, Limits, TlsConfig, UploadPurging};
+use super::{Config, HtpasswdConfig, Limits, ManifestUrls, TlsConfig, UploadPurging};
 use crate::core::access::{AccessRule, Action};
 use crate::core::duration;
 use crate::logging::Format;
@@ -29,6 +29,23 @@ pub(super) struct Document {
     auth: Option<Auth>,
     access: Option<Vec<AccessRuleEntry>>,
     limits: Option<LimitsSection>,
+    validation: Option<Validation>,
+}
+
+#[derive(Deserialize, Default)]
+struct Validation {
+    manifests: Option<ManifestValidation>,
+}
+
+#[derive(Deserialize, Default)]
+struct ManifestValidation {
+    urls: Option<UrlPatterns>,
+}
+
+#[derive(Deserialize, Default)]
+struct UrlPatterns {
+    allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
 }
 
 /// `limits` (pier).
@@ -161,7 +178,7 @@ impl Document {
     /// The configuration this document describes, defaults filled in.
     pub(super) fn resolve(self, warnings: &mut Warnings) -> Result<Config, KeyError> {
         let defaults = Config::default();
-        let Document { version, log, storage, http, auth, access, limits } = self;
+        let Document { version, log, storage, http, auth, access, limits, validation } = self;
         let _accepted_unchecked: Option<IgnoredAny> = version;
         let Log { level, formatter, accesslog } = log.unwrap_or_default();
         let AccessLog { disabled: access_log_disabled } = accesslog.unwrap_or_default();
@@ -175,6 +192,13 @@ impl Document {
         let Digests { blake3 } = digests.unwrap_or_default();
         let Http { addr, prefix, host, relativeurls, headers, draintimeout, idletimeout, tls } =
             http.unwrap_or_default();
+        let Validation { manifests } = validation.unwrap_or_default();
+        let ManifestValidation { urls } = manifests.unwrap_or_default();
+        let UrlPatterns { allow, deny } = urls.unwrap_or_default();
+        let manifest_urls = ManifestUrls {
+            allow: url_patterns("validation.manifests.urls.allow", allow.unwrap_or_default())?,
+            deny: url_patterns("validation.manifests.urls.deny", deny.unwrap_or_default())?,
+        };
         let LimitsSection { connections, connectionsperclient, streamsperconnection, transfers } =
             limits.unwrap_or_default();
         let limits = {
@@ -252,8 +276,18 @@ impl Document {
             tls: tls.flatten(),
             read_only: read_only.unwrap_or(defaults.read_only),
             limits,
+            manifest_urls,
         })
     }
+}
+
+/// Regular expressions that must compile (a bad pattern is an error, never ignored).
+fn url_patterns(key: &str, patterns: Vec<String>) -> Result<Vec<String>, KeyError> {
+    for p in &patterns {
+        regex_lite::Regex::new(p)
+            .map_err(|e| KeyError::new(key, format!("{p:?} is not a valid regular expression: {e}")))?;
+    }
+    Ok(patterns)
 }
 
 /// A count of at least 1 (`default` when the key is absent).

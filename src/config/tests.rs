@@ -432,7 +432,7 @@ mod reload {
 
     #[test]
     fn live_keys_apply_without_restart() {
-        let text = "storage:\n  filesystem:\n    reserve: 64MiB\n  delete:\n    enabled: true\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  headers:\n    X-A: [b]\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n";
+        let text = "storage:\n  filesystem:\n    reserve: 64MiB\n  delete:\n    enabled: true\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  headers:\n    X-A: [b]\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nvalidation:\n  manifests:\n    urls:\n      allow: ['^https://mcr\\.microsoft\\.com/']\n";
         let new = yaml(text).unwrap().config;
         let plan = Reload::plan(&Config::default(), &None, &new);
         assert!(plan.restart_needed.is_empty(), "{:?}", plan.restart_needed);
@@ -446,6 +446,10 @@ mod reload {
                 log_level: log::LevelFilter::Warn,
                 delete_enabled: true,
                 free_space_reserve: 64 << 20,
+                manifest_urls: crate::config::ManifestUrls {
+                    allow: vec![String::from("^https://mcr\\.microsoft\\.com/")],
+                    deny: vec![],
+                },
             }
         );
         // Access rules too (with the same authentication as the running configuration).
@@ -489,4 +493,22 @@ mod reload {
         assert!(plan.restart_needed.is_empty() && plan.refused.is_empty(), "{plan:?}");
         assert_eq!(plan.live.access, reloaded);
     }
+}
+
+#[test]
+fn limits_and_url_patterns_are_checked() {
+    let c = yaml("limits:\n  connections: 10\n  connectionsperclient: 2\n  streamsperconnection: 8\n  transfers: 3\n")
+        .unwrap()
+        .config;
+    assert_eq!(
+        c.limits,
+        crate::config::Limits { connections: 10, connections_per_client: 2, streams_per_connection: 8, transfers: 3 }
+    );
+    let e = env(&[("REGISTRY_LIMITS_TRANSFERS", "0")]).unwrap_err().to_string();
+    assert!(e.contains("limits.transfers") && e.contains("at least 1"), "{e}");
+    let c = env(&[("REGISTRY_LIMITS_CONNECTIONS", "7")]).unwrap().config;
+    assert_eq!(c.limits.connections, 7);
+    // A pattern that does not compile stops pier: URL rules never fail open.
+    let e = yaml("validation:\n  manifests:\n    urls:\n      deny: ['(']\n").unwrap_err().to_string();
+    assert!(e.contains("validation.manifests.urls.deny") && e.contains("not a valid regular expression"), "{e}");
 }

@@ -320,6 +320,19 @@ impl<'de> Deserializer<'de> for NodeDeserializer<'_> {
         }
     }
 
+    /// A whole number, also written as a string (as every `REGISTRY_*` variable is).
+    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, KeyError> {
+        match self.node {
+            Node::Int(i) => {
+                u64::try_from(*i).map_err(|_| self.wrong("a whole number")).and_then(|n| visitor.visit_u64(n))
+            }
+            Node::Str(s) => {
+                s.trim().parse::<u64>().map_err(|_| self.wrong("a whole number")).and_then(|n| visitor.visit_u64(n))
+            }
+            _ => Err(self.wrong("a whole number")),
+        }
+    }
+
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, KeyError> {
         match self.node.scalar_text() {
             Some(s) => visitor.visit_string(s),
@@ -383,7 +396,7 @@ impl<'de> Deserializer<'de> for NodeDeserializer<'_> {
     }
 
     serde::forward_to_deserialize_any! {
-        i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit unit_struct tuple
+        i8 i16 i32 i64 i128 u8 u16 u32 u128 f32 f64 char bytes byte_buf unit unit_struct tuple
         tuple_struct identifier enum
     }
 }

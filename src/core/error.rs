@@ -1,5 +1,5 @@
-//! The error codes of the OCI distribution-spec (plus Distribution's `UNSUPPORTED` and
-//! `TOOMANYREQUESTS`), each with the HTTP status the spec pairs it with.
+//! The error codes of the OCI distribution-spec (plus Distribution's `UNSUPPORTED`,
+//! `TOOMANYREQUESTS` and `RANGE_INVALID`), each with the HTTP status the spec pairs it with.
 
 /// An OCI error code. The HTTP layer renders it as
 /// `{"errors":[{"code":"...","message":"...","detail":...}]}`.
@@ -20,6 +20,8 @@ pub enum ErrorCode {
     Denied,
     Unsupported,
     TooManyRequests,
+    /// Distribution's `RANGE_INVALID`: a byte range the resource cannot satisfy.
+    RangeInvalid,
     /// Not a spec code: a request the server could not serve because of its own failure.
     InternalError,
 }
@@ -42,6 +44,7 @@ impl ErrorCode {
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::RangeInvalid => "RANGE_INVALID",
             ErrorCode::InternalError => "UNKNOWN",
         }
     }
@@ -64,6 +67,7 @@ impl ErrorCode {
             ErrorCode::Denied => 403,
             ErrorCode::Unsupported => 405,
             ErrorCode::TooManyRequests => 429,
+            ErrorCode::RangeInvalid => 416,
             ErrorCode::InternalError => 500,
         }
     }
@@ -86,6 +90,7 @@ impl ErrorCode {
             ErrorCode::Denied => "requested access to the resource is denied",
             ErrorCode::Unsupported => "the operation is unsupported",
             ErrorCode::TooManyRequests => "too many requests",
+            ErrorCode::RangeInvalid => "invalid content range",
             ErrorCode::InternalError => "internal server error",
         }
     }

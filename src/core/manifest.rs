@@ -76,6 +76,19 @@ pub struct Manifest {
     /// `artifactType`, or else the config's media type (what the referrers API reports).
     pub artifact_type: Option<String>,
     pub annotations: BTreeMap<String, String>,
+    /// Non-distributable layers ("foreign" layers: Windows base images) that name `urls`:
+    /// clients fetch them from there, so the registry need not hold them. Not in `blobs`.
+    pub external: Vec<Descriptor>,
+    /// Every URL a layer descriptor names (the registry's URL rules apply to each).
+    pub urls: Vec<String>,
+}
+
+/// Whether a layer media type marks a non-distributable ("foreign") layer: OCI's
+/// `application/vnd.oci.image.layer.nondistributable.v1.tar*` (deprecated but still pushed) and
+/// Docker's `application/vnd.docker.image.rootfs.foreign.diff.tar*`.
+pub fn is_non_distributable(media_type: &str) -> bool {
+    media_type.starts_with("application/vnd.oci.image.layer.nondistributable.v1.tar")
+        || media_type.starts_with("application/vnd.docker.image.rootfs.foreign.diff.tar")
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +119,8 @@ struct RawDescriptor {
     media_type: Option<String>,
     digest: String,
     size: i64,
+    #[serde(default)]
+    urls: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +203,8 @@ impl Manifest {
         let kind = known(&media_type).ok_or_else(|| ManifestError::UnsupportedMediaType(media_type.clone()))?;
 
         let mut blobs = Vec::new();
+        let mut external = Vec::new();
+        let mut urls = Vec::new();
         let mut children = Vec::new();
         let mut artifact_type = raw.artifact_type;
         match kind {
@@ -201,8 +218,15 @@ impl Manifest {
                     artifact_type = Some(config.media_type.clone());
                 }
                 blobs.push(config);
-                for (i, l) in raw.layers.unwrap_or_default().into_iter().enumerate() {
-                    blobs.push(descriptor(l, &format!("layer {i}"))?);
+                for (i, mut l) in raw.layers.unwrap_or_default().into_iter().enumerate() {
+                    let layer_urls = l.urls.take().unwrap_or_default();
+                    let layer = descriptor(l, &format!("layer {i}"))?;
+                    if is_non_distributable(&layer.media_type) && !layer_urls.is_empty() {
+                        external.push(layer);
+                    } else {
+                        blobs.push(layer);
+                    }
+                    urls.extend(layer_urls);
                 }
             }
             ManifestKind::Index => {
@@ -225,6 +249,8 @@ impl Manifest {
             subject,
             artifact_type,
             annotations: raw.annotations.unwrap_or_default(),
+            external,
+            urls,
         })
     }
 }
@@ -274,6 +300,33 @@ mod tests {
         assert_eq!(m.children.len(), 1);
         let m = Manifest::parse(Some(DOCKER_MANIFEST_LIST), body.as_bytes()).unwrap();
         assert_eq!(m.media_type, DOCKER_MANIFEST_LIST);
+    }
+
+    #[test]
+    fn non_distributable_layers_with_urls_are_external() {
+        let foreign = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+        let url = "https://mcr.microsoft.com/v2/windows/blobs/x";
+        let body = image("").replace(
+            r#""layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar""#,
+            &format!(r#""layers":[{{"mediaType":"{foreign}","urls":["{url}"]}},{{"mediaType":"application/vnd.oci.image.layer.v1.tar""#),
+        );
+        // The first layer has no digest yet: give it one.
+        let body = body.replacen(r#""urls":["#, &format!(r#""digest":"{D1}","size":5,"urls":["#), 1);
+        let m = Manifest::parse(Some(OCI_MANIFEST), body.as_bytes()).unwrap();
+        assert_eq!(m.external.len(), 1);
+        assert_eq!(m.external[0].media_type, foreign);
+        assert_eq!(m.blobs.len(), 2, "config and the distributable layer");
+        assert_eq!(m.urls, [url]);
+        // Without URLs a non-distributable layer is an ordinary blob (it must be in the registry).
+        let body = image("").replace(
+            "application/vnd.oci.image.layer.v1.tar",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        );
+        let m = Manifest::parse(Some(OCI_MANIFEST), body.as_bytes()).unwrap();
+        assert!(m.external.is_empty());
+        assert_eq!(m.blobs.len(), 2);
+        assert!(is_non_distributable("application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"));
+        assert!(!is_non_distributable("application/vnd.oci.image.layer.v1.tar+gzip"));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! `Content-Range` header of chunked upload PATCHes (`<start>-<end>`, inclusive).
 //!
 //! Invariant of both types as parsed: `start <= end` and the length `end - start + 1` fits a
-//! `u64` (a `ByteRange` lies within its resource; a `ContentRange` of 2^64 bytes is refused), so
-//! `len` never overflows. The fuzz target `range` (tests/fuzz) checks it.
+//! `u64` (a `ByteRange` lies within its resource; a `ContentRange` ends before `u64::MAX`), so
+//! `len` never overflows; and `len` saturates, so even a value made by hand that breaks the
+//! invariant cannot make it panic. The fuzz target `range` (tests/fuzz) checks both parsers.
 
 /// An inclusive byte range `start..=end`, always within the resource it was resolved against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,8 +14,7 @@ pub struct ByteRange {
 }
 
 impl ByteRange {
-    /// `end - start + 1` (saturating, so that even a hand-made value that breaks the invariant
-    /// cannot make it panic).
+    /// `end - start + 1` (saturating: see the module's invariant).
     pub fn len(&self) -> u64 {
         self.end.saturating_sub(self.start).saturating_add(1)
     }
@@ -67,17 +67,18 @@ fn parse_u64(s: &str) -> Result<u64, RangeError> {
 }
 
 /// The `Content-Range` of an upload chunk: `<start>-<end>` inclusive (also accepted with a
-/// `bytes ` prefix and a `/<total>` suffix, as some clients send; `<total>` is `*` or a number
-/// beyond `<end>`, as RFC 9110 requires).
+/// `bytes ` prefix and a `/<total>` suffix, as some clients send).
+///
+/// Invariant: `start <= end < u64::MAX`, so [`len`](Self::len) cannot overflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ContentRange {
     pub start: u64,
     pub end: u64,
-    /// The complete length the client announced (`None` for `*` or no `/<total>`).
-    pub total: Option<u64>,
 }
 
 impl ContentRange {
+    /// Parses `<start>-<end>[/<total>|/*]`; the total, when given as a number, must cover the
+    /// range (`end < total`).
     pub fn parse(header: &str) -> Result<ContentRange, RangeError> {
         let s = header.trim();
         let s = s.strip_prefix("bytes ").unwrap_or(s).trim();
@@ -87,25 +88,19 @@ impl ContentRange {
         };
         let (a, b) = s.split_once('-').ok_or(RangeError::Malformed)?;
         let (start, end) = (parse_u64(a.trim())?, parse_u64(b.trim())?);
-        // `end < start`, or a length of 2^64 bytes (`0-18446744073709551615`): no such chunk.
-        if end.checked_sub(start).and_then(|last| last.checked_add(1)).is_none() {
+        // A range ending at u64::MAX has a length u64 cannot hold.
+        if end < start || end == u64::MAX {
             return Err(RangeError::Malformed);
         }
-        let total = match total {
-            None | Some("*") => None,
-            Some(t) => {
-                let total = parse_u64(t)?;
-                if total <= end {
-                    return Err(RangeError::Malformed);
-                }
-                Some(total)
-            }
-        };
-        Ok(ContentRange { start, end, total })
+        match total {
+            None | Some("*") => {}
+            Some(total) if parse_u64(total)? > end => {}
+            Some(_) => return Err(RangeError::Malformed),
+        }
+        Ok(ContentRange { start, end })
     }
 
-    /// `end - start + 1` (saturating, so that even a hand-made value that breaks the invariant
-    /// cannot make it panic).
+    /// `end - start + 1` (saturating: see the module's invariant).
     pub fn len(&self) -> u64 {
         self.end.saturating_sub(self.start).saturating_add(1)
     }
@@ -145,11 +140,28 @@ mod tests {
 
     #[test]
     fn content_ranges() {
-        assert_eq!(ContentRange::parse("0-99"), Ok(ContentRange { start: 0, end: 99, total: None }));
-        assert_eq!(ContentRange::parse("bytes 100-199/*"), Ok(ContentRange { start: 100, end: 199, total: None }));
-        assert_eq!(ContentRange::parse("bytes 0-99/100"), Ok(ContentRange { start: 0, end: 99, total: Some(100) }));
+        assert_eq!(ContentRange::parse("0-99"), Ok(ContentRange { start: 0, end: 99 }));
+        assert_eq!(ContentRange::parse("bytes 100-199/*"), Ok(ContentRange { start: 100, end: 199 }));
         assert_eq!(ContentRange::parse("5-5").map(|r| r.len()), Ok(1));
-        for bad in ["", "-", "1-", "-1", "9-1", "a-b", "0-1-2"] {
+        assert_eq!(ContentRange::parse("bytes 0-9/10"), Ok(ContentRange { start: 0, end: 9 }));
+        assert_eq!(ContentRange::parse("0-18446744073709551614").map(|r| r.len()), Ok(u64::MAX));
+        for bad in [
+            "",
+            "-",
+            "1-",
+            "-1",
+            "9-1",
+            "a-b",
+            "0-1-2",
+            // The length of 0-u64::MAX does not fit in a u64 (it wrapped to 0 once).
+            "0-18446744073709551615",
+            "5-18446744073709551615",
+            // The total must cover the range and be a number or `*`.
+            "bytes 0-9/9",
+            "bytes 0-9/x",
+            "bytes 0-9/",
+            "bytes 0-9/-1",
+        ] {
             assert!(ContentRange::parse(bad).is_err(), "{bad}");
         }
     }
@@ -160,19 +172,18 @@ mod tests {
     fn content_range_of_2_pow_64_bytes_is_refused() {
         assert_eq!(ContentRange::parse("0-18446744073709551615"), Err(RangeError::Malformed));
         assert_eq!(ContentRange::parse("bytes 0-18446744073709551615/*"), Err(RangeError::Malformed));
-        let largest = ContentRange::parse("1-18446744073709551615").unwrap();
-        assert_eq!(largest.len(), u64::MAX);
         assert_eq!(ContentRange::parse("0-18446744073709551614").map(|r| r.len()), Ok(u64::MAX));
         // A value made by hand that breaks the invariant still has a length, not a panic.
-        assert_eq!(ContentRange { start: 0, end: u64::MAX, total: None }.len(), u64::MAX);
-        assert_eq!(ContentRange { start: 9, end: 1, total: None }.len(), 1);
+        assert_eq!(ContentRange { start: 0, end: u64::MAX }.len(), u64::MAX);
+        assert_eq!(ContentRange { start: 9, end: 1 }.len(), 1);
+        assert_eq!(ByteRange { start: 9, end: 1 }.len(), 1);
     }
 
     /// Issue 10: the `/<total>` of a Content-Range is `*` or a number beyond the range's end.
     #[test]
     fn content_range_total_is_validated() {
-        assert_eq!(ContentRange::parse("bytes 0-99/ 100 ").map(|r| r.total), Ok(Some(100)));
-        assert_eq!(ContentRange::parse("bytes 0-99/*").map(|r| r.total), Ok(None));
+        assert_eq!(ContentRange::parse("bytes 0-99/ 100 "), Ok(ContentRange { start: 0, end: 99 }));
+        assert_eq!(ContentRange::parse("bytes 0-99/*"), Ok(ContentRange { start: 0, end: 99 }));
         for bad in [
             "bytes 0-99/99",
             "bytes 0-99/0",

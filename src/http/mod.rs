@@ -23,6 +23,7 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod tls;
+pub mod url_rules;
 
 use http::HeaderName;
 

@@ -211,17 +211,31 @@ async fn serve_connection<S>(
     }
 }
 
+/// How long a closing connection keeps reading (and discarding) what the client still sends.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+/// How much a closing connection reads and discards at most.
+const LINGER_BYTES: usize = 64 << 20;
+
 /// A stream that fails with `TimedOut` when a read or write has waited `timeout` without any
 /// progress. Any progress in either direction restarts the clock.
+///
+/// Its shutdown is a lingering close (as nginx's `lingering_close`): the write side is shut
+/// (the answer is complete, FIN follows it), then what the client still sends is read and
+/// discarded until it closes its side, for at most `LINGER_TIME` and `LINGER_BYTES`. Closing a
+/// socket with unread data makes the kernel reset the connection, and a client still writing a
+/// request body (a chunk answered 416 or 401 before it was read) would see `broken pipe` or
+/// `connection reset` instead of the answer.
 pub struct IdleTimeout<S> {
     inner: S,
     timeout: Duration,
     sleep: Pin<Box<Sleep>>,
+    /// Bytes discarded so far, once the shutdown has begun.
+    lingering: Option<usize>,
 }
 
 impl<S> IdleTimeout<S> {
     pub fn new(inner: S, timeout: Duration) -> Self {
-        IdleTimeout { inner, timeout, sleep: Box::pin(tokio::time::sleep(timeout)) }
+        IdleTimeout { inner, timeout, sleep: Box::pin(tokio::time::sleep(timeout)), lingering: None }
     }
 
     fn progress(&mut self) {
@@ -249,7 +263,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_write(cx, buf) {
@@ -285,6 +299,41 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let discarded = match this.lingering {
+            Some(n) => n,
+            None => {
+                match Pin::new(&mut this.inner).poll_shutdown(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    other => return other,
+                }
+                this.sleep.as_mut().reset(Instant::now() + LINGER_TIME);
+                this.lingering = Some(0);
+                0
+            }
+        };
+        let mut discarded = discarded;
+        let mut sink = [0u8; 8192];
+        loop {
+            let mut buf = ReadBuf::new(&mut sink);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                // The client closed its side (or the connection broke): done.
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    discarded += buf.filled().len();
+                    this.lingering = Some(discarded);
+                    if discarded >= LINGER_BYTES {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Poll::Pending => {
+                    return match this.sleep.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Ok(())),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            }
+        }
     }
 }

@@ -7,17 +7,30 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderValue, Request, Response};
+use http::{header, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
 use super::access_log::{self, LoggedBody};
 use super::authn::authenticate;
+use super::body::ResponseBody;
 use super::dispatch::dispatch;
 use super::error::HttpError;
 use super::router;
 use super::settings::State;
 use super::API_VERSION;
 use crate::core::access::Identity;
+
+/// A `HEAD` answer carries the headers of the `GET` answer and no body, on every path and both
+/// protocols (hyper drops it over HTTP/1.1 but would send it over HTTP/2, which clients take
+/// as a protocol error). The length the body had stays in `Content-Length`.
+fn headers_only(resp: &mut Response<ResponseBody>) {
+    if !resp.headers().contains_key(header::CONTENT_LENGTH) {
+        if let Some(len) = http_body::Body::size_hint(resp.body()).exact() {
+            resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+    }
+    *resp.body_mut() = ResponseBody::empty();
+}
 
 pub async fn handle(
     state: Arc<State>,
@@ -40,6 +53,9 @@ pub async fn handle(
         Err(e) => (String::from("-"), Err(e)),
     };
     let mut resp = result.unwrap_or_else(HttpError::into_response);
+    if method == Method::HEAD {
+        headers_only(&mut resp);
+    }
     let h = resp.headers_mut();
     h.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     for (k, v) in &settings.extra_headers {

@@ -11,6 +11,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::auth::Authenticator;
 use super::limits::Bounds;
+use super::url_rules::UrlRules;
 use crate::config::{Config, LiveSettings, Reload};
 use crate::core::access::AccessPolicy;
 use crate::core::policy::{AlgorithmSet, RegistryPolicy};
@@ -41,6 +42,8 @@ pub struct Settings {
     pub policy: RegistryPolicy,
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
     pub access_log: bool,
+    /// Which URLs the layers of a pushed manifest may name.
+    pub manifest_urls: UrlRules,
 }
 
 /// The digest algorithms `config` accepts.
@@ -67,7 +70,13 @@ impl Settings {
             (true, Some(rules)) => AccessPolicy::Rules(rules.clone()),
         };
         let policy = RegistryPolicy { delete: live.delete_enabled, read_only: live.read_only, algorithms };
-        Settings { access, policy, extra_headers, access_log: live.access_log }
+        Settings {
+            access,
+            policy,
+            extra_headers,
+            access_log: live.access_log,
+            manifest_urls: UrlRules::new(&live.manifest_urls),
+        }
     }
 }
 

@@ -55,7 +55,7 @@ pub use error::{Result, StoreError};
 pub use listing::Page;
 pub use manifests::ReferrersPage;
 pub use manifests::StoredManifest;
-pub use upload::{AppendEnd, ChunkAppend, SessionClaim, UploadSession};
+pub use upload::{ChunkAppend, SessionClaim, UploadSession};
 
 pub struct Store {
     paths: Paths,

@@ -24,7 +24,7 @@ use redb::ReadableTable;
 use super::disk::faults::{Fault, FaultPlan};
 use super::disk::{Disk, Step};
 use super::meta::{MANIFESTS, REFERRERS, REPO_BLOBS, TAGS};
-use super::{AppendEnd, Problem, Result, SessionClaim, Store, StoreError, UploadSession};
+use super::{Problem, Result, SessionClaim, Store, StoreError, UploadSession};
 use crate::core::{Algorithm, Digest, Manifest, RepoName, Tag};
 
 const EIO: i32 = 5;
@@ -61,7 +61,7 @@ fn append(store: &Store, claim: SessionClaim, bytes: &[u8], declared: Option<u64
     let (a, b) = bytes.split_at(bytes.len() / 2);
     append.write(vec![Bytes::copy_from_slice(a)]);
     append.write(vec![Bytes::copy_from_slice(b)]);
-    append.finish(AppendEnd::Complete)
+    append.finish()
 }
 
 /// A whole push: session, one chunk, commit.

@@ -14,14 +14,18 @@
 //! Invariants:
 //! - A session's file holds exactly the bytes acknowledged so far, and `offset` is its length
 //!   (while a chunk is being appended, the file may hold more: the chunk's bytes so far).
-//! - `written` is what the file holds: `offset`, plus during an append the bytes of the chunk
-//!   written so far (never bytes still in memory).
+//! - `written` is what the session reports: `offset`, plus during the append of a stream the
+//!   bytes written to the file so far (never bytes still in memory; a declared chunk's bytes
+//!   count only once it is whole).
 //! - `hasher`, when present, has been fed exactly those bytes, so each byte is hashed once.
 //!   After a restart (or an I/O error) it is `None` and is rebuilt by re-reading the file.
-//! - A chunk with a declared length is wholly in the upload or not at all: a body that ends short
-//!   is cut back off. A body that is interrupted keeps what arrived (the client may resume). A
-//!   chunk that runs out of space (the disk, or the free-space reserve) is cut back off, so the
-//!   space comes back at once.
+//! - The chunk contract (README "Chunked uploads"): a chunk with a declared place and length
+//!   (`Content-Range`) is wholly in the upload or not at all: a body that ends short or is cut
+//!   off (the client went away) is cut back off, and until it is whole the session reports the
+//!   offset before it, so a retry of the same chunk fits. A body without a `Content-Range` is a
+//!   stream: what arrived is kept when it is cut off, and the session reports it while it
+//!   streams, so the client resumes from there. A chunk that runs out of space (the disk, or the
+//!   free-space reserve) is cut back off either way, so the space comes back at once.
 //! - `UPLOADS[uuid]` exists ⇔ the session is live; the start-up sweep removes files without a
 //!   record and records without a file.
 
@@ -188,15 +192,6 @@ impl SessionClaim {
     }
 }
 
-/// How a chunk's request body ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AppendEnd {
-    /// The body was received completely.
-    Complete,
-    /// The body was cut off (client gone, protocol error): what arrived is kept.
-    Interrupted,
-}
-
 /// One chunk being appended to a claimed session; it owns the claim until [`finish`](Self::finish)
 /// gives it back. Its methods block (file I/O): call them where blocking is allowed, e.g. one
 /// `spawn_blocking` per batch. Memory is bounded by the upload writer (see `upload_writer`).
@@ -248,7 +243,9 @@ impl ChunkAppend {
             self.failed = Some(e);
             return false;
         }
-        self.claim.session.0.written.store(self.start + self.received, Ordering::Release);
+        if self.declared.is_none() {
+            self.claim.session.0.written.store(self.start + self.received, Ordering::Release);
+        }
         true
     }
 
@@ -260,7 +257,7 @@ impl ChunkAppend {
     /// Ends the chunk: gives the claim back with the session's new length, or why the chunk is
     /// not (wholly) in the upload. On every path `offset` and the hash describe the file exactly
     /// afterwards, so the client can resume from `offset`.
-    pub fn finish(self, end: AppendEnd) -> (SessionClaim, Result<u64>) {
+    pub fn finish(self) -> (SessionClaim, Result<u64>) {
         let ChunkAppend { mut claim, path, disk, writer, hasher, start, declared, received, failed, .. } = self;
         let written = match failed {
             Some(e) => Err(e),
@@ -284,7 +281,8 @@ impl ChunkAppend {
                 claim.set_offset(file_length());
                 Err(e)
             }
-            (Ok(()), Some(declared)) if end == AppendEnd::Complete && received != declared => {
+            // A declared chunk that is not whole, however its body ended.
+            (Ok(()), Some(declared)) if received != declared => {
                 claim.state.hasher = None;
                 match disk.truncate(&path, start) {
                     Ok(()) => {

@@ -315,6 +315,7 @@ fn blob_range_requests() {
         assert_eq!(r.status, 416, "Range {range}: {}", show(&r));
         assert_api_header(&r);
         assert_eq!(r.header("content-range"), Some("bytes */100"), "Range {range}: {}", show(&r));
+        assert_eq!(r.error_code(), "RANGE_INVALID", "Range {range}: not BLOB_UNKNOWN: the blob is there");
     }
 }
 
@@ -550,6 +551,38 @@ fn chunked_upload_last_chunk_in_put_without_content_range() {
     let r = patch_chunk(&p, &loc, 0, &data[..c]);
     assert_status(&r, 202);
     finish_upload(&p, "r", &location(&r), &data, &data[c..]);
+}
+
+/// An error answered before the request body is read still reaches a client that writes its
+/// whole body before reading (as Go's HTTP client does: docker, podman, skopeo, crane): pier
+/// reads and discards the rest of the body before closing (a lingering close), so the client
+/// never sees `broken pipe`/`connection reset` instead of the 416. 200 times in a row.
+#[test]
+fn early_errors_reach_clients_that_write_the_whole_body_first() {
+    use std::io::Write;
+    let p = Pier::start();
+    let (loc, _) = start_upload(&p, "r");
+    let chunk = random_bytes(1 << 20, 9);
+    for i in 0..200 {
+        // Small socket buffers, as over a real network: the body cannot all sit in the kernel's
+        // buffers before the server has answered.
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_send_buffer_size(64 << 10).unwrap();
+        socket.connect(&p.addr.into()).unwrap();
+        let mut s: std::net::TcpStream = socket.into();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let head = format!(
+            "PATCH {loc} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Range: 5-{}\r\nContent-Length: {}\r\n\r\n",
+            p.addr,
+            5 + chunk.len() - 1,
+            chunk.len()
+        );
+        s.write_all(head.as_bytes()).unwrap_or_else(|e| panic!("PATCH {i}: writing the head: {e}"));
+        s.write_all(&chunk).unwrap_or_else(|e| panic!("PATCH {i}: writing the body: {e}"));
+        let r = try_read_response(&mut s, false).unwrap_or_else(|e| panic!("PATCH {i}: reading the answer: {e}"));
+        assert_error_ctx(&r, 416, "BLOB_UPLOAD_INVALID", &format!("out-of-order PATCH {i}"));
+    }
+    assert_eq!(p.get(&loc).header("range"), Some("0-0"), "the session is untouched");
 }
 
 #[test]
@@ -1143,6 +1176,22 @@ fn manifest_unknown() {
     let r = p.req("HEAD", "/v2/r/manifests/v2", &[], b"");
     assert_status(&r, 404);
     assert_error(&p.get("/v2/unseen/manifests/v1"), 404, "NAME_UNKNOWN");
+}
+
+/// A reference that is neither a tag nor a digest names no manifest: GET and HEAD answer 404
+/// `MANIFEST_UNKNOWN` (as the conformance suite and Distribution expect), a PUT 400.
+#[test]
+fn manifest_by_impossible_reference_is_unknown() {
+    let p = Pier::start();
+    push_image(&p, "r", "v1", &[b"l"]);
+    for reference in [".INVALID_MANIFEST_NAME", "sha256:short", "-dash", "a%20b"] {
+        let path = format!("/v2/r/manifests/{reference}");
+        assert_error(&p.get(&path), 404, "MANIFEST_UNKNOWN");
+        assert_status(&p.req("HEAD", &path, &[], b""), 404);
+    }
+    let idx = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})).unwrap();
+    let r = p.req("PUT", "/v2/r/manifests/.INVALID_MANIFEST_NAME", &[("Content-Type", OCI_INDEX)], &idx);
+    assert_error(&r, 400, "TAG_INVALID");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2645,7 +2694,9 @@ fn racing_patch_and_final_put_accept_one_chunk() {
 fn malformed_content_range_is_blob_upload_invalid() {
     let p = Pier::start();
     let (loc, _) = start_upload(&p, "r");
-    for cr in ["abc", "5-1", "-5", "0-", "bytes=0-4"] {
+    // A length that does not fit in 64 bits (it wrapped to 0 once), and totals that do not cover
+    // the range or are not numbers.
+    for cr in ["abc", "5-1", "-5", "0-", "bytes=0-4", "0-18446744073709551615", "0-4/4", "0-4/x", "bytes 0-4/"] {
         let r = p.req("PATCH", &loc, &[("Content-Type", "application/octet-stream"), ("Content-Range", cr)], b"hello");
         // None of these parses as `<start>-<end>`: 400, not the 416 of a chunk out of order.
         assert_error_ctx(&r, 400, "BLOB_UPLOAD_INVALID", &format!("Content-Range {cr:?}"));
@@ -2654,6 +2705,43 @@ fn malformed_content_range_is_blob_upload_invalid() {
     let r = patch_chunk(&p, &loc, 0, b"hello");
     assert_status(&r, 202);
     assert_eq!(r.header("range"), Some("0-4"));
+}
+
+/// The chunk contract (README): a chunk with a `Content-Range` is whole or not at all. Cut off
+/// mid-body, its bytes are dropped; while it streams and after, the session reports the offset
+/// before it; a retry of the same chunk then fits and the blob commits exactly.
+#[test]
+fn interrupted_declared_chunk_is_not_kept_and_its_retry_fits() {
+    let p = Pier::start();
+    let data = random_bytes(6 << 20, 82);
+    let d = sha256_digest(&data);
+    let r = p.req("POST", "/v2/r/blobs/uploads/", &[], b"");
+    assert_status(&r, 202);
+    let r = patch_chunk(&p, &location(&r), 0, &data[..1 << 20]);
+    assert_status(&r, 202);
+    let loc = location(&r);
+    let (start, end) = (1usize << 20, data.len());
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    let head = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Range: {start}-{}\r\nContent-Length: {}\r\n\r\n",
+        p.addr,
+        end - 1,
+        end - start
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&data[start..start + (3 << 20)]).unwrap();
+    // While the chunk streams (its bytes are being written), the session says where it stood.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(p.get(&loc).header("range"), Some("0-1048575"), "status during a declared chunk");
+    drop(s); // cut off mid-body
+    p.wait_log(&format!("PATCH {loc} 4"), Duration::from_secs(10));
+    assert_eq!(p.get(&loc).header("range"), Some("0-1048575"), "status after the cut: the chunk is not in");
+    let r = patch_chunk(&p, &loc, start, &data[start..]);
+    assert_status(&r, 202);
+    assert_eq!(r.header("range"), Some(format!("0-{}", end - 1).as_str()));
+    let r = p.req("PUT", &with_query(&location(&r), &format!("digest={d}")), &[], b"");
+    assert_status(&r, 201);
+    assert!(p.get(&format!("/v2/r/blobs/{d}")).body == data, "blob content differs");
 }
 
 #[test]
@@ -2859,4 +2947,99 @@ fn an_announced_length_reserves_only_a_window_ahead_of_the_bytes() {
     let r = p.get(&loc);
     assert_status(&r, 204);
     assert_eq!(r.header("range"), Some("0-9"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Non-distributable (foreign) layers
+// ---------------------------------------------------------------------------------------------
+
+/// A Windows-style image: a foreign base layer that names URLs (not pushed: clients fetch it
+/// from there) and one ordinary layer.
+fn windows_like_manifest(p: &Pier, repo: &str, media_type: &str, layer_type: &str, urls: &[&str]) -> Vec<u8> {
+    let config = format!("{{\"os\":\"windows\",\"n\":\"{}\"}}", nonce()).into_bytes();
+    let config_digest = push_blob(p, repo, &config);
+    let layer = random_bytes(1000, 77);
+    let layer_digest = push_blob(p, repo, &layer);
+    let foreign = random_bytes(64, 78); // never pushed
+    let config_type = if media_type == OCI_MANIFEST {
+        "application/vnd.oci.image.config.v1+json"
+    } else {
+        "application/vnd.docker.container.image.v1+json"
+    };
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": config_type, "digest": config_digest, "size": config.len()},
+        "layers": [
+            {"mediaType": layer_type, "digest": sha256_digest(&foreign), "size": foreign.len(), "urls": urls},
+            {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": layer_digest, "size": layer.len()},
+        ],
+    }))
+    .unwrap()
+}
+
+/// Manifests whose layers are non-distributable are accepted without those blobs, then pulled,
+/// HEADed and listed like any other; their URLs follow `validation.manifests.urls`.
+#[test]
+fn foreign_layers_are_accepted_without_their_blobs() {
+    let p = Pier::start();
+    let mcr = "https://mcr.microsoft.com/v2/windows/servercore/blobs/sha256:1234";
+    for (media_type, layer_type, tag) in [
+        (DOCKER_MANIFEST, "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "docker"),
+        (OCI_MANIFEST, "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", "oci"),
+    ] {
+        let m = windows_like_manifest(&p, "win", media_type, layer_type, &[mcr]);
+        let d = push_manifest(&p, "win", tag, media_type, &m);
+        let r = p.get(&format!("/v2/win/manifests/{tag}"));
+        assert_status(&r, 200);
+        assert!(r.body == m, "{tag}: manifest bytes");
+        assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
+        assert_status(&p.req("HEAD", &format!("/v2/win/manifests/{d}"), &[], b""), 200);
+    }
+    assert_eq!(tags_of(&p, "win"), ["docker", "oci"]);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(p.root.join("repositories/win/index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(2), "{index}");
+
+    // Without URLs a non-distributable layer is an ordinary blob: it must be in the repository.
+    let m =
+        windows_like_manifest(&p, "win", OCI_MANIFEST, "application/vnd.oci.image.layer.nondistributable.v1.tar", &[]);
+    let r = p.req("PUT", "/v2/win/manifests/nourls", &[("Content-Type", OCI_MANIFEST)], &m);
+    assert_error(&r, 400, "MANIFEST_BLOB_UNKNOWN");
+    // A URL that is not http(s) is refused.
+    let m = windows_like_manifest(
+        &p,
+        "win",
+        DOCKER_MANIFEST,
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        &["file:///etc/passwd"],
+    );
+    let r = p.req("PUT", "/v2/win/manifests/file", &[("Content-Type", DOCKER_MANIFEST)], &m);
+    assert_error(&r, 400, "MANIFEST_INVALID");
+}
+
+/// `validation.manifests.urls.allow`/`deny` restrict the URLs layers may name, as in Distribution.
+#[test]
+fn foreign_layer_urls_follow_allow_and_deny() {
+    let p = Pier::start_with(Options {
+        extra_yaml: String::from(
+            "validation:\n  manifests:\n    urls:\n      allow: ['^https://mcr\\.microsoft\\.com/']\n      deny: ['/private/']\n",
+        ),
+        ..Default::default()
+    });
+    let foreign = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    for (url, ok) in [
+        ("https://mcr.microsoft.com/v2/windows/blobs/x", true),
+        ("https://example.com/v2/windows/blobs/x", false),
+        ("https://mcr.microsoft.com/private/x", false),
+    ] {
+        let m = windows_like_manifest(&p, "win", DOCKER_MANIFEST, foreign, &[url]);
+        let r = p.req("PUT", "/v2/win/manifests/t", &[("Content-Type", DOCKER_MANIFEST)], &m);
+        if ok {
+            assert_status(&r, 201);
+        } else {
+            assert_error(&r, 400, "MANIFEST_INVALID");
+            assert!(r.text().contains("validation.manifests.urls"), "{url}: the message names the rule: {}", r.text());
+        }
+    }
 }

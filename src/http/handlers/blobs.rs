@@ -26,9 +26,11 @@ pub async fn get(ctx: &Ctx<'_>, name: &str, digest: &str) -> HttpResult {
             // RFC 9110: a server may ignore a range it cannot parse.
             Err(RangeError::Malformed) => (StatusCode::OK, 0, size),
             Err(RangeError::Unsatisfiable) => {
-                return Err(HttpError::new(ErrorCode::BlobUnknown, "requested range not satisfiable")
-                    .status(416)
-                    .header(header::CONTENT_RANGE, format!("bytes */{size}")));
+                return Err(HttpError::new(
+                    ErrorCode::RangeInvalid,
+                    format!("requested range not satisfiable: {r:?} for a blob of {size} bytes"),
+                )
+                .header(header::CONTENT_RANGE, format!("bytes */{size}")));
             }
         },
     };

@@ -20,6 +20,14 @@ fn reference(s: &str) -> Result<Reference, HttpError> {
     })
 }
 
+/// Why a reference is neither a tag nor a digest, in words.
+fn reference_error(e: &ReferenceError) -> String {
+    match e {
+        ReferenceError::Tag(t) => t.to_string(),
+        ReferenceError::Digest(d) => d.to_string(),
+    }
+}
+
 fn too_large() -> HttpError {
     HttpError::new(ErrorCode::ManifestInvalid, format!("manifest is larger than {} bytes", MAX_MANIFEST_BYTES))
         .status(413)
@@ -57,6 +65,12 @@ pub async fn put(ctx: &Ctx<'_>, name: &str, reference_text: &str, body: Incoming
     }
     let bytes = read_capped(ctx, body).await?;
     let manifest = Manifest::parse(ctx.header(header::CONTENT_TYPE), &bytes)?;
+    for url in &manifest.urls {
+        if let Some(why) = ctx.settings.manifest_urls.refusal(url) {
+            return Err(HttpError::new(ErrorCode::ManifestInvalid, format!("layer URL {url:?} refused: {why}"))
+                .detail(serde_json::json!({ "url": url })));
+        }
+    }
     let digest = match &reference {
         Reference::Digest(expected) => {
             let actual = Digest::of(expected.algorithm(), &bytes);
@@ -91,7 +105,15 @@ pub async fn put(ctx: &Ctx<'_>, name: &str, reference_text: &str, body: Incoming
 
 pub async fn get(ctx: &Ctx<'_>, name: &str, reference_text: &str) -> HttpResult {
     let repo = ctx.repo(name)?;
-    let reference = reference(reference_text)?;
+    // No manifest can be stored under a reference that is neither a tag nor a digest: asking
+    // for one is asking for an unknown manifest (as Distribution and the conformance suite
+    // expect), while a PUT with it is refused as invalid.
+    let reference = Reference::parse(reference_text).map_err(|e| {
+        HttpError::new(
+            ErrorCode::ManifestUnknown,
+            format!("no manifest can have the reference {reference_text:?} ({})", reference_error(&e)),
+        )
+    })?;
     let store = ctx.state.store.clone();
     let head = ctx.method == Method::HEAD;
     let (stored, bytes) = blocking(move || {

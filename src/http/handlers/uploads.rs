@@ -28,7 +28,7 @@ use crate::http::body::ResponseBody;
 use crate::http::context::Ctx;
 use crate::http::error::HttpError;
 use crate::http::{CHUNK_MIN_LENGTH, CONTENT_DIGEST, UPLOAD_UUID};
-use crate::store::{AppendEnd, ChunkAppend, SessionClaim, StoreError, UploadSession};
+use crate::store::{ChunkAppend, SessionClaim, StoreError, UploadSession};
 
 /// Advertised in `OCI-Chunk-Min-Length`: a hint for efficient chunking. Smaller chunks are
 /// still accepted.
@@ -42,7 +42,8 @@ const BATCH_AGE: Duration = Duration::from_millis(100);
 
 /// How a body stopped being read.
 enum Stop {
-    End(AppendEnd),
+    /// The body ended, was cut off, or a write failed (`finish` says which).
+    Ended,
     Cancelled,
 }
 
@@ -161,11 +162,11 @@ async fn append(
             () = &mut deadline, if batch_len > 0 => {
                 batch_len = 0;
                 if !writer.write(std::mem::take(&mut batch)).await? {
-                    break Stop::End(AppendEnd::Interrupted);
+                    break Stop::Ended;
                 }
             }
             frame = body.frame() => match frame {
-                None => break Stop::End(AppendEnd::Complete),
+                None => break Stop::Ended,
                 Some(Ok(f)) => {
                     let Ok(data) = f.into_data() else { continue };
                     if batch_len == 0 {
@@ -176,34 +177,28 @@ async fn append(
                     if batch_len >= BATCH {
                         batch_len = 0;
                         if !writer.write(std::mem::take(&mut batch)).await? {
-                            break Stop::End(AppendEnd::Interrupted); // the write failed; `finish` says why
+                            break Stop::Ended; // the write failed; `finish` says why
                         }
                     }
                 }
                 Some(Err(e)) => {
                     body_error = Some(e);
-                    break Stop::End(AppendEnd::Interrupted);
+                    break Stop::Ended;
                 }
             },
         }
     };
-    let end = match stop {
-        // What arrived before the end (or an interruption) is written too: the client may resume.
-        Stop::End(end) => {
-            if !batch.is_empty() {
-                writer.write(batch).await?;
-            }
-            end
-        }
-        Stop::Cancelled => AppendEnd::Interrupted,
-    };
-    let (claim, appended) = writer.finish(end).await?;
+    // What arrived before the end (or an interruption) is written too: a stream keeps it (the
+    // client may resume), a declared chunk is whole or cut back off (see `store::upload`).
+    if matches!(stop, Stop::Ended) && !batch.is_empty() {
+        writer.write(batch).await?;
+    }
+    let (claim, appended) = writer.finish().await?;
     let result = match (stop, appended, body_error) {
         (Stop::Cancelled, _, _) => Err(HttpError::new(ErrorCode::BlobUploadUnknown, "the upload was cancelled")),
-        (_, Err(e), _) => Err(HttpError::from(e)),
-        (_, Ok(_), Some(e)) => {
-            Err(HttpError::new(ErrorCode::BlobUploadInvalid, format!("request body interrupted: {e}")))
-        }
+        // A body cut off is what went wrong (a declared chunk cut short is dropped because of it).
+        (_, _, Some(e)) => Err(HttpError::new(ErrorCode::BlobUploadInvalid, format!("request body interrupted: {e}"))),
+        (_, Err(e), None) => Err(HttpError::from(e)),
         (_, Ok(n), None) => Ok(n),
     };
     Ok((claim, result))
@@ -245,9 +240,32 @@ impl BatchWriter {
     }
 
     /// Waits for the last write and ends the chunk.
-    async fn finish(mut self, end: AppendEnd) -> Result<(SessionClaim, Result<u64, StoreError>), HttpError> {
+    async fn finish(mut self) -> Result<(SessionClaim, Result<u64, StoreError>), HttpError> {
         let (append, _) = self.ready().await?;
-        tokio::task::spawn_blocking(move || append.finish(end)).await.map_err(HttpError::internal)
+        tokio::task::spawn_blocking(move || append.finish()).await.map_err(HttpError::internal)
+    }
+}
+
+/// A request dropped mid-chunk (hyper drops the request's future when its connection fails)
+/// still ends its chunk as the contract says, so the session's offset, hash and file agree.
+impl Drop for BatchWriter {
+    fn drop(&mut self) {
+        let (idle, writing) = (self.idle.take(), self.writing.take());
+        if idle.is_none() && writing.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let append = match (idle, writing) {
+                (Some(append), _) => append,
+                (None, Some(writing)) => match writing.await {
+                    Ok((append, _)) => append,
+                    Err(_) => return,
+                },
+                (None, None) => return,
+            };
+            let _ = tokio::task::spawn_blocking(move || append.finish()).await;
+        });
     }
 }
 

@@ -1,13 +1,15 @@
 //! Manifests and indexes (`core::manifest`). Input: the `Content-Type` on the first line (an
 //! empty line: none), the body on the rest. Parsing never panics; an accepted manifest is of a
-//! known media type (the header's, when the header names one), has the shape of its kind, and
-//! every descriptor holds a digest that re-parses equal; the image index pier would write of its
+//! known media type (the header's, when the header names one), has the shape of its kind, only
+//! non-distributable layers with URLs left out of its blobs, and every descriptor holds a digest
+//! that re-parses equal; the image index pier would write of its
 //! descriptors (as in `index.json`) is itself accepted and yields them back.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pier::core::manifest::{
-    ImageIndex, Manifest, ManifestKind, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST,
+    is_non_distributable, ImageIndex, Manifest, ManifestKind, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX,
+    OCI_MANIFEST,
 };
 use pier::core::{Descriptor, Digest};
 use pier_fuzz::first_line;
@@ -33,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
         ManifestKind::Image => assert!(!m.blobs.is_empty() && m.children.is_empty(), "an image has a config"),
         ManifestKind::Index => assert!(m.blobs.is_empty()),
     }
-    for d in m.blobs.iter().chain(&m.children).chain(&m.subject) {
+    // Layers that need not be in the registry are non-distributable ones that name URLs.
+    assert!(m.external.iter().all(|d| is_non_distributable(&d.media_type)));
+    assert!(m.external.is_empty() || !m.urls.is_empty());
+    for d in m.blobs.iter().chain(&m.children).chain(&m.subject).chain(&m.external) {
         assert_eq!(Digest::parse(d.digest.as_str()).as_ref(), Ok(&d.digest));
         assert!(d.size <= i64::MAX as u64);
     }
