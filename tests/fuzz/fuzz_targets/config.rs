@@ -3,7 +3,8 @@
 //! per line (`REGISTRY_` is prepended to KEY; values may be any bytes). Loading never panics, and
 //! a loaded configuration keeps the invariants the server relies on: a normalised prefix and
 //! host, valid HTTP headers, non-zero limits and purge interval, access rules only with
-//! authentication, complete TLS and htpasswd settings. Loading is deterministic.
+//! authentication, complete TLS and htpasswd settings, manifest URL patterns that compile.
+//! Loading is deterministic.
 #![no_main]
 
 use std::ffi::OsString;
@@ -52,5 +53,8 @@ fuzz_target!(|data: &[u8]| {
     assert!(c.access.is_none() || c.htpasswd.is_some(), "access rules without authentication");
     assert!(c.htpasswd.as_ref().is_none_or(|h| !h.path.as_os_str().is_empty()));
     assert!(c.tls.as_ref().is_none_or(|t| !t.certificate.as_os_str().is_empty() && !t.key.as_os_str().is_empty()));
+    for pattern in c.manifest_urls.allow.iter().chain(&c.manifest_urls.deny) {
+        assert!(regex_lite::Regex::new(pattern).is_ok(), "URL pattern {pattern:?} was accepted but does not compile");
+    }
     assert!(warnings.iter().all(|w| !w.is_empty()));
 });
