@@ -65,15 +65,17 @@ done
     || { echo "BENCH_BCRYPT_COST must be an integer from 4 to 17 (got '$BCRYPT_COST')" >&2; exit 2; }
 RUN_CORE=0
 RUN_HOSTILE=0
+RUN_TAGS=0
 IFS=, read -ra _phases <<<"$PHASES"
 for _p in "${_phases[@]}"; do
     case $_p in
         core) RUN_CORE=1 ;;
         hostile) RUN_HOSTILE=1 ;;
-        *) echo "BENCH_PHASES must be a comma-separated list of 'core' and 'hostile' (got '$PHASES')" >&2; exit 2 ;;
+        tags) RUN_TAGS=1 ;;
+        *) echo "BENCH_PHASES must be a comma-separated list of 'core', 'hostile' and 'tags' (got '$PHASES')" >&2; exit 2 ;;
     esac
 done
-((RUN_CORE || RUN_HOSTILE)) || { echo "BENCH_PHASES selects no phase (got '$PHASES')" >&2; exit 2; }
+((RUN_CORE || RUN_HOSTILE || RUN_TAGS)) || { echo "BENCH_PHASES selects no phase (got '$PHASES')" >&2; exit 2; }
 IFS=, read -ra H_ATTACK_LIST <<<"$H_ATTACKS"
 for _a in "${H_ATTACK_LIST[@]}"; do
     [[ $_a == readers || $_a == writers || $_a == h2 ]] \
@@ -844,6 +846,12 @@ if ((RUN_HOSTILE)); then
     for reg in "${REGISTRIES[@]}"; do
         bench_hostile "$reg"
     done
+fi
+# Tag scale: bench/tags.sh, with its own table in $BENCH_DIR/tags.md (not in the default phases:
+# Distribution takes minutes to make 50,000 tags).
+if ((RUN_TAGS)); then
+    BENCH_DIR=$BENCH_DIR PIER_BIN=$PIER_BIN BENCH_ONLY=$ONLY DISTRIBUTION_BIN=$DISTRIBUTION_BIN \
+        bash "$BENCH_SRC/tags.sh" || die "tag-scale phase (bench/tags.sh) failed"
 fi
 
 # ---------------------------------------------------------------- report

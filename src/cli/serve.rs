@@ -162,11 +162,30 @@ pub fn run(args: &[OsString]) -> i32 {
                 return 1;
             }
         };
+        // index.json files are written off the request path (store::index); its first pass
+        // rewrites what a crash left due.
+        if let Err(e) = store.start_index_writer() {
+            log::error!("{e}");
+            return 1;
+        }
+        // What a crash left unreferenced is removed while pier serves (store::recovery): the
+        // first request never waits for a walk over the whole store.
+        {
+            let store = store.clone();
+            let walk = std::thread::Builder::new().name("pier-walk".into()).spawn(move || {
+                if let Err(e) = store.sweep_unreferenced() {
+                    log::warn!("consistency walk stopped: {e} (it runs again at the next start)");
+                }
+            });
+            if let Err(e) = walk {
+                log::warn!("consistency walk not started: {e} (it runs at the next start)");
+            }
+        }
         let repos = store.repo_count().unwrap_or(0);
         let serving = format!("serving {repos} repositories on {}", addrs.join(", "));
         notifier.ready(&serving);
         let drain = config.drain_timeout;
-        let state = Arc::new(State::new(store, config, auth.clone()));
+        let state = Arc::new(State::new(store.clone(), config, auth.clone()));
         tokio::spawn(reload_loop(signals.hup, config_path, auth, certs, notifier.clone(), state.clone()));
         if let Some(every) = systemd::watchdog_interval() {
             let probe_addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
@@ -175,9 +194,16 @@ pub fn run(args: &[OsString]) -> i32 {
                 return 1;
             }
         }
-        match server::serve(state, listeners, tls, stop_signal(signals.term, signals.int, notifier.clone()), drain)
-            .await
-        {
+        let served =
+            server::serve(state, listeners, tls, stop_signal(signals.term, signals.int, notifier.clone()), drain).await;
+        // Requests are done: write every index.json still due, so a clean stop leaves each
+        // layout current (a second stop signal exits before this; the next start catches up).
+        match tokio::task::spawn_blocking(move || store.stop_index_writer()).await {
+            Ok(Ok(n)) => log::debug!("{n} index.json written at shutdown"),
+            Ok(Err(e)) => log::error!("index.json not written at shutdown (rewritten at the next start): {e}"),
+            Err(e) => log::error!("index.json not written at shutdown (rewritten at the next start): {e}"),
+        }
+        match served {
             Ok(()) => 0,
             Err(e) => {
                 log::error!("server failed: {e}");

@@ -30,6 +30,22 @@ impl Page {
 }
 
 impl Store {
+    /// Every key of a table keyed by name (repositories, upload ids), in order: for sweeps over
+    /// a whole table, not for request paths.
+    pub(super) fn keys<V: redb::Value + 'static>(
+        &self,
+        table: redb::TableDefinition<&'static str, V>,
+    ) -> Result<Vec<String>> {
+        use redb::ReadableTable;
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table)?;
+        let mut keys = Vec::new();
+        for e in t.iter()? {
+            keys.push(e?.0.value().to_string());
+        }
+        Ok(keys)
+    }
+
     pub fn repo_count(&self) -> Result<u64> {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(REPOS)?.len()?)

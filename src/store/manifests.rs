@@ -4,13 +4,17 @@
 //! A manifest is only recorded when every blob and child manifest it references is in the
 //! repository (checked before writing anything, and again inside the transaction, under the
 //! write lock, because a concurrent delete may have removed a reference meanwhile).
+//!
+//! Every change of a repository's manifests or tags marks its `index.json` as lagging in the
+//! same transaction (`store::index`); the file itself is rewritten later, off the request path,
+//! so these operations cost the same however many tags and manifests the repository has.
 
 use std::fs;
 
 use redb::ReadableTable;
 
 use super::error::{gone_as, Result, StoreError};
-use super::meta::{ManifestRecord, MANIFESTS, REFERRERS, REPOS, REPO_BLOBS, TAGS};
+use super::meta::{ManifestRecord, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPOS, REPO_BLOBS, TAGS};
 use super::Store;
 use crate::core::manifest::Descriptor;
 use crate::core::{Digest, Manifest, RepoName, Tag};
@@ -133,15 +137,21 @@ impl Store {
         txn.open_table(MANIFESTS)?.insert((repo.as_str(), digest.as_str()), record.encode().as_slice())?;
         {
             let mut t = txn.open_table(TAGS)?;
+            let mut by_manifest = txn.open_table(MANIFEST_TAGS)?;
             for tag in tags {
-                t.insert((repo.as_str(), tag.as_str()), digest.as_str())?;
+                let before = t.insert((repo.as_str(), tag.as_str()), digest.as_str())?.map(|d| d.value().to_string());
+                if let Some(before) = before {
+                    by_manifest.remove((repo.as_str(), before.as_str(), tag.as_str()))?;
+                }
+                by_manifest.insert((repo.as_str(), digest.as_str(), tag.as_str()), ())?;
             }
         }
         if let Some(s) = &manifest.subject {
             txn.open_table(REFERRERS)?.insert((repo.as_str(), s.digest.as_str(), digest.as_str()), ())?;
         }
+        Self::mark_index_dirty(&txn, repo)?;
         self.disk.commit(txn)?;
-        self.write_index(repo)?;
+        self.indexes.changed();
         Ok(())
     }
 
@@ -149,11 +159,14 @@ impl Store {
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
         let _guard = self.lock();
         let txn = self.db.begin_write()?;
-        if txn.open_table(TAGS)?.remove((repo.as_str(), tag.as_str()))?.is_none() {
+        let removed = txn.open_table(TAGS)?.remove((repo.as_str(), tag.as_str()))?.map(|d| d.value().to_string());
+        let Some(digest) = removed else {
             return Err(Self::unknown_in_write(&txn, repo, StoreError::ManifestUnknown)?);
-        }
+        };
+        txn.open_table(MANIFEST_TAGS)?.remove((repo.as_str(), digest.as_str(), tag.as_str()))?;
+        Self::mark_index_dirty(&txn, repo)?;
         self.disk.commit(txn)?;
-        self.write_index(repo)?;
+        self.indexes.changed();
         Ok(())
     }
 
@@ -166,29 +179,32 @@ impl Store {
             None => return Err(Self::unknown_in_write(&txn, repo, StoreError::ManifestUnknown)?),
         };
         {
-            let mut tags = txn.open_table(TAGS)?;
+            // The manifest's own tags, found by key: no scan of the repository's tags.
+            let (r, d) = (repo.as_str(), digest.as_str());
+            let mut by_manifest = txn.open_table(MANIFEST_TAGS)?;
             let mut doomed = Vec::new();
-            for entry in tags.range::<(&str, &str)>((repo.as_str(), "")..)? {
-                let (k, v) = entry?;
-                let (r, t) = k.value();
-                if r != repo.as_str() {
+            for entry in by_manifest.range::<(&str, &str, &str)>((r, d, "")..)? {
+                let (k, _) = entry?;
+                let (kr, kd, t) = k.value();
+                if kr != r || kd != d {
                     break;
                 }
-                if v.value() == digest.as_str() {
-                    doomed.push(t.to_string());
-                }
+                doomed.push(t.to_string());
             }
+            let mut tags = txn.open_table(TAGS)?;
             for t in doomed {
-                tags.remove((repo.as_str(), t.as_str()))?;
+                tags.remove((r, t.as_str()))?;
+                by_manifest.remove((r, d, t.as_str()))?;
             }
         }
         if let Some(subject) = record.as_ref().and_then(|r| r.subject.clone()) {
             txn.open_table(REFERRERS)?.remove((repo.as_str(), subject.as_str(), digest.as_str()))?;
         }
         let unlinked = Self::unrecord_repo_blob(&txn, repo, digest)?;
+        Self::mark_index_dirty(&txn, repo)?;
         self.disk.commit(txn)?;
+        self.indexes.changed();
         self.remove_blob_files(repo, digest, unlinked)?;
-        self.write_index(repo)?;
         Ok(())
     }
 

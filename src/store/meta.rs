@@ -9,8 +9,14 @@
 //!   are a blob of the repository) and every blob it references was in the repository when it
 //!   was stored.
 //! - `TAGS[(repo, tag)] = digest` ⇒ `MANIFESTS[(repo, digest)]` exists.
+//! - `TAGS[(repo, tag)] = digest` ⇔ `MANIFEST_TAGS[(repo, digest, tag)]` (the same rows, keyed
+//!   by manifest, so that deleting a manifest finds its tags without a scan of the repository's).
 //! - `REFERRERS[(repo, subject, referrer)]` ⇒ `MANIFESTS[(repo, referrer)]` exists and its
 //!   subject is `subject` (the subject itself need not exist).
+//! - `REPOS[repo]` and no `INDEX_DIRTY[repo]` ⇒ `repositories/<repo>/index.json` is what the
+//!   metadata describes (`store::index`). Every transaction that changes a repository's
+//!   manifests or tags sets `INDEX_DIRTY[repo]` itself; the mark goes only after the file was
+//!   rewritten from a snapshot that held that very mark.
 
 use std::collections::BTreeMap;
 
@@ -30,10 +36,16 @@ pub const REPO_BLOBS: TableDefinition<(&str, &str), u64> = TableDefinition::new(
 pub const MANIFESTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("manifests");
 /// (repo, tag) → manifest digest.
 pub const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags");
+/// (repo, manifest digest, tag) → (): `TAGS` by manifest.
+pub const MANIFEST_TAGS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("manifest_tags");
 /// (repo, subject digest, referrer manifest digest) → ().
 pub const REFERRERS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("referrers");
 /// upload uuid → (repo, digest algorithm, start time in unix seconds).
 pub const UPLOADS: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::new("uploads");
+/// repo → change count: the repository's `index.json` lags its metadata and is due for a
+/// rewrite (by the background index writer, the shutdown flush or the next start). The count
+/// goes up with every change, so that a rewrite from an older snapshot leaves the mark.
+pub const INDEX_DIRTY: TableDefinition<&str, u64> = TableDefinition::new("index_dirty");
 
 /// What the registry remembers about a stored manifest (its bytes live in the blob files).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -4,8 +4,10 @@
 //! linked *before* one short redb write transaction makes them visible; deletions run the other
 //! way round (transaction first, unlink after). Metadata therefore only ever points at complete
 //! files, and a crash at any instant leaves at most unreferenced files, which [`Store::open`]
-//! sweeps away (see [`recovery`]). No path and no file handle leaves this module: callers get
-//! typed values ([`BlobReader`], [`UploadSession`], [`Descriptor`](crate::core::manifest::Descriptor)).
+//! sweeps away (see [`recovery`]). Each repository's `index.json` is derived data, written off
+//! the request path by a background writer ([`index`]). No path and no file handle leaves this
+//! module: callers get typed values ([`BlobReader`], [`UploadSession`],
+//! [`Descriptor`](crate::core::manifest::Descriptor)).
 //!
 //! All methods are blocking (the HTTP layer calls them from blocking threads), except
 //! [`UploadSession::claim`], a future that waits for exclusive use of an upload session and
@@ -16,8 +18,9 @@
 //! failure), `space` (the free-space reserve), [`layout`] (paths of the data directory), [`meta`] (the redb
 //! schema and its invariants), [`blobs`] (blob links, reads, mounts, deletes), [`manifests`]
 //! (manifests, tags, referrers), [`listing`] (catalog and tag pages), [`index`] (each
-//! repository's `index.json`), [`upload`] (upload sessions), `upload_writer` (how upload bytes
-//! reach the disk), [`recovery`] (the start-up sweep), [`check`] (the invariant checker).
+//! repository's `index.json` and its background writer), [`upload`] (upload sessions),
+//! `upload_writer` (how upload bytes reach the disk), [`recovery`] (the start-up sweep),
+//! [`check`] (the invariant checker).
 
 pub mod blobs;
 pub mod check;
@@ -39,13 +42,15 @@ mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use database::MetaDb;
 use disk::Disk;
+use index::IndexWriter;
 use layout::Paths;
-use meta::{BLOBS, MANIFESTS, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS};
+use meta::{BLOBS, INDEX_DIRTY, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS};
+use redb::{ReadableTable, TableHandle};
 use space::FreeSpace;
 
 pub use blobs::BlobReader;
@@ -66,13 +71,24 @@ pub struct Store {
     space: FreeSpace,
     /// Upload sessions touched since start; others are loaded from `UPLOADS` on demand.
     sessions: Mutex<HashMap<String, UploadSession>>,
-    /// Serialises every (file link/unlink + metadata transaction + index.json) sequence, so that a
-    /// concurrent delete can never interleave between a push's link and its transaction.
+    /// Serialises every (file link/unlink + metadata transaction) sequence, so that a concurrent
+    /// delete can never interleave between a push's link and its transaction. Only O(1) work per
+    /// object runs under it: `index.json` files are written by the index writer, outside it.
     /// Invariant, kept under this lock: the global file `blobs/<alg>/<hex>` exists whenever
     /// `BLOBS[digest]` counts at least one link. It is created only by `blobs::commit_blob_file`
     /// (uploads and manifests alike), and removed when a delete takes away the last link (or by
     /// the start-up sweep, for what a crash left unreferenced), always while holding this lock.
     write_lock: Mutex<()>,
+    /// The background writer of `index.json` files (see [`index`]); shared with its thread.
+    indexes: Arc<IndexWriter>,
+}
+
+impl Drop for Store {
+    /// Ends the index writer's thread (it holds no reference to the store; what is still marked
+    /// is written at the next start).
+    fn drop(&mut self) {
+        self.indexes.stop();
+    }
 }
 
 pub fn now_unix() -> u64 {
@@ -80,7 +96,9 @@ pub fn now_unix() -> u64 {
 }
 
 impl Store {
-    /// Opens (or creates) the data directory, then sweeps what a crash may have left behind.
+    /// Opens (or creates) the data directory and makes its uploads consistent; what else a
+    /// crash may have left is for [`Store::sweep_unreferenced`], which the caller runs while it
+    /// serves (see `recovery`).
     pub fn open(root: &Path) -> Result<Store> {
         Self::open_on(root, Disk::default())
     }
@@ -95,18 +113,47 @@ impl Store {
         let db = MetaDb::open(paths.db())?;
         {
             let txn = db.begin_write()?;
+            let existing: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
+            let missing = |name: &str| !existing.iter().any(|t| t == name);
+            // A data directory from before `INDEX_DIRTY` existed: every index.json is due once
+            // (the old start-up rewrote them all), so that a crash of the old version is healed.
+            if missing(INDEX_DIRTY.name()) {
+                let mut marks = txn.open_table(INDEX_DIRTY)?;
+                for e in txn.open_table(REPOS)?.iter()? {
+                    marks.insert(e?.0.value(), 1)?;
+                }
+            }
+            // ... or before `MANIFEST_TAGS`: built once from `TAGS`.
+            if missing(MANIFEST_TAGS.name()) {
+                let mut by_manifest = txn.open_table(MANIFEST_TAGS)?;
+                for e in txn.open_table(TAGS)?.iter()? {
+                    let (k, v) = e?;
+                    let (repo, tag) = k.value();
+                    by_manifest.insert((repo, v.value(), tag), ())?;
+                }
+            }
             txn.open_table(REPOS)?;
             txn.open_table(BLOBS)?;
             txn.open_table(REPO_BLOBS)?;
             txn.open_table(MANIFESTS)?;
             txn.open_table(TAGS)?;
+            txn.open_table(MANIFEST_TAGS)?;
             txn.open_table(REFERRERS)?;
             txn.open_table(UPLOADS)?;
+            txn.open_table(INDEX_DIRTY)?;
             disk.commit(txn)?;
         }
         let space = FreeSpace::new(root);
-        let store = Store { paths, db, disk, space, sessions: Mutex::new(HashMap::new()), write_lock: Mutex::new(()) };
-        store.sweep()?;
+        let store = Store {
+            paths,
+            db,
+            disk,
+            space,
+            sessions: Mutex::new(HashMap::new()),
+            write_lock: Mutex::new(()),
+            indexes: Arc::new(IndexWriter::new()),
+        };
+        store.recover()?;
         Ok(store)
     }
 

@@ -8,6 +8,8 @@
 //! - after a crash the store is reopened (start-up sweep) and must be consistent and clean
 //!   (`Store::check`), show the operation wholly done or not at all, keep everything that was
 //!   acknowledged before, and (scenario by scenario) let the client finish what it started;
+//!   once the index writer has had its pass (`Store::flush_indexes`), no `index.json` is due
+//!   and every one says what the metadata says;
 //! - after an I/O error the *running* store must show no broken invariant and the operation
 //!   wholly done or not at all; the same operation retried must then succeed, and a reopened
 //!   store must be clean.
@@ -23,7 +25,7 @@ use redb::ReadableTable;
 
 use super::disk::faults::{Fault, FaultPlan};
 use super::disk::{Disk, Step};
-use super::meta::{MANIFESTS, REFERRERS, REPO_BLOBS, TAGS};
+use super::meta::{INDEX_DIRTY, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPO_BLOBS, TAGS};
 use super::{Problem, Result, SessionClaim, Store, StoreError, UploadSession};
 use crate::core::{Algorithm, Digest, Manifest, RepoName, Tag};
 
@@ -43,8 +45,12 @@ fn sha256(bytes: &[u8]) -> Digest {
     Digest::of(Algorithm::Sha256, bytes)
 }
 
+/// Opens the store and runs the consistency walk to its end, as `pier serve` does in the
+/// background: after it, `check` must find nothing.
 fn open(dir: &Path, plan: Option<Arc<FaultPlan>>) -> Result<Store> {
-    Store::open_on(dir, plan.map(Disk::with_faults).unwrap_or_default())
+    let store = Store::open_on(dir, plan.map(Disk::with_faults).unwrap_or_default())?;
+    store.sweep_unreferenced()?;
+    Ok(store)
 }
 
 fn claim(session: &UploadSession) -> SessionClaim {
@@ -135,9 +141,25 @@ fn observe(store: &Store) -> BTreeMap<String, String> {
     seen
 }
 
-/// Findings that are more than garbage or a stale `index.json`.
+/// Findings that are more than garbage.
 fn broken(problems: &[Problem]) -> Vec<&Problem> {
     problems.iter().filter(|p| p.is_broken()).collect()
+}
+
+/// Repositories whose `index.json` is due for a rewrite.
+fn marked(store: &Store) -> Vec<String> {
+    let txn = store.db.begin_read().unwrap();
+    let marks = txn.open_table(INDEX_DIRTY).unwrap();
+    marks.iter().unwrap().map(|e| e.unwrap().0.value().to_string()).collect()
+}
+
+/// What the index writer does after a change: one pass; then nothing is due and the store is
+/// clean (every `index.json` unmarked, so `check` compares each with its metadata).
+#[track_caller]
+fn settle(store: &Store, what: &str) {
+    store.flush_indexes().unwrap_or_else(|e| panic!("{what}: index flush: {e}"));
+    assert_eq!(marked(store), Vec::<String>::new(), "{what}: index.json still due after a flush");
+    assert_eq!(store.check(true).unwrap(), vec![], "{what}: after the index flush");
 }
 
 /// Durability order of a fault-free run: a file is fsynced before it is linked or renamed
@@ -190,6 +212,7 @@ fn every_step<F>(
     assert!(steps > 0, "{name}: no step recorded");
     assert_durable_order(name, &plan.trace());
     assert_eq!(store.check(true).unwrap(), vec![], "{name}: fault-free run");
+    settle(&store, name);
     drop(store);
     eprintln!("{name}: {steps} steps x 3 faults");
 
@@ -221,6 +244,7 @@ fn every_step<F>(
                         assert_eq!(observe(&store), after, "{what} ({step:?}): not finished after the crash");
                     }
                     assert_eq!(store.check(true).unwrap(), vec![], "{what} ({step:?}): at the end");
+                    settle(&store, &format!("{what} ({step:?})"));
                 }
                 Fault::Error(_) => {
                     let live = store.check(true).unwrap();
@@ -240,6 +264,7 @@ fn every_step<F>(
                     let store = open(dir.path(), None).unwrap();
                     assert_eq!(store.check(true).unwrap(), vec![], "{what} ({step:?}): after reopening");
                     assert_eq!(observe(&store), after, "{what} ({step:?}): after reopening");
+                    settle(&store, &format!("{what} ({step:?})"));
                 }
             }
         }
@@ -529,4 +554,177 @@ fn check_finds_broken_invariants_and_garbage() {
     let f = std::path::PathBuf::from("/d/f");
     let bad = vec![Step::Create(f.clone()), Step::Link(f.clone(), "/e/g".into()), Step::Fsync(f.clone())];
     assert!(std::panic::catch_unwind(|| assert_durable_order("bad", &bad)).is_err());
+}
+
+/// Two repositories with a tagged manifest each, both due for an `index.json` rewrite.
+fn two_marked_repositories(s: &Store) {
+    let (config, layer) = (data(80, 30), data(300, 31));
+    let manifest = image_manifest(&config, &layer, None);
+    for name in ["idx/a", "idx/b"] {
+        let r = repo(name);
+        push(s, &r, &config).unwrap();
+        push(s, &r, &layer).unwrap();
+        put_manifest(s, &r, &manifest, Some("v1")).unwrap();
+    }
+    assert_eq!(marked(s), ["idx/a", "idx/b"]);
+}
+
+/// The index writer's pass, every step x fault: whatever fails, no `index.json` is ever stale
+/// without its mark, and the next pass (running store or reopened) finishes the job.
+#[test]
+fn index_flush_every_step() {
+    let steps = {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Arc::new(FaultPlan::record());
+        let store = open(dir.path(), Some(plan.clone())).unwrap();
+        two_marked_repositories(&store);
+        plan.arm();
+        assert_eq!(store.flush_indexes().unwrap(), 2, "both index.json files rewritten");
+        assert_durable_order("index flush", &plan.trace());
+        assert_eq!(marked(&store), Vec::<String>::new());
+        assert_eq!(store.check(true).unwrap(), vec![]);
+        plan.steps()
+    };
+    assert!(steps >= 10, "{steps}");
+    for n in 1..=steps {
+        for fault in [Fault::Crash, Fault::Error(EIO), Fault::Error(ENOSPC)] {
+            let what = format!("index flush: {fault:?} at step {n} of {steps}");
+            let dir = tempfile::tempdir().unwrap();
+            let plan = Arc::new(FaultPlan::new(n, fault));
+            let store = open(dir.path(), Some(plan.clone())).unwrap();
+            two_marked_repositories(&store);
+            plan.arm();
+            let result = store.flush_indexes();
+            let step = plan.trace().get(n - 1).cloned();
+            assert!(result.is_err(), "{what} ({step:?}): the failure was not reported");
+            if fault != Fault::Crash {
+                let live = store.check(true).unwrap();
+                assert_eq!(broken(&live), Vec::<&Problem>::new(), "{what} ({step:?}): running store");
+                settle(&store, &what);
+            }
+            drop(store);
+            let store = open(dir.path(), None).unwrap();
+            assert_eq!(store.check(true).unwrap(), vec![], "{what} ({step:?}): after reopening");
+            settle(&store, &what);
+        }
+    }
+}
+
+/// `check` accepts a lagging `index.json` only while its repository is marked.
+#[test]
+fn check_tells_a_due_index_from_a_stale_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), None).unwrap();
+    let (config, layer) = (data(90, 32), data(400, 33));
+    let manifest = image_manifest(&config, &layer, None);
+    let r = repo("app");
+    push(&store, &r, &config).unwrap();
+    let empty = std::fs::read(store.paths.index(&r)).unwrap();
+    push(&store, &r, &layer).unwrap();
+    put_manifest(&store, &r, &manifest, Some("v1")).unwrap();
+    // The push answered before the file was rewritten: it lags, and that is fine while marked.
+    assert_eq!(marked(&store), ["app"]);
+    assert_eq!(std::fs::read(store.paths.index(&r)).unwrap(), empty);
+    assert_eq!(store.check(true).unwrap(), vec![]);
+    settle(&store, "after the push");
+    let current = std::fs::read(store.paths.index(&r)).unwrap();
+    assert!(String::from_utf8_lossy(&current).contains(r#""org.opencontainers.image.ref.name": "v1""#));
+    // Stale without a mark: broken.
+    std::fs::write(store.paths.index(&r), &empty).unwrap();
+    let found = store.check(false).unwrap();
+    assert_eq!(broken(&found).len(), 1, "{found:?}");
+    std::fs::write(store.paths.index(&r), &current).unwrap();
+    // Re-pointing a tag keeps MANIFEST_TAGS in step (check compares it with TAGS).
+    let other = image_manifest(&config, &layer, Some((&sha256(&manifest), manifest.len())));
+    put_manifest(&store, &r, &other, Some("v1")).unwrap();
+    put_manifest(&store, &r, &manifest, Some("v1")).unwrap();
+    settle(&store, "after re-pointing v1 twice");
+    {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(MANIFEST_TAGS).unwrap().insert(("app", sha256(&other).as_str(), "v1"), ()).unwrap();
+        txn.commit().unwrap();
+    }
+    assert_eq!(broken(&store.check(false).unwrap()).len(), 1, "a MANIFEST_TAGS row without its tag");
+    {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(MANIFEST_TAGS).unwrap().remove(("app", sha256(&other).as_str(), "v1")).unwrap();
+        txn.commit().unwrap();
+    }
+    store.delete_manifest(&r, &sha256(&other)).unwrap();
+    settle(&store, "after deleting the untagged manifest");
+    // A tag delete and a manifest delete mark the repository too.
+    store.delete_tag(&r, &Tag::parse("v1").unwrap()).unwrap();
+    assert_eq!(marked(&store), ["app"]);
+    settle(&store, "after the tag delete");
+    store.delete_manifest(&r, &sha256(&manifest)).unwrap();
+    assert_eq!(marked(&store), ["app"]);
+    settle(&store, "after the manifest delete");
+    assert_eq!(std::fs::read(store.paths.index(&r)).unwrap(), empty);
+}
+
+/// A data directory written before `INDEX_DIRTY` existed may hold a stale `index.json` (the
+/// old start-up rewrote them all): the first open marks every repository.
+#[test]
+fn a_data_directory_without_index_marks_gets_every_index_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, layer) = (data(95, 34), data(450, 35));
+    let manifest = image_manifest(&config, &layer, None);
+    let r = repo("old");
+    let stale = {
+        let store = open(dir.path(), None).unwrap();
+        push(&store, &r, &config).unwrap();
+        let stale = std::fs::read(store.paths.index(&r)).unwrap();
+        push(&store, &r, &layer).unwrap();
+        put_manifest(&store, &r, &manifest, Some("v1")).unwrap();
+        settle(&store, "before");
+        stale
+    };
+    std::fs::write(dir.path().join("repositories/old/index.json"), &stale).unwrap();
+    {
+        let db = redb::Database::create(dir.path().join("meta.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(INDEX_DIRTY).unwrap());
+        assert!(txn.delete_table(MANIFEST_TAGS).unwrap());
+        txn.commit().unwrap();
+    }
+    let store = open(dir.path(), None).unwrap();
+    assert_eq!(marked(&store), ["old"]);
+    // check compares MANIFEST_TAGS with TAGS: rebuilt.
+    assert_eq!(store.check(true).unwrap(), vec![]);
+    settle(&store, "after the upgrade");
+    assert_ne!(std::fs::read(store.paths.index(&r)).unwrap(), stale);
+    // The rebuilt table finds the manifest's tag.
+    store.delete_manifest(&r, &sha256(&manifest)).unwrap();
+    assert!(store.resolve_tag(&r, &Tag::parse("v1").unwrap()).is_err());
+    settle(&store, "after the delete");
+}
+
+/// The background writer rewrites a changed repository's `index.json` within a bound, and
+/// stopping it writes what is still due.
+#[test]
+fn index_writer_catches_up_and_flushes_when_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path(), None).unwrap());
+    let (config, layer) = (data(85, 36), data(350, 37));
+    let manifest = image_manifest(&config, &layer, None);
+    let r = repo("bg");
+    push(&store, &r, &config).unwrap();
+    push(&store, &r, &layer).unwrap();
+    store.start_index_writer().unwrap();
+    put_manifest(&store, &r, &manifest, Some("v1")).unwrap();
+    let started = std::time::Instant::now();
+    while !marked(&store).is_empty() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "index.json not written within 5 s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(store.check(true).unwrap(), vec![]);
+    // A burst of changes, then a stop right away: the stop writes what is due.
+    for t in ["v2", "v3", "v4"] {
+        put_manifest(&store, &r, &manifest, Some(t)).unwrap();
+    }
+    store.stop_index_writer().unwrap();
+    assert_eq!(marked(&store), Vec::<String>::new());
+    assert_eq!(store.check(true).unwrap(), vec![]);
+    let index = String::from_utf8(std::fs::read(store.paths.index(&r)).unwrap()).unwrap();
+    assert!(index.contains(r#""org.opencontainers.image.ref.name": "v4""#), "{index}");
 }

@@ -1582,7 +1582,7 @@ fn storage_layout_per_repository() {
 
     let layout: Value = serde_json::from_slice(&std::fs::read(dir.join("oci-layout")).expect("oci-layout")).unwrap();
     assert_eq!(layout["imageLayoutVersion"], "1.0.0");
-    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("index.json")).unwrap();
+    let index = settled_layout(&p, "team/app").index;
     assert_eq!(index["schemaVersion"], 2);
     let entries = index["manifests"].as_array().expect("index.json manifests");
     let e = entries
@@ -1622,8 +1622,7 @@ fn storage_index_json_tracks_tags() {
     let m = p.get("/v2/r/manifests/v1").body;
     push_manifest(&p, "r", "stable", OCI_MANIFEST, &m);
     let names = |p: &Pier| -> BTreeSet<String> {
-        let index: Value =
-            serde_json::from_slice(&std::fs::read(repo_dir(p, "r").join("index.json")).unwrap()).unwrap();
+        let index = settled_layout(p, "r").index;
         index["manifests"]
             .as_array()
             .unwrap()
@@ -1638,6 +1637,39 @@ fn storage_index_json_tracks_tags() {
     let r = p.req("DELETE", "/v2/r/manifests/stable", &[], b"");
     assert_status(&r, 202);
     assert_eq!(names(&p), BTreeSet::from(["v1".to_string()]));
+}
+
+/// `index.json` is written off the request path; a clean stop writes whatever is still due, and
+/// a `kill -9` right after a change is caught up after the restart.
+#[test]
+fn storage_index_json_written_at_stop_and_after_a_kill() {
+    let mut p = Pier::start();
+    push_image(&p, "r", "v1", &[b"index at stop"]);
+    let m = p.get("/v2/r/manifests/v1").body;
+    let tagged = |p: &Pier, names: &[String]| {
+        let query: Vec<String> = names[1..].iter().map(|t| format!("tag={t}")).collect();
+        let r = p.req(
+            "PUT",
+            &format!("/v2/r/manifests/{}?{}", names[0], query.join("&")),
+            &[("Content-Type", OCI_MANIFEST)],
+            &m,
+        );
+        assert_status(&r, 201);
+    };
+    let on_disk = |p: &Pier| -> BTreeSet<String> { read_layout(&repo_dir(p, "r")).tags().into_iter().collect() };
+    let mut want: BTreeSet<String> = BTreeSet::from(["v1".to_string()]);
+    let batch: Vec<String> = (0..300).map(|i| format!("t{i}")).collect();
+    tagged(&p, &batch);
+    want.extend(batch);
+    p.stop();
+    assert_eq!(on_disk(&p), want, "index.json after a clean stop");
+    p.restart();
+    let batch: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    tagged(&p, &batch);
+    want.extend(batch);
+    p.kill9();
+    p.restart();
+    assert_eq!(settled_layout(&p, "r").tags().into_iter().collect::<BTreeSet<_>>(), want);
 }
 
 #[test]
@@ -1833,7 +1865,7 @@ fn concurrent_tagging_keeps_every_tag() {
     assert!(results.iter().all(|(s, _)| *s == 201), "{results:?}");
     let expected: Vec<String> = (0..16).map(|i| format!("t{i:02}")).collect();
     assert_eq!(tags_of(&p, "r"), expected);
-    let index: Value = serde_json::from_slice(&std::fs::read(repo_dir(&p, "r").join("index.json")).unwrap()).unwrap();
+    let index = settled_layout(&p, "r").index;
     let mut names: Vec<String> = index["manifests"]
         .as_array()
         .unwrap()
@@ -1864,7 +1896,7 @@ fn moving_a_tag() {
     let r = p.get(&format!("/v2/r/manifests/{d1}"));
     assert_status(&r, 200);
     assert_eq!(r.body, m1);
-    let index: Value = serde_json::from_slice(&std::fs::read(repo_dir(&p, "r").join("index.json")).unwrap()).unwrap();
+    let index = settled_layout(&p, "r").index;
     let v1: Vec<&Value> = index["manifests"]
         .as_array()
         .unwrap()
@@ -2293,7 +2325,7 @@ fn index_json_forgets_deleted_manifests() {
     push_manifest(&p, "r", "alias", OCI_MANIFEST, &m1);
     let d2 = push_image(&p, "r", "v2", &[b"two"]);
     assert_status(&p.req("DELETE", &format!("/v2/r/manifests/{d1}"), &[], b""), 202);
-    let index: Value = serde_json::from_slice(&std::fs::read(repo_dir(&p, "r").join("index.json")).unwrap()).unwrap();
+    let index = settled_layout(&p, "r").index;
     let entries = index["manifests"].as_array().unwrap();
     assert!(entries.iter().all(|e| e["digest"] != d1), "index.json still lists the deleted manifest: {index}");
     assert!(entries.iter().any(|e| e["digest"] == d2 && e["annotations"]["org.opencontainers.image.ref.name"] == "v2"));
@@ -2526,7 +2558,7 @@ fn concurrent_moves_of_one_tag() {
     let d = sha256_digest(&r.body);
     assert_eq!(r.header("docker-content-digest"), Some(d.as_str()));
     assert_eq!(tags_of(&p, "r"), vec!["latest"]);
-    let index: Value = serde_json::from_slice(&std::fs::read(repo_dir(&p, "r").join("index.json")).unwrap()).unwrap();
+    let index = settled_layout(&p, "r").index;
     let latest: Vec<&Value> = index["manifests"]
         .as_array()
         .unwrap()
@@ -2997,8 +3029,7 @@ fn foreign_layers_are_accepted_without_their_blobs() {
         assert_status(&p.req("HEAD", &format!("/v2/win/manifests/{d}"), &[], b""), 200);
     }
     assert_eq!(tags_of(&p, "win"), ["docker", "oci"]);
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(p.root.join("repositories/win/index.json")).unwrap()).unwrap();
+    let index = settled_layout(&p, "win").index;
     assert_eq!(index["manifests"].as_array().map(Vec::len), Some(2), "{index}");
 
     // Without URLs a non-distributable layer is an ordinary blob: it must be in the repository.

@@ -207,6 +207,7 @@ fn kill9_during_manifest_put() {
     // The repository still works normally, and its on-disk layout is consistent.
     push_manifest(&p, repo, "b", OCI_MANIFEST, &b.manifest);
     assert_pulls_identical(&p, repo, "b", &b);
+    settled_layout(&p, repo);
     let tags = assert_layout_consistent(&p.root.join("repositories").join(repo));
     assert!(tags.contains(&"a".to_string()) && tags.contains(&"b".to_string()), "on-disk tags: {tags:?}");
     let (disk, _keep) = disk_layout_copy(&p, repo, "a", false);
@@ -254,6 +255,7 @@ fn kill9_after_each_push_loop() {
         r.json()["tags"].as_array().expect("tags").iter().map(|t| t.as_str().unwrap().to_string()).collect();
     tags.sort();
     assert_eq!(tags, ["v0", "v1", "v2", "v3", "v4"]);
+    settled_layout(&p, repo);
     let on_disk = assert_layout_consistent(&p.root.join("repositories").join(repo));
     assert_eq!(on_disk, ["v0", "v1", "v2", "v3", "v4"], "on-disk index.json tags");
     let (disk, _keep) = disk_layout_copy(&p, repo, "v4", false);
@@ -300,6 +302,7 @@ fn kill9_during_skopeo_push() {
     // Pushing again completes the image (reusing whatever blobs did make it).
     push_with_skopeo(&p, repo, "v1", &img);
     assert_pulls_identical(&p, repo, "v1", &img);
+    settled_layout(&p, repo);
     assert_layout_consistent(&p.root.join("repositories").join(repo));
     assert_store_blobs_complete(&p.root);
     assert_store_links_consistent(&p.root);
@@ -614,4 +617,29 @@ fn crash_during_writes_leaves_consistent_state() {
     assert!(tagged > 0, "no tag was pushed before the kill");
     // And the registry keeps working.
     push_image(&p, "r0", "after", &[b"after crash"]);
+}
+
+/// Start-up does not wait for the consistency walk: with 30,000 unreferenced files left in the
+/// store (what many crashes could leave), pier answers `GET /v2/` while the walk is still going,
+/// and once the walk is over every one of them is gone and the store is consistent.
+#[test]
+fn the_first_request_does_not_wait_for_the_consistency_walk() {
+    let mut p = Pier::start();
+    let data = random_bytes(10_000, 96);
+    let kept = push_blob(&p, "kept", &data);
+    p.kill9();
+    let dir = p.root.join("blobs/sha256");
+    for i in 0..30_000u32 {
+        let name = format!("{:064x}", u128::from(i) * 0x9e37_79b9_7f4a_7c15 + 1);
+        std::fs::write(dir.join(name), b"stray").unwrap();
+    }
+    p.serve(&[]);
+    let r = p.get("/v2/");
+    assert_eq!(r.status, 200);
+    assert!(!p.run_log().contains("consistency walk:"), "the first answer came after the whole walk:\n{}", p.run_log());
+    p.wait_walked();
+    assert!(p.run_log().contains("30000 unreferenced file(s) removed"), "{}", p.run_log());
+    assert_eq!(files_under(&dir).len(), 1, "only the referenced blob stays");
+    assert_eq!(p.get(&format!("/v2/kept/blobs/{kept}")).body, data);
+    assert_store_links_consistent(&p.root);
 }

@@ -334,6 +334,7 @@ fn reserved_layout_components() {
     // least never corrupt the parent repository).
     let p = Pier::start();
     let md = push_image(&p, "a", "v1", &[b"parent layer"]);
+    settled_layout(&p, "a");
     let idx_before = std::fs::read(p.root.join("repositories/a/index.json")).unwrap();
     for n in ["a/blobs", "a/index.json", "a/oci-layout", "a/blobs/sha256"] {
         let r = p.req("PUT", &format!("/v2/{n}/manifests/x"), &[("Content-Type", OCI_INDEX)], &empty_index());

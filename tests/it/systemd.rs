@@ -174,7 +174,8 @@ fn notify_status_ready_watchdog_and_stopping() {
         value(&ready, "STATUS").is_some_and(|s| s.starts_with("serving")),
         "READY=1 should come with STATUS=serving ...: {ready:?}"
     );
-    // Start-up recovery removed the stray file and said so.
+    // The consistency walk (in the background once pier serves) removed the stray file and said so.
+    d.wait_walked();
     assert!(!stray_path.exists(), "the unreferenced blob file survived start-up");
     let log = d.run_log().to_ascii_lowercase();
     assert!(log.contains("sweep") || log.contains("recover"), "start-up recovery not logged:\n{log}");

@@ -177,7 +177,7 @@ fn skopeo_docker_schema2_roundtrip() {
     // pier's on-disk layout holds the Docker manifest as is, with all its blobs. (Not read back
     // with `skopeo copy oci:…`: containers/image's oci: transport only resolves tags whose
     // index.json descriptor has an OCI media type, so Docker-format images can't be read by tag.)
-    let disk = read_layout(&p.root.join("repositories").join(repo));
+    let disk = settled_layout(&p, repo);
     assert_layout_consistent(&p.root.join("repositories").join(repo));
     let (mt, bytes) = disk.tagged("v1");
     assert_eq!(mt, DOCKER_MANIFEST, "media type in the on-disk index.json");
@@ -329,7 +329,7 @@ fn skopeo_delete_then_inspect_fails() {
         assert_eq!(get_manifest(p, repo, "gone").status, 404, "tag of the deleted manifest");
         assert_eq!(list_tags(p, repo), ["keep"], "list-tags after delete");
         assert_pulls_identical(p, repo, "keep", &keep);
-        let layout = read_layout(&p.root.join("repositories").join(repo));
+        let layout = settled_layout(p, repo);
         assert_eq!(layout.tags(), ["keep"], "on-disk index.json after delete: {}", layout.index);
     };
     check_deleted(&p);
@@ -408,7 +408,7 @@ fn skopeo_tag_overwrite_and_many_tags() {
     // The old image is untagged but still there by digest.
     let dst = tmpdir();
     skopeo_pull(&p, &format!("{repo}@{}", a.digest()), dst.path(), "old").assert_has_image("old", &a);
-    let layout = read_layout(&p.root.join("repositories").join(repo));
+    let layout = settled_layout(&p, repo);
     assert_eq!(layout.tags(), ["latest"], "one index.json entry for the re-pointed tag: {}", layout.index);
     layout.assert_has_image("latest", &b);
 
@@ -423,5 +423,6 @@ fn skopeo_tag_overwrite_and_many_tags() {
     p.restart();
     assert_eq!(list_tags(&p, repo), want, "skopeo list-tags after restart");
     assert_pulls_identical(&p, repo, "t149", &a);
+    settled_layout(&p, repo);
     assert_eq!(assert_layout_consistent(&p.root.join("repositories").join(repo)), want, "on-disk tags");
 }

@@ -154,10 +154,19 @@ impl Pier {
         self.wait_listening(1)[0]
     }
 
-    /// SIGKILL, then `serve` again on the same data directory and config.
+    /// SIGKILL, then `serve` again on the same data directory and config, and wait until the
+    /// consistency walk (which pier runs in the background once it serves) is over, so that the
+    /// test sees the store as recovery leaves it.
     pub fn restart(&mut self) {
         self.kill9();
         self.serve(&[]);
+        self.wait_walked();
+    }
+
+    /// Waits until the current run logged the end of its consistency walk (`store::recovery`).
+    #[track_caller]
+    pub fn wait_walked(&self) {
+        self.wait_log("consistency walk:", START_TIMEOUT);
     }
 
     /// Spawns `pier serve` expecting it to refuse to start: waits for it to exit, asserts it

@@ -1,9 +1,11 @@
 //! Registry operations and checks driven through pier's HTTP API (raw requests) and through
 //! skopeo: pushing blobs, manifests and images, and asserting an image is served byte for byte.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use super::command::{output, run_logged};
 use super::daemon::Pier;
@@ -172,12 +174,70 @@ pub fn assert_image(p: &Pier, repo: &str, tag: &str, img: &Image) {
     assert_blobs_served(p, repo, img);
 }
 
-/// Reads pier's on-disk layout of `repo` while the daemon runs: checks it directly (oci-layout,
-/// index.json tags, every blob hashing to its name) and copies `tag` out of it with skopeo
-/// (`--all` for an index); returns the copied layout.
+/// The tags of `repo` and the manifest digests they name, as the API serves them.
+fn served_tags(p: &Pier, repo: &str) -> BTreeMap<String, String> {
+    let r = p.get(&format!("/v2/{repo}/tags/list"));
+    if r.status == 404 {
+        return BTreeMap::new();
+    }
+    assert_eq!(r.status, 200, "GET /v2/{repo}/tags/list: {}", r.text());
+    let tags: Vec<String> = r.json()["tags"]
+        .as_array()
+        .map_or(Vec::new(), |a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect());
+    tags.into_iter()
+        .map(|t| {
+            let m = get_manifest(p, repo, &t);
+            assert_eq!(m.status, 200, "GET manifest {repo}:{t}: {}", m.text());
+            let d = m.header("docker-content-digest").expect("Docker-Content-Digest").to_string();
+            (t, d)
+        })
+        .collect()
+}
+
+/// The tags in a layout's `index.json` and the digests they name.
+fn layout_tags(layout: &Layout) -> BTreeMap<String, String> {
+    layout.index["manifests"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .filter_map(|m| {
+            let tag = m["annotations"][REF_NAME].as_str()?;
+            Some((tag.to_string(), m["digest"].as_str()?.to_string()))
+        })
+        .collect()
+}
+
+/// pier's on-disk layout of `repo` once its `index.json` has caught up with the registry: pier
+/// writes `index.json` off the request path, within a second of a change, so a test that reads
+/// it right after a push waits here (up to 2 s) until the tags in `index.json`, and the digests
+/// they name, are exactly those the API serves.
+#[track_caller]
+pub fn settled_layout(p: &Pier, repo: &str) -> Layout {
+    let dir = p.root.join("repositories").join(repo);
+    let want = served_tags(p, repo);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let layout = read_layout(&dir);
+        let found = layout_tags(&layout);
+        if found == want {
+            return layout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}/index.json did not catch up with the registry within 2 s:\n on disk: {found:?}\n served: {want:?}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads pier's on-disk layout of `repo` while the daemon runs (once `index.json` caught up, see
+/// [`settled_layout`]): checks it directly (oci-layout, index.json tags, every blob hashing to
+/// its name) and copies `tag` out of it with skopeo (`--all` for an index); returns the copied
+/// layout.
 pub fn disk_layout_copy(p: &Pier, repo: &str, tag: &str, all: bool) -> (Layout, tempfile::TempDir) {
     let repo_dir = p.root.join("repositories").join(repo);
-    let direct = read_layout(&repo_dir);
+    let direct = settled_layout(p, repo);
     assert!(
         direct.tags().contains(&tag.to_string()),
         "tag {tag} missing from {}/index.json: {}",
