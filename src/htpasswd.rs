@@ -57,9 +57,11 @@ pub fn is_bcrypt(hash: &str) -> bool {
     ["$2a$", "$2b$", "$2y$", "$2x$"].iter().any(|p| hash.starts_with(p)) && hash.len() == 60
 }
 
-/// Whether `name` can be written as an entry's user: not empty, no `:` and no white space.
+/// Whether `name` can be written as an entry's user: not empty, no `:`, no white space, and no
+/// `#` in front (that line would be a comment: an added user that never exists, a removal that
+/// deletes comments).
 pub fn is_valid_user_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains(':') && !name.contains(char::is_whitespace)
+    !name.is_empty() && !name.starts_with('#') && !name.contains(':') && !name.contains(char::is_whitespace)
 }
 
 /// The user an entry line is for (`None` for a line without `:`).
@@ -156,8 +158,27 @@ mod tests {
     #[test]
     fn user_names() {
         assert!(is_valid_user_name("alice"));
-        for bad in ["", "a:b", "a b", " ", "tab\t"] {
+        assert!(is_valid_user_name("a#b"));
+        for bad in ["", "a:b", "a b", " ", "tab\t", "#alice", "#"] {
             assert!(!is_valid_user_name(bad), "{bad:?}");
+        }
+    }
+
+    /// Found by the `htpasswd` fuzz target (issue 10): `#alice` passed as a user name, so
+    /// `pier htpasswd add '#alice'` wrote a line that is read as a comment (a user that never
+    /// exists) and `remove '#alice'` deleted comment lines. Every valid name's entry, once
+    /// written, is read back as that user's.
+    #[test]
+    fn a_user_name_that_would_be_a_comment_is_refused() {
+        assert!(!is_valid_user_name("#alice"));
+        let p = Path::new("/x");
+        let text = format!("#alice:{HASH}\nbob:{HASH}\n");
+        assert!(!parse(p, &text).unwrap().contains_key("#alice"), "a # line is a comment");
+        for user in ["alice", "a#", "x#y", "bob"] {
+            assert!(is_valid_user_name(user));
+            let entry = format!("{user}:{HASH}");
+            let (lines, _) = with_entry(&text, user, &entry);
+            assert_eq!(parse(p, &lines.join("\n")).unwrap().get(user).map(String::as_str), Some(HASH), "{user}");
         }
     }
 

@@ -92,7 +92,7 @@ fn parse(args: &[OsString]) -> Result<Command, Failure> {
     match (verb.as_str(), &user) {
         ("add" | "remove", None) => return Err(usage(&format!("{verb} needs a user name"))),
         ("add" | "remove", Some(u)) if !htpasswd::is_valid_user_name(u) => {
-            return Err(usage("a user name cannot be empty or contain ':' or white space"))
+            return Err(usage("a user name cannot be empty, start with '#' or contain ':' or white space"))
         }
         ("add" | "remove" | "list", _) => {}
         _ => return Err(usage(&format!("unknown subcommand {verb:?}"))),
@@ -213,7 +213,11 @@ mod tests {
         );
         assert_eq!(
             usage_message(&[b"add", b"a b", b"--file", b"f"]),
-            "a user name cannot be empty or contain ':' or white space"
+            "a user name cannot be empty, start with '#' or contain ':' or white space"
+        );
+        assert_eq!(
+            usage_message(&[b"add", b"#a", b"--file", b"f"]),
+            "a user name cannot be empty, start with '#' or contain ':' or white space"
         );
         assert_eq!(usage_message(&[b"list", b"--fr\xffb"]), "unknown argument \"--fr\\xFFb\"");
     }

@@ -215,18 +215,30 @@ impl Config {
     ) -> Result<Loaded, ConfigError> {
         let Some(path) = path else { return Config::from_sources(None, env) };
         let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::from_file_contents(path, &bytes, env)
+    }
+
+    /// [`Config::load`] of a file already read: `bytes` are its contents, `path` only names it in
+    /// errors. Everything `load` checks except reading the file (no file-system access: the
+    /// config fuzz target drives this).
+    pub fn from_file_contents(
+        path: &Path,
+        bytes: &[u8],
+        env: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Loaded, ConfigError> {
         let not_a_config = |why| ConfigError::NotAConfig { path: path.to_path_buf(), why };
         if bytes.contains(&0) {
             return Err(not_a_config("holds NUL bytes"));
         }
-        let text = String::from_utf8(bytes).map_err(|_| not_a_config("is not UTF-8 text"))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| not_a_config("is not UTF-8 text"))?;
         // Values first (their errors name the key), then the shape of the whole file.
-        let loaded = Config::from_sources(Some(&text), env)?;
-        document_shape(&text).map_err(not_a_config)?;
+        let loaded = Config::from_sources(Some(text), env)?;
+        document_shape(text).map_err(not_a_config)?;
         Ok(loaded)
     }
 
-    /// [`Config::load`] with the file's text already read.
+    /// The configuration from the file's text (`None`: no file, the defaults) and `env`, without
+    /// the checks of the whole file that [`Config::from_file_contents`] adds.
     pub fn from_sources(
         yaml: Option<&str>,
         env: impl IntoIterator<Item = (OsString, OsString)>,

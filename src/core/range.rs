@@ -1,5 +1,10 @@
 //! HTTP byte ranges: the `Range` request header of blob GETs (RFC 9110, a single range) and the
 //! `Content-Range` header of chunked upload PATCHes (`<start>-<end>`, inclusive).
+//!
+//! Invariant of both types as parsed: `start <= end` and the length `end - start + 1` fits a
+//! `u64` (a `ByteRange` lies within its resource; a `ContentRange` ends before `u64::MAX`), so
+//! `len` never overflows; and `len` saturates, so even a value made by hand that breaks the
+//! invariant cannot make it panic. The fuzz target `range` (tests/fuzz) checks both parsers.
 
 /// An inclusive byte range `start..=end`, always within the resource it was resolved against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -9,8 +14,9 @@ pub struct ByteRange {
 }
 
 impl ByteRange {
+    /// `end - start + 1` (saturating: see the module's invariant).
     pub fn len(&self) -> u64 {
-        self.end - self.start + 1
+        self.end.saturating_sub(self.start).saturating_add(1)
     }
     pub fn is_empty(&self) -> bool {
         false
@@ -94,8 +100,9 @@ impl ContentRange {
         Ok(ContentRange { start, end })
     }
 
+    /// `end - start + 1` (saturating: see the module's invariant).
     pub fn len(&self) -> u64 {
-        self.end - self.start + 1
+        self.end.saturating_sub(self.start).saturating_add(1)
     }
     pub fn is_empty(&self) -> bool {
         false
@@ -157,5 +164,40 @@ mod tests {
         ] {
             assert!(ContentRange::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Found by the `range` fuzz target (issue 10): the length of `0-(2^64 - 1)` is 2^64, which
+    /// wrapped to 0 in release builds and panicked in debug ones.
+    #[test]
+    fn content_range_of_2_pow_64_bytes_is_refused() {
+        assert_eq!(ContentRange::parse("0-18446744073709551615"), Err(RangeError::Malformed));
+        assert_eq!(ContentRange::parse("bytes 0-18446744073709551615/*"), Err(RangeError::Malformed));
+        assert_eq!(ContentRange::parse("0-18446744073709551614").map(|r| r.len()), Ok(u64::MAX));
+        // A value made by hand that breaks the invariant still has a length, not a panic.
+        assert_eq!(ContentRange { start: 0, end: u64::MAX }.len(), u64::MAX);
+        assert_eq!(ContentRange { start: 9, end: 1 }.len(), 1);
+        assert_eq!(ByteRange { start: 9, end: 1 }.len(), 1);
+    }
+
+    /// Issue 10: the `/<total>` of a Content-Range is `*` or a number beyond the range's end.
+    #[test]
+    fn content_range_total_is_validated() {
+        assert_eq!(ContentRange::parse("bytes 0-99/ 100 "), Ok(ContentRange { start: 0, end: 99 }));
+        assert_eq!(ContentRange::parse("bytes 0-99/*"), Ok(ContentRange { start: 0, end: 99 }));
+        for bad in [
+            "bytes 0-99/99",
+            "bytes 0-99/0",
+            "bytes 0-99/",
+            "bytes 0-99/x",
+            "bytes 0-99/-100",
+            "bytes 0-99/1e3",
+            "bytes 0-99/100/100",
+            "bytes 0-99/**",
+            "bytes 0-99/99999999999999999999999",
+            "0-18446744073709551614/18446744073709551615/",
+        ] {
+            assert_eq!(ContentRange::parse(bad), Err(RangeError::Malformed), "{bad}");
+        }
+        assert!(ContentRange::parse("0-18446744073709551614/18446744073709551615").is_ok());
     }
 }

@@ -1,7 +1,7 @@
 //! Every core parser is total: arbitrary input yields `Ok` or `Err`, never a panic. This runs a
-//! deterministic stream of random and mutated inputs through each of them (a cheap, always-on
-//! stand-in for a fuzzer; the parsers take `&str`/`&[u8]` and need no setup, so any coverage
-//! fuzzer can drive them the same way).
+//! deterministic stream of random and mutated inputs through each of them in every `cargo test`
+//! (cheap and always on); the coverage-guided fuzz targets in `tests/fuzz/` drive the same
+//! parsers much further and check properties of what they accept.
 
 #[cfg(test)]
 mod tests {

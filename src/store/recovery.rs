@@ -23,7 +23,6 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 
-
 use super::error::{IoContext, Result};
 use super::meta::{BLOBS, INDEX_DIRTY, REPOS, REPO_BLOBS, UPLOADS};
 use super::Store;
