@@ -17,6 +17,8 @@ use crate::http::{server, State};
 use crate::store::Store;
 use crate::systemd::{self, Notifier};
 
+/// How long after start the consistency walk waits before it begins (see `store::recovery`).
+const WALK_DELAY: Duration = Duration::from_secs(1);
 /// How often the htpasswd file and TLS certificates are checked for changes.
 const RELOAD_POLL: Duration = Duration::from_secs(2);
 /// Blocking threads do metadata transactions and single file reads and writes, each short: no
@@ -173,6 +175,11 @@ pub fn run(args: &[OsString]) -> i32 {
         {
             let store = store.clone();
             let walk = std::thread::Builder::new().name("pier-walk".into()).spawn(move || {
+                // Maintenance yields to serving: the walk leaves the first moments of a
+                // (re)start to the first requests (with a cold page cache it would otherwise
+                // compete with them for the disk: 200 ms instead of 25 ms to the first answer
+                // at 30,000 blobs here). It is not niced: under sustained load it must still end.
+                std::thread::sleep(WALK_DELAY);
                 if let Err(e) = store.sweep_unreferenced() {
                     log::warn!("consistency walk stopped: {e} (it runs again at the next start)");
                 }
