@@ -319,6 +319,15 @@ make_htpasswd() { # -> HTPASSWD_FILE, AUTH_PASS, AUTH_B64: one bcrypt user for b
 }
 
 # ---------------------------------------------------------------- registries
+launch_server() { # name config: starts the registry in the background -> SERVER_PID, SERVER_NAME
+    case $1 in
+        pier) "$PIER_BIN" serve --config "$2" >>"$LOGS/$1.log" 2>&1 & ;;
+        distribution) "$DISTRIBUTION_BIN" serve "$2" >>"$LOGS/$1.log" 2>&1 & ;;
+    esac
+    SERVER_PID=$!
+    SERVER_NAME=$1
+}
+
 write_config() { # file datadir port
     cat >"$1" <<EOF
 version: 0.1
@@ -361,12 +370,7 @@ start_server() { # name config port [accepted status(es) of GET /v2/, default 20
     sleep 0.05 # let the poller reach its loop
     echo "=== start $(date +%T) ===" >>"$LOGS/$name.log"
     t0=$EPOCHREALTIME
-    case $name in
-        pier) "$PIER_BIN" serve --config "$cfg" >>"$LOGS/$name.log" 2>&1 & ;;
-        distribution) "$DISTRIBUTION_BIN" serve "$cfg" >>"$LOGS/$name.log" 2>&1 & ;;
-    esac
-    SERVER_PID=$!
-    SERVER_NAME=$name
+    launch_server "$name" "$cfg"
     echo "$SERVER_PID" >"$pidf"
     if ! wait "$poller"; then
         tail -n 20 "$LOGS/$name.log" >&2 || true
@@ -726,12 +730,7 @@ EOC
 hostile_start() { # name config base: start the server, wait until GET base/v2/ answers -> SERVER_PID
     local name=$1 cfg=$2 base=$3
     echo "=== start $(date +%T) (hostile, $(basename "$cfg")) ===" >>"$LOGS/$name.log"
-    case $name in
-        pier) "$PIER_BIN" serve --config "$cfg" >>"$LOGS/$name.log" 2>&1 & ;;
-        distribution) "$DISTRIBUTION_BIN" serve "$cfg" >>"$LOGS/$name.log" 2>&1 & ;;
-    esac
-    SERVER_PID=$!
-    SERVER_NAME=$name
+    launch_server "$name" "$cfg"
     if ! "$H_PY" "$BENCH_SRC/hostile.py" ready "$base" 60 "$SERVER_PID" 2>"$RUN/ready.err"; then
         tail -n 20 "$LOGS/$name.log" >&2 || true
         die "$name did not come up on $base: $(cat "$RUN/ready.err") (log: $LOGS/$name.log)"
