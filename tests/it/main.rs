@@ -7,7 +7,9 @@
 //! on a child's `Command`, never through `std::env::set_var`; podman gets private storage per
 //! test; skopeo credentials come from per-test files (`REGISTRY_AUTH_FILE`); images carry a
 //! per-call nonce, so the blob-info cache that every skopeo and podman on the machine shares
-//! never links one test's digests to another's registry. Nothing needs a lock today; a resource
+//! never links one test's digests to another's registry (a test whose assertion depends on what
+//! that cache remembers, such as skopeo asking for a mount, gets a private one:
+//! `PrivateBlobInfoCache`). Nothing needs a lock today; a resource
 //! that cannot be made private would get its own `Mutex` in the harness, never a global one.
 
 mod harness;

@@ -254,22 +254,25 @@ fn reference_of(p: &Pier, repo: &str, tag: &str) -> String {
 fn skopeo_cross_repo_copy_mounts_and_dedups() {
     let p = Pier::start();
     let img = Image::new("mount", "amd64", &[500_000, 700_000], 5);
-    push_with_skopeo(&p, "e2e/mount-a", "t", &img);
+    // skopeo asks for a mount only where its blob-info cache saw the blob: this test's own cache,
+    // so the parallel tests' skopeo and podman runs cannot make it forget the push to e2e/mount-a.
+    let cache = PrivateBlobInfoCache::new();
+    let src = tmpdir();
+    write_image_layout(src.path(), "t", &img);
+    let oci = format!("oci:{}:t", src.path().display());
+    let push = ["copy", "--preserve-digests", "--dest-tls-verify=false", &oci, &reference_of(&p, "e2e/mount-a", "t")];
+    run_logged(&p, &mut cache.skopeo(&push));
     // Registry-to-registry copy within pier: skopeo (which saw the blobs in e2e/mount-a) asks
     // for a cross-repository mount of each layer; its debug log says whether pier granted it.
-    let out = output(
-        std::process::Command::new("skopeo")
-            .args([
-                "--debug",
-                "--insecure-policy",
-                "copy",
-                "--preserve-digests",
-                "--src-tls-verify=false",
-                "--dest-tls-verify=false",
-            ])
-            .arg(reference_of(&p, "e2e/mount-a", "t"))
-            .arg(reference_of(&p, "e2e/mount-b", "t")),
-    );
+    let out = output(&mut cache.skopeo(&[
+        "--debug",
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &reference_of(&p, "e2e/mount-a", "t"),
+        &reference_of(&p, "e2e/mount-b", "t"),
+    ]));
     let debug = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "skopeo copy a -> b failed:\n{debug}\n{}", p.log_tail());
     for d in img.layer_digests() {

@@ -92,6 +92,34 @@ pub fn skopeo_p(p: &Pier, args: &[&str]) -> String {
     run_logged(p, Command::new("skopeo").arg("--insecure-policy").args(args))
 }
 
+/// Where containers/image keeps its blob-info cache when run as root (the tests run as root).
+const BLOB_INFO_CACHE_DIR: &str = "/var/lib/containers/cache";
+
+/// A blob-info cache of one test's own. Whether skopeo asks for a cross-repository mount depends
+/// on what this cache remembers; the machine-wide one is shared by every skopeo and podman that
+/// runs in parallel, and under load a record can be lost to that contention. Each command runs in
+/// a private mount namespace (`unshare`) with the test's directory bound over the cache path.
+pub struct PrivateBlobInfoCache {
+    dir: tempfile::TempDir,
+}
+
+impl PrivateBlobInfoCache {
+    pub fn new() -> PrivateBlobInfoCache {
+        std::fs::create_dir_all(BLOB_INFO_CACHE_DIR).expect("create the blob-info cache mount point");
+        PrivateBlobInfoCache { dir: tmpdir() }
+    }
+
+    /// `skopeo --insecure-policy ARGS...`, seeing only this cache.
+    pub fn skopeo(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!("mount --bind \"$0\" {BLOB_INFO_CACHE_DIR} && exec skopeo --insecure-policy \"$@\""))
+            .arg(self.dir.path())
+            .args(args);
+        cmd
+    }
+}
+
 /// `skopeo copy --preserve-digests oci:DIR:TAG docker://HOST/REPO:TAG`.
 pub fn skopeo_push(p: &Pier, dir: &Path, tag: &str, repo_tag: &str) {
     let src = format!("oci:{}:{tag}", dir.display());
