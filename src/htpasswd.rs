@@ -397,6 +397,11 @@ mod tests {
         assert!(e.to_string().contains("auth.htpasswd.legacyhashes: [sha]"), "{e}");
         let users = parse(p, &text, &LegacyScheme::ALL).unwrap();
         assert_eq!(legacy_users(&users), [("bob", LegacyScheme::Apr1), ("carol", LegacyScheme::Sha)]);
+        // A legacy line is refused even when a later line of the same user overrides it (found
+        // by the fuzz target's model, which had counted only the entries that take effect).
+        let shadowed = format!("bob:{}\nbob:{HASH}\n", SHA[0].1);
+        assert!(matches!(parse(p, &shadowed, &[]), Err(HtpasswdError::NotAllowed { line: 1, .. })));
+        assert!(legacy_users(&parse(p, &shadowed, &LegacyScheme::ALL).unwrap()).is_empty());
     }
 
     #[test]

@@ -174,7 +174,7 @@ fn htpasswd_c_files_work_only_with_the_opt_in() {
     assert_login(&p, "alice", ALICE_PW, 200);
     assert_eq!(p.log_count(APR1_WARNING), 2, "{}", p.run_log());
     assert_no_secrets(&p.log(), &secrets, "the log");
-    assert!(users.text().contains(&secrets[0].0), "without upgradelegacy the file is not rewritten");
+    assert!(users.text().contains(secrets[0].0), "without upgradelegacy the file is not rewritten");
 }
 
 /// skopeo logs in with an MD5-apr1 user (push) and a `{SHA}` one (pull), the opt-in set through
