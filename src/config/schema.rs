@@ -1,6 +1,7 @@
 //! The typed shape of `config.yml`: one struct per section, mirroring CNCF Distribution's
-//! configuration (plus pier's own `access`, `storage.digests`, `http.idletimeout`), and its
-//! resolution into [`Config`] with the defaults filled in and every value checked.
+//! configuration (plus pier's own `access`, `storage.digests`, `http.idletimeout`,
+//! `auth.htpasswd.legacyhashes` and `.upgradelegacy`, ...), and its resolution into [`Config`]
+//! with the defaults filled in and every value checked.
 //!
 //! Every field is optional here (a key left out keeps its default); only the schema's field
 //! names decide which keys are known (see `tree` for what happens to the others). Both the
