@@ -4,6 +4,7 @@ use std::ffi::OsString;
 
 pub mod htpasswd;
 pub mod serve;
+pub mod status;
 mod watchdog;
 
 pub const USAGE: &str = "\
@@ -13,6 +14,9 @@ usage:
   pier serve [--config FILE | FILE]   run the registry (embedded defaults without a file:
                                       listen on :5000, data in ./pier-data)
   pier htpasswd add|remove|list ...   manage the htpasswd file (bcrypt), see `pier htpasswd`
+  pier status [--config FILE] [--json]
+                                      what the running daemon serves and the store holds (read
+                                      directly when no daemon runs)
   pier --version                      print the version
   pier help                           this text
 
@@ -33,6 +37,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     match command.to_str() {
         Some("serve") => serve::run(&args[1..]),
         Some("htpasswd") => htpasswd::run(&args[1..]),
+        Some("status") => status::run(&args[1..]),
         Some("--version") | Some("-V") | Some("version") => {
             println!("pier {}", env!("CARGO_PKG_VERSION"));
             0

@@ -152,6 +152,19 @@ pub fn run(args: &[OsString]) -> i32 {
             log::info!("serving HTTPS (TLS 1.2/1.3, h2 and http/1.1)");
         }
         let store = Arc::new(store);
+        // The local admin channel (`pier status`...): a Unix socket in the data directory.
+        let admin_path = crate::admin::socket_path(&config.root);
+        match crate::admin::server::bind(&admin_path) {
+            Ok(socket) => {
+                let ctx = crate::admin::server::AdminContext {
+                    store: store.clone(),
+                    started: std::time::Instant::now(),
+                    listening: addrs.clone(),
+                };
+                tokio::spawn(crate::admin::server::serve(socket, Arc::new(ctx)));
+            }
+            Err(e) => log::warn!("admin socket {} not available: {e}", admin_path.display()),
+        }
         if let Some(purging) = config.upload_purging {
             tokio::spawn(purge_uploads(store.clone(), purging));
         }
@@ -220,7 +233,7 @@ pub fn run(args: &[OsString]) -> i32 {
 
 /// The config file named on the command line: `--config FILE`, `-c FILE`, `--config=FILE` or
 /// just `FILE` (any bytes: a path need not be UTF-8). The error is the message for the user.
-fn config_path(args: &[OsString]) -> Result<Option<PathBuf>, String> {
+pub(super) fn config_path(args: &[OsString]) -> Result<Option<PathBuf>, String> {
     let mut path = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {

@@ -57,7 +57,7 @@ pub use blobs::BlobReader;
 pub use check::Problem;
 pub use disk::write_file_atomically;
 pub use error::{Result, StoreError};
-pub use listing::Page;
+pub use listing::{Page, Summary};
 pub use manifests::ReferrersPage;
 pub use manifests::StoredManifest;
 pub use upload::{ChunkAppend, SessionClaim, UploadSession};
@@ -103,6 +103,11 @@ impl Store {
     /// serves (see `recovery`).
     pub fn open(root: &Path) -> Result<Store> {
         Self::open_on(root, Disk::default())
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        self.paths.root()
     }
 
     /// [`Store::open`] with the given file-system access (tests install fault plans this way).

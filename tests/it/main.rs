@@ -14,6 +14,7 @@
 
 mod harness;
 
+mod admin;
 mod api;
 mod auth;
 mod auth_legacy;
