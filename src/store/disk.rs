@@ -99,6 +99,23 @@ impl Disk {
         file.sync_all().at("fsync", path)
     }
 
+    /// fdatasyncs a file: its data and what reading it back needs (its size), not the rest of its
+    /// metadata (a file another program wrote, about to be linked: the link's directory is
+    /// fsynced after).
+    pub(crate) fn sync_data(&self, file: &File, path: &Path) -> Result<()> {
+        self.step(|| Step::Fsync(path.to_path_buf())).at("fdatasync", path)?;
+        file.sync_data().at("fdatasync", path)
+    }
+
+    /// Flushes everything written to the filesystem holding `path` (`syncfs`): one call makes
+    /// a whole batch of files durable (data and metadata) where an fsync each would cost a
+    /// journal commit each.
+    pub(crate) fn sync_filesystem(&self, path: &Path) -> Result<()> {
+        self.step(|| Step::Fsync(path.to_path_buf())).at("syncfs", path)?;
+        let dir = File::open(path).at("syncfs", path)?;
+        nix::unistd::syncfs(&dir).map_err(io::Error::from).at("syncfs", path)
+    }
+
     /// fsyncs a directory (makes renames, links and creations inside it durable).
     pub(crate) fn sync_dir(&self, dir: &Path) -> Result<()> {
         self.step(|| Step::FsyncDir(dir.to_path_buf())).at("fsync directory", dir)?;

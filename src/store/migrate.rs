@@ -13,12 +13,13 @@
 //! such a blob or is not a manifest pier stores (Docker schema 1), a tag that names a manifest
 //! that was not imported, a repository name pier refuses.
 //!
-//! How a blob enters the store (`Store::adopt_blob`, the same commit protocol as an upload):
-//! its registry:2 `data` file is hardlinked to a private name under `uploads/` (a copy when the
+//! How a blob enters the store (`Store::adopt_blobs`, the commit protocol of an upload): its
+//! registry:2 `data` file is hardlinked to a private name under `uploads/` (a copy when the
 //! link is impossible: another filesystem, or a file the user may not link), that file is hashed
-//! and fsynced, then under the write lock it becomes the global blob (if absent) and the
-//! repository's hardlink, and one transaction records the link. Nothing is visible before its
-//! digest is verified. A blob already in the store (another repository had it) is linked
+//! and fdatasynced, then under the write lock it becomes the global blob (if absent) and the
+//! repository's hardlink, the directories are fsynced, and one transaction records the link.
+//! Nothing is visible before its digest is verified. The blobs of a repository go in batches
+//! of up to 256: one directory fsync and one transaction per batch, not per blob. A blob already in the store (another repository had it) is linked
 //! without reading it again; a blob the repository already has is left alone. The registry:2
 //! files are never written, renamed, removed or chmod-ed: a hardlink only adds a name, so they
 //! stay usable by `registry:2`. (Consequence: an adopted blob keeps registry:2's file mode,
@@ -39,7 +40,7 @@
 //! every blob and manifest is still read and verified, so the report is the one a real run
 //! would give, and it lists every item that would be imported.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -57,6 +58,9 @@ use crate::core::{Digest, Manifest, RepoName, Tag};
 
 /// Read buffer for hashing and copying blobs.
 const BUFFER: usize = 1 << 20;
+/// Blobs of a repository committed together: one fsync per directory and one transaction per
+/// batch instead of per blob (bounded, so that few staged files wait at a time).
+const BATCH: usize = 256;
 
 /// Why a migration stopped before its end (skipped items are not errors: they are reported).
 #[derive(Debug, thiserror::Error)]
@@ -267,47 +271,122 @@ impl Store {
         Ok(())
     }
 
-    /// Gives `repo` the blob `digest` whose bytes are the file `src` (of another program: read,
-    /// hardlinked or copied, never changed). `Ok(Err(reason))` when `src` is missing, unreadable
-    /// or not `digest`: nothing became visible.
-    pub fn adopt_blob(&self, repo: &RepoName, digest: &Digest, src: &Path) -> Result<Taken<Adopted>> {
-        if self.has_repo_blob(repo, digest)? {
-            return Ok(Ok(Adopted::Present));
-        }
-        if self.has_blob(digest)? {
-            let _guard = self.lock();
-            let txn = self.db.begin_write()?;
-            // Re-check under the lock: a delete may have taken the last link meanwhile.
-            let size = txn.open_table(BLOBS)?.get(digest.as_str())?.map(|v| v.value().0);
-            if let Some(size) = size {
-                self.link_into_repo(repo, digest)?;
-                Self::record_repo_blob(&txn, repo, digest, size)?;
-                self.disk.commit(txn)?;
-                return Ok(Ok(Adopted::Shared));
+    /// Gives `repo` the blobs `(digest, file)` whose bytes are those files (of another program:
+    /// read, hardlinked or copied, never changed), committed together: each is staged and
+    /// verified, then under the write lock the new global files are linked
+    /// (their directory fsynced once), the repository's links made (each directory fsynced
+    /// once) and one transaction records them all. Returns one outcome per blob, in order.
+    pub fn adopt_blobs(&self, repo: &RepoName, blobs: &[(Digest, PathBuf)]) -> Result<Vec<Taken<Adopted>>> {
+        let mut outcomes: Vec<Option<Taken<Adopted>>> = vec![None; blobs.len()];
+        let mut shared = Vec::new();
+        {
+            let txn = self.db.begin_read()?;
+            let (links, all) = (txn.open_table(REPO_BLOBS)?, txn.open_table(BLOBS)?);
+            for (i, (d, _)) in blobs.iter().enumerate() {
+                if links.get((repo.as_str(), d.as_str()))?.is_some() {
+                    outcomes[i] = Some(Ok(Adopted::Present));
+                } else if all.get(d.as_str())?.is_some() {
+                    shared.push(i);
+                }
             }
         }
-        let staged = match self.stage(src, digest)? {
-            Ok(s) => s,
-            Err(why) => return Ok(Err(why)),
-        };
-        let committed = (|| {
+        let mut staged = Vec::new();
+        for (i, (d, src)) in blobs.iter().enumerate() {
+            if outcomes[i].is_some() || shared.contains(&i) {
+                continue;
+            }
+            match self.stage(src, d, false) {
+                Ok(Ok(s)) => staged.push((i, s)),
+                Ok(Err(why)) => outcomes[i] = Some(Err(why)),
+                Err(e) => {
+                    self.remove_staged(&staged);
+                    return Err(e);
+                }
+            }
+        }
+        let committed = (|| -> Result<()> {
             let _guard = self.lock();
-            self.place_global_as_is(&staged.path, digest)?;
-            self.link_into_repo(repo, digest)?;
+            let mut new_names = BTreeSet::new();
+            for (i, s) in &staged {
+                let d = &blobs[*i].0;
+                let dir = self.paths.blob_dir(d.algorithm());
+                self.disk.ensure_dir(&dir)?;
+                if self.disk.link_if_absent(&s.path, &self.paths.blob(d))? {
+                    new_names.insert(dir);
+                }
+            }
+            for dir in &new_names {
+                self.disk.sync_dir(dir)?;
+            }
             let txn = self.db.begin_write()?;
-            Self::record_repo_blob(&txn, repo, digest, staged.size)?;
-            self.disk.commit(txn)
+            let mut linked: Vec<(usize, u64, Adopted)> = Vec::new();
+            {
+                // Re-check under the lock: a delete may have taken a shared blob's last link.
+                let all = txn.open_table(BLOBS)?;
+                for &i in &shared {
+                    match all.get(blobs[i].0.as_str())? {
+                        Some(v) => linked.push((i, v.value().0, Adopted::Shared)),
+                        None => outcomes[i] = Some(Err(String::from("deleted from pier meanwhile; run again"))),
+                    }
+                }
+            }
+            for (i, s) in &staged {
+                linked.push((*i, s.size, if s.copied { Adopted::Copied(s.size) } else { Adopted::Linked(s.size) }));
+            }
+            let digests: Vec<&Digest> = linked.iter().map(|(i, _, _)| &blobs[*i].0).collect();
+            self.link_all_into_repo(repo, &digests)?;
+            // The staged files were not synced one by one: one flush makes every byte and name
+            // of the batch durable before the transaction names them.
+            if !staged.is_empty() {
+                self.disk.sync_filesystem(&self.paths.uploads())?;
+            }
+            for (i, size, _) in &linked {
+                Self::record_repo_blob(&txn, repo, &blobs[*i].0, *size)?;
+            }
+            self.disk.commit(txn)?;
+            for (i, _, how) in linked {
+                outcomes[i] = Some(Ok(how));
+            }
+            Ok(())
         })();
-        self.disk.remove_if_exists(&staged.path)?;
+        self.remove_staged(&staged);
         committed?;
-        Ok(Ok(if staged.copied { Adopted::Copied(staged.size) } else { Adopted::Linked(staged.size) }))
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(String::from("not committed")))).collect())
+    }
+
+    /// Removes staged files (after their commit, or when it failed).
+    fn remove_staged(&self, staged: &[(usize, Staged)]) {
+        for (_, s) in staged {
+            if let Err(e) = self.disk.remove_if_exists(&s.path) {
+                log::warn!("{e} (removed at the next start)");
+            }
+        }
+    }
+
+    /// Hardlinks the global blobs `digests` into `repo`'s layout (completed first if needed),
+    /// fsyncing each directory that got a new name once. Caller holds the lock.
+    fn link_all_into_repo(&self, repo: &RepoName, digests: &[&Digest]) -> Result<()> {
+        let Some((first, rest)) = digests.split_first() else { return Ok(()) };
+        self.link_into_repo(repo, first)?;
+        let mut new_names = BTreeSet::new();
+        for d in rest {
+            let dir = self.paths.repo_blob_dir(repo, d.algorithm());
+            self.disk.ensure_dir(&dir)?;
+            if self.disk.link_if_absent(&self.paths.blob(d), &self.paths.repo_blob(repo, d))? {
+                new_names.insert(dir);
+            }
+        }
+        for dir in &new_names {
+            self.disk.sync_dir(dir)?;
+        }
+        Ok(())
     }
 
     /// Stores the manifest `digest` of `repo` whose bytes are the file `src` (as
-    /// [`Store::adopt_blob`] takes a blob), after the checks of a push. `Ok(Err(reason))` when
+    /// [`Store::adopt_blobs`] takes a blob), after the checks of a push. `Ok(Err(reason))` when
     /// it cannot be taken (unreadable, corrupt, not a manifest pier stores, a reference missing).
     pub fn adopt_manifest(&self, repo: &RepoName, digest: &Digest, src: &Path) -> Result<Taken<u64>> {
-        let staged = match self.stage(src, digest)? {
+        let staged = match self.stage(src, digest, true)? {
             Ok(s) => s,
             Err(why) => return Ok(Err(why)),
         };
@@ -360,7 +439,10 @@ impl Store {
     /// Puts the bytes of `src` under a private name in `uploads/` (a hardlink, else a copy),
     /// fsynced, and verifies that they are `digest`. `Ok(Err(reason))` for a source that cannot
     /// be taken (nothing is left behind); `Err` for a failure of the store's own files.
-    fn stage(&self, src: &Path, digest: &Digest) -> Result<Taken<Staged>> {
+    ///
+    /// With `sync`, the file is fdatasynced; without, the caller makes it durable (a batch
+    /// flushes the filesystem once).
+    fn stage(&self, src: &Path, digest: &Digest, sync: bool) -> Result<Taken<Staged>> {
         let path = self.paths.upload(&format!("{}.adopt", uuid::Uuid::new_v4()));
         self.disk.step(|| super::disk::Step::Link(src.to_path_buf(), path.clone())).at("link", &path)?;
         let copied = match fs::hard_link(src, &path) {
@@ -388,7 +470,11 @@ impl Store {
             }
         };
         // registry:2 fsynced nothing: make the bytes durable before metadata names them.
-        let synced = File::open(&path).at("open", &path).and_then(|f| self.disk.sync(&f, &path));
+        let synced = if sync {
+            File::open(&path).at("open", &path).and_then(|f| self.disk.sync_data(&f, &path))
+        } else {
+            Ok(())
+        };
         if let Err(e) = synced {
             self.disk.remove_if_exists(&path)?;
             return Err(e);
@@ -580,10 +666,20 @@ impl Run<'_> {
         let layers = self.source.layers(name).map_err(|e| self.repo_error("list", name, e))?;
         self.skip_unreadable(name, "blob", layers.unreadable);
         let mut blobs: HashSet<Digest> = HashSet::new();
-        for d in layers.items {
+        for batch in layers.items.chunks(BATCH) {
             tick();
-            if self.blob(&repo, &d)? {
-                blobs.insert(d);
+            let outcomes = match self.store {
+                Some(store) => {
+                    let items: Vec<(Digest, PathBuf)> =
+                        batch.iter().map(|d| (d.clone(), self.source.blob_data(d))).collect();
+                    store.adopt_blobs(&repo, &items)?
+                }
+                None => batch.iter().map(|d| self.check_blob(&repo, d)).collect::<Result<_>>()?,
+            };
+            for (d, outcome) in batch.iter().zip(outcomes) {
+                if self.count_blob(&repo, d, outcome) {
+                    blobs.insert(d.clone());
+                }
             }
         }
         // Manifests: read and verify each, then store those whose references are in, images
@@ -655,12 +751,11 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// One blob of `repo`; whether the repository has it now (or would have, in a dry run).
-    fn blob(&mut self, repo: &RepoName, d: &Digest) -> std::result::Result<bool, MigrateError> {
+    /// Dry run: what adopting blob `d` into `repo` would give (each blob is read once).
+    fn check_blob(&mut self, repo: &RepoName, d: &Digest) -> Result<Taken<Adopted>> {
         let src = self.source.blob_data(d);
-        let outcome = match self.store {
-            Some(store) => store.adopt_blob(repo, d, &src)?,
-            None => {
+        Ok({
+            {
                 if self.known.map(|s| s.has_repo_blob(repo, d)).transpose()?.unwrap_or(false) {
                     Ok(Adopted::Present)
                 } else if self.known.map(|s| s.has_blob(d)).transpose()?.unwrap_or(false) {
@@ -679,7 +774,12 @@ impl Run<'_> {
                     read.map(Adopted::Linked)
                 }
             }
-        };
+        })
+    }
+
+    /// Counts what happened to blob `d` of `repo`; whether the repository has it now (or would
+    /// have, in a dry run).
+    fn count_blob(&mut self, repo: &RepoName, d: &Digest, outcome: Taken<Adopted>) -> bool {
         let r = &mut self.report;
         match outcome {
             Ok(Adopted::Present) => r.blobs_present += 1,
@@ -694,13 +794,13 @@ impl Run<'_> {
             }
             Err(why) => {
                 self.skip(repo.as_str(), "blob", d.to_string(), why);
-                return Ok(false);
+                return false;
             }
         }
         if !matches!(outcome, Ok(Adopted::Present)) {
             self.plan(repo.as_str(), "blob", d.as_str());
         }
-        Ok(true)
+        true
     }
 
     /// One manifest whose references are in; whether it is in now (or would be).
