@@ -518,3 +518,34 @@ fn kill9_in_the_middle_of_a_migration_then_running_it_again_converges() {
     assert_image(&p, "many/r001", "own", &other);
     assert_store_blobs_complete(&p.root);
 }
+
+#[test]
+fn registry2_data_on_another_filesystem_is_copied_and_verified() {
+    // The registry:2 data on a filesystem of its own: no hardlink can reach pier's store.
+    let fs = LoopFs::new(64);
+    let mut p = Pier::new(Options { delete_enabled: true, ..Default::default() });
+    let old_root = fs.path().join("registry-data");
+    let reg = Distribution::start(&old_root, p.dir.path());
+    let img = Image::new("elsewhere", "amd64", &[30_000, 2000], 51);
+    reg.push_image_http("far/away", "v1", &img);
+    reg.stop();
+    let before = registry2_snapshot(&old_root);
+
+    let out =
+        run_logged(&p, Command::new(PIER).arg("migrate").arg("--config").arg(&p.config).arg("--json").arg(&old_root));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(count(&report, "blobs_copied"), 3, "{report:#}");
+    assert_eq!(count(&report, "blobs_linked"), 0, "{report:#}");
+    assert_eq!((count(&report, "manifests"), count(&report, "tags")), (1, 1), "{report:#}");
+    assert!(skipped(&report).is_empty(), "{report:#}");
+    // Copies are pier's own files: read-only, like every blob pier writes.
+    for d in img.blobs().into_iter().map(sha256_digest) {
+        let mode = std::fs::metadata(store_blob_path(&p.root, &d)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o444, "mode of the copied blob {d}");
+    }
+    assert_eq!(registry2_snapshot(&old_root), before, "pier changed registry:2's files");
+    p.serve(&[]);
+    assert_pulls_identical(&p, "far/away", "v1", &img);
+    assert_store_blobs_complete(&p.root);
+    p.stop();
+}
