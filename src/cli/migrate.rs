@@ -177,13 +177,10 @@ pub fn at_start(store: &Store, root: &Path, notifier: &Notifier) -> bool {
     }
 }
 
+/// The report's summary line (each skipped item was logged as a warning when it was skipped).
 fn log_report(report: &MigrationReport) {
-    let mut lines = report.summary().lines().map(str::to_string).collect::<Vec<_>>().into_iter();
-    if let Some(first) = lines.next() {
+    if let Some(first) = report.summary().lines().next() {
         log::info!("{first}");
-    }
-    for line in lines {
-        log::warn!("{}", line.trim_start());
     }
 }
 

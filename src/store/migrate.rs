@@ -386,6 +386,14 @@ impl Store {
     /// [`Store::adopt_blobs`] takes a blob), after the checks of a push. `Ok(Err(reason))` when
     /// it cannot be taken (unreadable, corrupt, not a manifest pier stores, a reference missing).
     pub fn adopt_manifest(&self, repo: &RepoName, digest: &Digest, src: &Path) -> Result<Taken<u64>> {
+        // The store has these bytes already (another repository), verified when they came in.
+        if self.has_blob(digest)? {
+            match self.manifest_bytes(digest) {
+                Ok(body) => return self.store_adopted_manifest(repo, digest, &body, None).map(|r| r.map(|()| 0)),
+                Err(StoreError::ManifestUnknown) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let staged = match self.stage(src, digest, true)? {
             Ok(s) => s,
             Err(why) => return Ok(Err(why)),
@@ -395,20 +403,31 @@ impl Store {
                 Ok(b) => b,
                 Err(why) => return Ok(Err(why)),
             };
-            let manifest = match Manifest::parse(None, &body) {
-                Ok(m) => m,
-                Err(e) => return Ok(Err(e.to_string())),
-            };
-            match self.store_manifest(repo, digest, &body, Some(&staged.path), &manifest, &[]) {
-                Ok(()) => Ok(Ok(staged.size)),
-                Err(StoreError::ManifestBlobUnknown(d)) => {
-                    Ok(Err(format!("references {d}, which is not in the repository (missing or skipped)")))
-                }
-                Err(e) => Err(e),
-            }
+            self.store_adopted_manifest(repo, digest, &body, Some(&staged.path))
         })();
         self.disk.remove_if_exists(&staged.path)?;
-        stored
+        stored.map(|r| r.map(|()| staged.size))
+    }
+
+    /// Parses and stores a verified manifest (`staged`: its file, to become the global blob).
+    fn store_adopted_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: &[u8],
+        staged: Option<&Path>,
+    ) -> Result<Taken<()>> {
+        let manifest = match Manifest::parse(None, body) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        match self.store_manifest(repo, digest, body, staged, &manifest, &[]) {
+            Ok(()) => Ok(Ok(())),
+            Err(StoreError::ManifestBlobUnknown(d)) => {
+                Ok(Err(format!("references {d}, which is not in the repository (missing or skipped)")))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Points `tag` of `repo` at the manifest `digest`, which the repository has, unless the
