@@ -107,13 +107,16 @@ impl Disk {
         file.sync_data().at("fdatasync", path)
     }
 
-    /// Flushes everything written to the filesystem holding `path` (`syncfs`): one call makes
-    /// a whole batch of files durable (data and metadata) where an fsync each would cost a
-    /// journal commit each.
-    pub(crate) fn sync_filesystem(&self, path: &Path) -> Result<()> {
-        self.step(|| Step::Fsync(path.to_path_buf())).at("syncfs", path)?;
-        let dir = File::open(path).at("syncfs", path)?;
-        nix::unistd::syncfs(&dir).map_err(io::Error::from).at("syncfs", path)
+    /// Makes `files` durable (data and metadata) with one flush of the filesystem holding them
+    /// (`syncfs`, which flushes everything else written there too), where an fsync each would
+    /// cost a journal commit each. The files must all be on one filesystem. One step per file.
+    pub(crate) fn sync_files(&self, files: &[&Path]) -> Result<()> {
+        let Some(first) = files.first() else { return Ok(()) };
+        for f in files {
+            self.step(|| Step::Fsync(f.to_path_buf())).at("syncfs", f)?;
+        }
+        let file = File::open(first).at("syncfs", first)?;
+        nix::unistd::syncfs(&file).map_err(io::Error::from).at("syncfs", first)
     }
 
     /// fsyncs a directory (makes renames, links and creations inside it durable).

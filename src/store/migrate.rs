@@ -16,10 +16,11 @@
 //! How a blob enters the store (`Store::adopt_blobs`, the commit protocol of an upload): its
 //! registry:2 `data` file is hardlinked to a private name under `uploads/` (a copy when the
 //! link is impossible: another filesystem, or a file the user may not link), that file is hashed
-//! and fdatasynced, then under the write lock it becomes the global blob (if absent) and the
+//! and made durable, then under the write lock it becomes the global blob (if absent) and the
 //! repository's hardlink, the directories are fsynced, and one transaction records the link.
 //! Nothing is visible before its digest is verified. The blobs of a repository go in batches
-//! of up to 256: one directory fsync and one transaction per batch, not per blob. A blob already in the store (another repository had it) is linked
+//! of up to 256: one `syncfs` for the staged files, one fsync per directory and one
+//! transaction per batch, not per blob. A blob already in the store (another repository had it) is linked
 //! without reading it again; a blob the repository already has is left alone. The registry:2
 //! files are never written, renamed, removed or chmod-ed: a hardlink only adds a name, so they
 //! stay usable by `registry:2`. (Consequence: an adopted blob keeps registry:2's file mode,
@@ -304,6 +305,13 @@ impl Store {
                 }
             }
         }
+        // The staged files were not synced one by one: one flush makes every byte of the batch
+        // durable before any becomes a global blob (which a push of the same digest would reuse).
+        let paths: Vec<&Path> = staged.iter().map(|(_, s)| s.path.as_path()).collect();
+        if let Err(e) = self.disk.sync_files(&paths) {
+            self.remove_staged(&staged);
+            return Err(e);
+        }
         let committed = (|| -> Result<()> {
             let _guard = self.lock();
             let mut new_names = BTreeSet::new();
@@ -335,11 +343,6 @@ impl Store {
             }
             let digests: Vec<&Digest> = linked.iter().map(|(i, _, _)| &blobs[*i].0).collect();
             self.link_all_into_repo(repo, &digests)?;
-            // The staged files were not synced one by one: one flush makes every byte and name
-            // of the batch durable before the transaction names them.
-            if !staged.is_empty() {
-                self.disk.sync_filesystem(&self.paths.uploads())?;
-            }
             for (i, size, _) in &linked {
                 Self::record_repo_blob(&txn, repo, &blobs[*i].0, *size)?;
             }
@@ -463,7 +466,8 @@ impl Store {
     /// flushes the filesystem once).
     fn stage(&self, src: &Path, digest: &Digest, sync: bool) -> Result<Taken<Staged>> {
         let path = self.paths.upload(&format!("{}.adopt", uuid::Uuid::new_v4()));
-        self.disk.step(|| super::disk::Step::Link(src.to_path_buf(), path.clone())).at("link", &path)?;
+        // A new private name (the file is another program's until committed): a creation.
+        self.disk.step(|| super::disk::Step::Create(path.clone())).at("link", &path)?;
         let copied = match fs::hard_link(src, &path) {
             Ok(()) => false,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
