@@ -173,7 +173,8 @@ impl MigrationReport {
     }
 }
 
-/// Where a migration is, for progress reports (called before each repository and each item).
+/// Where a migration is, for progress reports (called before each repository, each batch of
+/// blobs and each manifest).
 #[derive(Clone, Copy, Debug)]
 pub struct Progress<'a> {
     /// 1-based index of the repository, and how many there are.
@@ -187,7 +188,7 @@ pub fn has_registry2_tree(dir: &Path) -> bool {
     Registry2::find(dir).is_some()
 }
 
-/// A file of registry:2 under a private name in `uploads/`, verified and fsynced.
+/// A file of registry:2 under a private name in `uploads/` (a hardlink, or a copy), verified.
 struct Staged {
     path: PathBuf,
     copied: bool,
@@ -579,7 +580,7 @@ fn read_manifest(path: &Path, digest: &Digest) -> Taken<Vec<u8>> {
 
 /// Imports the registry:2 tree in `dir` into `store` (see the module doc). With `dry_run`,
 /// writes nothing and `store` (if any) only tells what is already there. `progress` is called
-/// before each repository and each item (cheap; for status reports).
+/// often (see [`Progress`]); it should be cheap.
 pub fn migrate(
     store: Option<&Store>,
     dir: &Path,
