@@ -90,9 +90,16 @@ pub fn run(args: &[OsString]) -> i32 {
             return 1;
         }
     };
-    if let Some(store) = store.as_ref().filter(|_| !cmd.dry_run) {
-        if let Err(e) = store.flush_indexes() {
-            log::warn!("index.json not written (written at the next start): {e}");
+    if let Some(store) = &store {
+        // Every index.json the import changed is written now, and the database closed cleanly
+        // (the next start opens it without a repair).
+        if !cmd.dry_run {
+            if let Err(e) = store.stop_index_writer() {
+                log::warn!("index.json not written (written at the next start): {e}");
+            }
+        }
+        if let Err(e) = store.close() {
+            log::warn!("metadata not closed cleanly (repaired at the next start): {e}");
         }
     }
     if cmd.json {
