@@ -414,6 +414,12 @@ fn pier_serve_imports_registry2_data_at_start_once_unless_told_not_to() {
     assert!(p.run_log().contains("was imported before"), "{}", p.run_log());
     assert!(!p.run_log().contains("migrate: [1/2]"), "imported again at the second start: {}", p.run_log());
     assert_pulls_identical(&p, "web/app", "1", &img);
+    // `pier migrate` refuses to run beside the daemon that has the store open.
+    let out = output(Command::new(PIER).arg("migrate").arg("--config").arg(&p.config));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "pier migrate beside pier serve: {stderr}");
+    assert!(stderr.contains("stop it first"), "{stderr}");
+    assert_pulls_identical(&p, "web/app", "1", &img);
 }
 
 #[test]
