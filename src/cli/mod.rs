@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 
 pub mod htpasswd;
+pub mod migrate;
 pub mod serve;
 pub mod status;
 mod watchdog;
@@ -14,6 +15,9 @@ usage:
   pier serve [--config FILE | FILE]   run the registry (embedded defaults without a file:
                                       listen on :5000, data in ./pier-data)
   pier htpasswd add|remove|list ...   manage the htpasswd file (bcrypt), see `pier htpasswd`
+  pier migrate [--config FILE] [--json] [--dry-run] [DIR]
+                                      import registry:2 data (DIR/docker/registry/v2, DIR
+                                      defaults to the root directory) in place
   pier status [--config FILE] [--json]
                                       what the running daemon serves and the store holds (read
                                       directly when no daemon runs)
@@ -37,6 +41,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     match command.to_str() {
         Some("serve") => serve::run(&args[1..]),
         Some("htpasswd") => htpasswd::run(&args[1..]),
+        Some("migrate") => migrate::run(&args[1..]),
         Some("status") => status::run(&args[1..]),
         Some("--version") | Some("-V") | Some("version") => {
             println!("pier {}", env!("CARGO_PKG_VERSION"));

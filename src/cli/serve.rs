@@ -59,6 +59,10 @@ pub fn run(args: &[OsString]) -> i32 {
             return 1;
         }
     };
+    // A registry:2 data directory is imported before serving (cli::migrate, store::migrate).
+    if config.migrate && !super::migrate::at_start(&store, &config.root, &notifier) {
+        return 1;
+    }
     let auth = match &config.htpasswd {
         None => None,
         Some(h) => match Authenticator::load(h) {

@@ -37,6 +37,9 @@ pub struct Config {
     /// `storage.filesystem.reserve` (pier): bytes to keep free on the data directory's
     /// filesystem; below it uploads are refused (507). 0 disables it.
     pub free_space_reserve: u64,
+    /// `storage.filesystem.migrate` (pier): at start, import the registry:2 data found in the
+    /// root directory (`docker/registry/v2`) unless it was imported once (`store::migrate`).
+    pub migrate: bool,
     /// `storage.delete.enabled`
     pub delete_enabled: bool,
     /// `http.addr`, e.g. `:5000` or `127.0.0.1:0`
@@ -94,6 +97,7 @@ impl Default for Config {
         Config {
             root: PathBuf::from("./pier-data"),
             free_space_reserve: DEFAULT_FREE_SPACE_RESERVE,
+            migrate: true,
             delete_enabled: false,
             addr: String::from(":5000"),
             prefix: String::new(),

@@ -50,6 +50,7 @@ impl Reload {
     pub fn plan(running: &Config, applied_access: &Option<Vec<AccessRule>>, new: &Config) -> Reload {
         let Config {
             root,
+            migrate,
             free_space_reserve,
             delete_enabled,
             addr,
@@ -80,6 +81,7 @@ impl Reload {
         // The listener, the store and the TLS acceptor are built once at start.
         restart_only("http.addr", *addr != running.addr);
         restart_only("storage.filesystem.rootdirectory", *root != running.root);
+        restart_only("storage.filesystem.migrate", *migrate != running.migrate);
         restart_only("http.tls", *tls != running.tls);
         // Every handler and URL is built on these.
         restart_only("http.prefix", *prefix != running.prefix);

@@ -84,6 +84,8 @@ struct Filesystem {
     rootdirectory: Option<PathBuf>,
     /// pier: free space to keep (a size: bytes or `256MiB`, `1GB`; 0 disables).
     reserve: Option<String>,
+    /// pier: import a registry:2 tree found in the root directory at start (default true).
+    migrate: Option<bool>,
 }
 
 /// A section holding only `enabled`.
@@ -189,7 +191,7 @@ impl Document {
         let Log { level, formatter, accesslog } = log.unwrap_or_default();
         let AccessLog { disabled: access_log_disabled } = accesslog.unwrap_or_default();
         let Storage { filesystem, delete, maintenance, digests } = storage.unwrap_or_default();
-        let Filesystem { rootdirectory, reserve } = filesystem.unwrap_or_default();
+        let Filesystem { rootdirectory, reserve, migrate } = filesystem.unwrap_or_default();
         let Switch { enabled: delete_enabled } = delete.unwrap_or_default();
         let Maintenance { uploadpurging, readonly } = maintenance.unwrap_or_default();
         let UploadPurgingSection { enabled: purging_enabled, age: purging_age, interval: purging_interval } =
@@ -272,6 +274,7 @@ impl Document {
                 .map(|r| size("storage.filesystem.reserve", &r))
                 .transpose()?
                 .unwrap_or(defaults.free_space_reserve),
+            migrate: migrate.unwrap_or(defaults.migrate),
             delete_enabled: delete_enabled.unwrap_or(defaults.delete_enabled),
             addr: addr.unwrap_or(defaults.addr),
             prefix: prefix.map(|p| normalized_prefix(&p)).unwrap_or(defaults.prefix),

@@ -105,6 +105,20 @@ impl Store {
         manifest: &Manifest,
         tags: &[Tag],
     ) -> Result<()> {
+        self.store_manifest(repo, digest, body, None, manifest, tags)
+    }
+
+    /// [`Store::put_manifest`], where `staged` (when given) is a verified, fsynced file holding
+    /// `body` that becomes the global blob as it is (a hardlink, no copy; see `store::migrate`).
+    pub(super) fn store_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: &[u8],
+        staged: Option<&std::path::Path>,
+        manifest: &Manifest,
+        tags: &[Tag],
+    ) -> Result<()> {
         // Fail fast, before writing anything.
         self.ensure_free_space(body.len() as u64)?;
         {
@@ -118,7 +132,9 @@ impl Store {
         let record = ManifestRecord::of(manifest, body.len() as u64);
         let _guard = self.lock();
         // The bytes become a blob of the repository, like any layer.
-        if !self.paths.blob(digest).exists() {
+        if let Some(staged) = staged {
+            self.place_global_as_is(staged, digest)?;
+        } else if !self.paths.blob(digest).exists() {
             let tmp = self.paths.upload(&format!("{}.manifest", uuid::Uuid::new_v4()));
             self.disk.write_new(&tmp, body)?;
             let placed = self.place_global(&tmp, digest);

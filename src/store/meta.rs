@@ -47,6 +47,11 @@ pub const UPLOADS: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::n
 /// goes up with every change, so that a rewrite from an older snapshot leaves the mark.
 pub const INDEX_DIRTY: TableDefinition<&str, u64> = TableDefinition::new("index_dirty");
 
+/// registry:2 tree imported (`<dir>/docker/registry/v2`, as given) → unix time its last
+/// migration finished (`store::migrate`). Only `pier serve`'s start-up reads it (to migrate a
+/// tree once); the import itself is idempotent and needs no other progress record.
+pub const MIGRATIONS: TableDefinition<&str, u64> = TableDefinition::new("migrations");
+
 /// What the registry remembers about a stored manifest (its bytes live in the blob files).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ManifestRecord {

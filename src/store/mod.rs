@@ -20,7 +20,8 @@
 //! (manifests, tags, referrers), [`listing`] (catalog and tag pages), [`index`] (each
 //! repository's `index.json` and its background writer), [`upload`] (upload sessions),
 //! `upload_writer` (how upload bytes reach the disk), [`recovery`] (the start-up sweep),
-//! [`check`] (the invariant checker).
+//! [`check`] (the invariant checker), [`migrate`] (importing a registry:2 data directory in
+//! place) and `migrate_source` (reading one).
 
 pub mod blobs;
 pub mod check;
@@ -32,6 +33,8 @@ pub mod layout;
 pub mod listing;
 pub mod manifests;
 pub mod meta;
+pub mod migrate;
+mod migrate_source;
 pub mod recovery;
 mod space;
 pub mod upload;

@@ -23,6 +23,7 @@ mod crash;
 mod disk;
 mod e2e;
 mod hostile;
+mod migrate;
 mod names;
 mod policy;
 mod proxy;
