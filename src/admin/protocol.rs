@@ -12,6 +12,15 @@ pub enum Request {
     /// What the daemon serves and what the store holds. (A struct variant: serde refuses
     /// unknown fields only in those.)
     Status {},
+    /// Garbage collection (`store::gc`): what no live manifest needs leaves each repository.
+    Gc {
+        /// Blob links younger than this many seconds are kept.
+        grace_secs: u64,
+        /// Also untagged manifests that nothing tagged needs.
+        untagged: bool,
+        /// Report only.
+        dry_run: bool,
+    },
 }
 
 impl Request {
@@ -19,6 +28,8 @@ impl Request {
     pub fn name(&self) -> &'static str {
         match self {
             Request::Status {} => "status",
+            Request::Gc { dry_run: true, .. } => "gc --dry-run",
+            Request::Gc { .. } => "gc",
         }
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::protocol::{Event, Request, MAX_REQUEST};
 use super::status::{self, Daemon};
+use crate::store::gc::{GcOptions, GcReport};
 use crate::store::Store;
 
 /// How long a client has to send its request line.
@@ -87,20 +88,25 @@ fn allowed(stream: &UnixStream) -> Result<u32, String> {
 }
 
 async fn answer(mut stream: UnixStream, ctx: Arc<AdminContext>) {
-    let events = match allowed(&stream) {
+    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    match allowed(&stream) {
         Err(why) => {
             log::warn!("admin socket: refused a connection: {why}");
-            vec![Event::Error { message: why }]
+            let _ = events.send(Event::Error { message: why });
         }
         Ok(uid) => match read_request(&mut stream).await {
-            Err(message) => vec![Event::Error { message }],
+            Err(message) => {
+                let _ = events.send(Event::Error { message });
+            }
             Ok(request) => {
                 log::info!("admin: {} (uid {uid})", request.name());
-                run(request, ctx).await
+                run(request, ctx, events.clone());
             }
         },
-    };
-    for event in events {
+    }
+    drop(events);
+    // Events as they come (progress of a long command), until its last one.
+    while let Some(event) = rx.recv().await {
         if stream.write_all(&event.to_line()).await.is_err() {
             return;
         }
@@ -123,23 +129,59 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
     serde_json::from_slice(line.trim_ascii()).map_err(|e| format!("malformed request: {e}"))
 }
 
-/// Runs `request` on a blocking thread (store work may read much of the store).
-async fn run(request: Request, ctx: Arc<AdminContext>) -> Vec<Event> {
-    let work = tokio::task::spawn_blocking(move || match request {
-        Request::Status {} => {
-            let daemon = Daemon {
-                pid: std::process::id(),
-                uptime_secs: ctx.started.elapsed().as_secs(),
-                listening: ctx.listening.clone(),
-            };
-            status::status(&ctx.store, Some(daemon))
-                .map_err(|e| e.to_string())
-                .and_then(|s| serde_json::to_value(s).map_err(|e| e.to_string()))
-        }
+/// Runs `request` on a blocking thread (store work may read much of the store), sending its
+/// events to `events`; the last one is `done` or `error`. Events are small and few (progress
+/// every 100 repositories), so the channel needs no bound.
+fn run(request: Request, ctx: Arc<AdminContext>, events: tokio::sync::mpsc::UnboundedSender<Event>) {
+    tokio::task::spawn_blocking(move || {
+        let result = match request {
+            Request::Status {} => {
+                let daemon = Daemon {
+                    pid: std::process::id(),
+                    uptime_secs: ctx.started.elapsed().as_secs(),
+                    listening: ctx.listening.clone(),
+                };
+                status::status(&ctx.store, Some(daemon)).map_err(|e| e.to_string()).and_then(to_value)
+            }
+            Request::Gc { grace_secs, untagged, dry_run } => {
+                let options = GcOptions { grace_secs, untagged, dry_run };
+                let progress = |message: &str| {
+                    let _ = events.send(Event::Progress { message: message.to_string() });
+                };
+                match ctx.store.collect_garbage(options, progress) {
+                    Ok(report) => {
+                        log::info!("admin: {}", gc_summary(&report));
+                        to_value(report)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        let _ = events.send(match result {
+            Ok(result) => Event::Done { result },
+            Err(message) => Event::Error { message },
+        });
     });
-    match work.await {
-        Ok(Ok(result)) => vec![Event::Done { result }],
-        Ok(Err(message)) => vec![Event::Error { message }],
-        Err(e) => vec![Event::Error { message: format!("the command failed: {e}") }],
-    }
+}
+
+fn to_value(result: impl serde::Serialize) -> Result<serde_json::Value, String> {
+    serde_json::to_value(result).map_err(|e| e.to_string())
+}
+
+/// The one-line summary of a collection (log and `pier gc`).
+pub fn gc_summary(r: &GcReport) -> String {
+    format!(
+        "garbage collection{}: {} repositories in {} ms; {} untagged manifest(s) and {} blob link(s) {}, \
+         {} blob file(s) ({} bytes) {}; {} link(s) kept for the grace period",
+        if r.dry_run { " (dry run)" } else { "" },
+        r.repositories,
+        r.elapsed_ms,
+        r.manifests,
+        r.links,
+        if r.dry_run { "would go" } else { "removed" },
+        r.blobs_freed,
+        r.bytes_freed,
+        if r.dry_run { "would be freed" } else { "freed" },
+        r.in_grace
+    )
 }

@@ -2,10 +2,12 @@
 
 use std::ffi::OsString;
 
+pub mod gc;
 pub mod htpasswd;
 pub mod migrate;
 pub mod serve;
 pub mod status;
+mod store_access;
 mod watchdog;
 
 pub const USAGE: &str = "\
@@ -18,6 +20,9 @@ usage:
   pier migrate [--config FILE] [--json] [--dry-run] [DIR]
                                       import registry:2 data (DIR/docker/registry/v2, DIR
                                       defaults to the root directory) in place
+  pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--json]
+                                      remove what no manifest needs, while serving (see
+                                      `pier gc --help`)
   pier status [--config FILE] [--json]
                                       what the running daemon serves and the store holds (read
                                       directly when no daemon runs)
@@ -43,6 +48,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Some("htpasswd") => htpasswd::run(&args[1..]),
         Some("migrate") => migrate::run(&args[1..]),
         Some("status") => status::run(&args[1..]),
+        Some("gc") => gc::run(&args[1..]),
         Some("--version") | Some("-V") | Some("version") => {
             println!("pier {}", env!("CARGO_PKG_VERSION"));
             0

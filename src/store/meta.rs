@@ -40,6 +40,10 @@ pub const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags
 pub const MANIFEST_TAGS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("manifest_tags");
 /// (repo, subject digest, referrer manifest digest) → ().
 pub const REFERRERS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("referrers");
+/// (repo, digest) → unix seconds when the repository last linked the blob (for the grace period
+/// of garbage collection, `store::gc`). Rows only for `REPO_BLOBS` rows; a link made before
+/// this table existed has none until a collection gives it one.
+pub const LINKED_AT: TableDefinition<(&str, &str), u64> = TableDefinition::new("linked_at");
 /// upload uuid → (repo, digest algorithm, start time in unix seconds).
 pub const UPLOADS: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::new("uploads");
 /// repo → change count: the repository's `index.json` lags its metadata and is due for a

@@ -22,6 +22,7 @@ mod cli;
 mod crash;
 mod disk;
 mod e2e;
+mod gc;
 mod hostile;
 mod migrate;
 mod names;
