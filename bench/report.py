@@ -290,6 +290,109 @@ def scale_table(vals, m):
     return lines
 
 
+# The gc phase (bench/gc.sh): key (REGISTRY.gc.KEY), label, unit, scale, better, decimals
+GC_METRICS = [
+    ("fill_blobs_per_s", "fill: blob uploads ({upload})", "blobs/s", 1, "high", 0),
+    ("delete_per_s", "manifest DELETEs by digest ({deleted} images)", "DELETE/s", 1, "high", 0),
+    ("before_kb", "data dir after the deletes, before the GC (du)", "MiB", MiB, "low", 1),
+    ("before_files", "files in it", "files", 1, "low", 0),
+    ("gc_ms", "GC wall time (pier: online, `pier gc`; Distribution: offline `garbage-collect`)",
+     "ms", 1, "low", 0),
+    ("downtime_ms", "downtime: no push or pull possible (Distribution: stop + GC + start)", "ms", 1, "low", 0),
+    ("gc_peak_kb", "peak RSS of the process doing the GC (pier: the daemon, serving too)", "MiB", MiB, "low", 1),
+    ("blobs_freed", "blob files removed, as the registry counts them", "blobs", 1, "high", 0),
+    ("after_kb", "data dir after the GC (du)", "MiB", MiB, "low", 1),
+    ("after_files", "files in it", "files", 1, "low", 0),
+    ("du_freed_kb", "disk freed (du before - after)", "MiB", MiB, "high", 1),
+    ("base_push_p50_ms", "push of a small image, no GC running: p50", "ms", 1, "low", 1),
+    ("base_push_p99_ms", "  p99", "ms", 1, "low", 1),
+    ("during_push_p50_ms", "push of a small image during the GC: p50", "ms", 1, "low", 1),
+    ("during_push_p99_ms", "  p99", "ms", 1, "low", 1),
+    ("during_push_max_ms", "  max", "ms", 1, "low", 1),
+    ("base_pull_p50_ms", "pull of a kept image, no GC running: p50", "ms", 1, "low", 1),
+    ("base_pull_p99_ms", "  p99", "ms", 1, "low", 1),
+    ("during_pull_p50_ms", "pull of a kept image during the GC: p50", "ms", 1, "low", 1),
+    ("during_pull_p99_ms", "  p99", "ms", 1, "low", 1),
+    ("during_pull_max_ms", "  max", "ms", 1, "low", 1),
+]
+GC_NO_RATIO = {"blobs_freed", "before_files", "after_files", "downtime_ms"}
+
+
+def gc_table(vals, m):
+    """The gc phase's lines: rows = metric, columns = registry and ratio; [] if not run."""
+    if not any(".gc." in k for k in vals):
+        return []
+    g = lambda r, k: vals.get("{}.gc.{}".format(r, k))
+    regs = [r for r in ("pier", "distribution") if any(k.startswith(r + ".gc.") for k in vals)]
+    uploads = sorted({"{}: {}".format(r, g(r, "fill_upload")) for r in regs if g(r, "fill_upload")})
+    ref = regs[0]
+    ctx = {"upload": ", ".join(uploads), "deleted": "{:,}".format(int(g(ref, "deleted_manifests") or 0))}
+    lines = ["", "## Garbage collection", "",
+             "{blobs} small distinct blobs in {repos} repositories, one image (manifest tagged `bench`) "
+             "each; every odd repository's image also lists the first layer of the even one before it. "
+             "Then the odd images are deleted by digest: {garbage} blobs ({gbytes} bytes) only they "
+             "listed become garbage, {shared} shared layers must stay. pier collects online (`pier gc "
+             "--grace {grace} --json`, run by the daemon) while a push/pull loop runs (a pusher and a "
+             "puller, one image each at most every {iv} ms: a push = config + layer + manifest into a "
+             "kept repository, a pull = manifest by tag + every blob, checked against its digest); "
+             "Distribution 2.8 collects offline: stopped, `docker-registry garbage-collect CONFIG`, "
+             "started again (the loop's baseline is measured with the registry running, {base} s, no "
+             "GC). Latencies are whole-image push/pull times.".format(
+                 blobs="{:,}".format(int(m("gc_blobs", "0"))), repos="{:,}".format(int(m("gc_repos", "0"))),
+                 garbage="{:,}".format(int(g(ref, "expect_blobs_freed") or 0)),
+                 gbytes="{:,}".format(int(g(ref, "expect_bytes_freed") or 0)),
+                 shared="{:,}".format(int(g(ref, "expect_shared_kept") or 0)), grace=m("gc_grace"),
+                 iv=m("gc_interval_ms"), base=m("gc_baseline_s")), "",
+             "| metric | unit | better | pier | distribution | ratio (pier/dist) |",
+             "| --- | --- | --- | ---: | ---: | ---: |"]
+    for key, label, unit, scale, better, dec in GC_METRICS:
+        p, d = num(vals, "pier.gc." + key), num(vals, "distribution.gc." + key)
+        if p is None and d is None:
+            continue
+        dcell = fmt(d, scale, dec)
+        if d is None and key.startswith("during_") and "distribution" in regs:
+            dcell = "down"
+        lines.append("| {} | {} | {} | {} | {} | {} |".format(
+            label.format(**ctx), unit, "higher" if better == "high" else "lower",
+            fmt(p, scale, dec), dcell, "—" if key in GC_NO_RATIO else scale_ratio(p, d)))
+    lines.append("")
+    for r in regs:
+        errs = []
+        for phase in ("base", "during"):
+            for k in ("push", "pull"):
+                n, e = g(r, "{}_{}_n".format(phase, k)), g(r, "{}_{}_err".format(phase, k))
+                if n is None:
+                    continue
+                errs.append("{} {}: {} of {} failed{}".format(
+                    "baseline" if phase == "base" else "during the GC", k, e, n,
+                    "" if e in ("0", None) else " ({})".format(g(r, "{}_{}_errors".format(phase, k)))))
+        if errs:
+            lines.append("- {} loop: {}".format(r, "; ".join(errs)))
+        if g(r, "verify_after_failures") is not None:
+            lines.append("- {} after the GC: {} kept images ({} blobs) pulled byte-identical by tag and "
+                         "by digest, {} garbage blobs of {} deleted images checked gone (HTTP 404 and "
+                         "no file), {} shared blobs still pulled: {} -> {}".format(
+                             r, g(r, "verify_kept_images"), g(r, "verify_kept_blobs"), g(r, "verify_garbage_blobs"),
+                             g(r, "verify_deleted_images"), g(r, "verify_shared_blobs"),
+                             "{} failures".format(g(r, "verify_after_failures")),
+                             "ok" if g(r, "verify_after_failures") == "0" else "FAILED"))
+        if g(r, "verify_before_failures") not in (None, "0"):
+            lines.append("- {} before the GC: {} checks failed (garbage not pullable before the GC?)".format(
+                r, g(r, "verify_before_failures")))
+    if g("pier", "report_links"):
+        lines.append("- pier's report: {} repositories, {} blob links and {} manifests removed, {} blob "
+                     "files ({} bytes) freed, {} links kept for the grace period, {} ms in the daemon".format(
+                         *(g("pier", "report_" + k) for k in ("repositories", "links", "manifests", "blobs_freed",
+                                                                "bytes_freed", "in_grace", "elapsed_ms"))))
+    if g("distribution", "marked"):
+        lines.append("- Distribution's garbage-collect: {} blobs marked, {} blobs and {} manifests eligible "
+                     "for deletion (its blob count includes the deleted manifests' own blobs: a DELETE "
+                     "leaves their files for the GC)".format(
+                         g("distribution", "marked"), g("distribution", "blobs_freed"),
+                         g("distribution", "manifests_eligible")))
+    return lines
+
+
 def main():
     src, out = sys.argv[1], sys.argv[2]
     vals, notes = load(src)
@@ -340,6 +443,7 @@ def main():
                 who, fmt(g, 1, 1), ratio(g, ng), fmt(gp, 1, 1), ratio(gp, ngp)))
     lines.extend(hostile_table(vals, m))
     lines.extend(scale_table(vals, m))
+    lines.extend(gc_table(vals, m))
     targets = core_targets(vals)
     if targets:
         lines.append("")

@@ -31,7 +31,7 @@ RSS_SAMPLE=${BENCH_RSS_SAMPLE:-0}        # 1: force the VmRSS sampler instead of
 DISTRIBUTION_BIN=${DISTRIBUTION_BIN:-/usr/bin/docker-registry}
 PIER_BIN=${PIER_BIN:-}                   # set to skip `cargo build --release`
 PIER_BIN_GIVEN=${PIER_BIN:+1}
-PHASES=${BENCH_PHASES:-core,hostile}     # comma-separated: core (push/PUT/GET/wrk/auth/nginx), hostile; not default: tags (bench/tags.sh), scale (bench/scale.sh)
+PHASES=${BENCH_PHASES:-core,hostile}     # comma-separated: core (push/PUT/GET/wrk/auth/nginx), hostile; not default: tags (bench/tags.sh), scale (bench/scale.sh), gc (bench/gc.sh)
 # hostile phase (bench/hostile.py): attack sizes, how long each attack holds, the victim client
 if [[ $QUICK == 1 ]]; then H_DURATION=${BENCH_HOSTILE_DURATION:-10}; else H_DURATION=${BENCH_HOSTILE_DURATION:-20}; fi
 H_AFTER=${BENCH_HOSTILE_AFTER:-5}                    # RSS is read this long after the attackers left
@@ -67,6 +67,7 @@ RUN_CORE=0
 RUN_HOSTILE=0
 RUN_TAGS=0
 RUN_SCALE=0
+RUN_GC=0
 IFS=, read -ra _phases <<<"$PHASES"
 for _p in "${_phases[@]}"; do
     case $_p in
@@ -74,10 +75,11 @@ for _p in "${_phases[@]}"; do
         hostile) RUN_HOSTILE=1 ;;
         tags) RUN_TAGS=1 ;;
         scale) RUN_SCALE=1 ;;
-        *) echo "BENCH_PHASES must be a comma-separated list of 'core', 'hostile', 'tags' and 'scale' (got '$PHASES')" >&2; exit 2 ;;
+        gc) RUN_GC=1 ;;
+        *) echo "BENCH_PHASES must be a comma-separated list of 'core', 'hostile', 'tags', 'scale' and 'gc' (got '$PHASES')" >&2; exit 2 ;;
     esac
 done
-((RUN_CORE || RUN_HOSTILE || RUN_TAGS || RUN_SCALE)) || { echo "BENCH_PHASES selects no phase (got '$PHASES')" >&2; exit 2; }
+((RUN_CORE || RUN_HOSTILE || RUN_TAGS || RUN_SCALE || RUN_GC)) || { echo "BENCH_PHASES selects no phase (got '$PHASES')" >&2; exit 2; }
 IFS=, read -ra H_ATTACK_LIST <<<"$H_ATTACKS"
 for _a in "${H_ATTACK_LIST[@]}"; do
     [[ $_a == readers || $_a == writers || $_a == h2 ]] \
@@ -196,6 +198,15 @@ peak_begin() {
         python3 "$BENCH_SRC/rss_sampler.py" "$SERVER_PID" "$RUN/rss.peak" &
         SAMPLER_PID=$!
         sleep 0.1
+    fi
+}
+choose_peak_mode() { # once, with a server running: clear_refs + VmHWM if writable, else the sampler
+    [[ -z $PEAK_MODE ]] || return 0
+    if [[ $RSS_SAMPLE != 1 ]] && echo 5 >"/proc/$SERVER_PID/clear_refs" 2>/dev/null; then
+        PEAK_MODE=hwm
+    else
+        PEAK_MODE=sample
+        note "peak RSS sampled from VmRSS every 50 ms (clear_refs not used/writable): short spikes may be missed"
     fi
 }
 peak_end() {
@@ -580,14 +591,7 @@ bench_registry() { # name
     R[$name.idle_rss_kb]=$(status_kb "$SERVER_PID" VmRSS)
     log "$name: idle RSS ${R[$name.idle_rss_kb]} kB"
 
-    if [[ -z $PEAK_MODE ]]; then
-        if [[ $RSS_SAMPLE != 1 ]] && echo 5 >"/proc/$SERVER_PID/clear_refs" 2>/dev/null; then
-            PEAK_MODE=hwm
-        else
-            PEAK_MODE=sample
-            note "peak RSS sampled from VmRSS every 50 ms (clear_refs not used/writable): short spikes may be missed"
-        fi
-    fi
+    choose_peak_mode
 
     skopeo_push "$name" "$SMALL_OCI" "$REPO_SMALL" "$SMALL_BYTES" push_small
     skopeo_push "$name" "$LARGE_OCI" "$REPO_LARGE" "$LARGE_BYTES" push_large
@@ -822,6 +826,11 @@ bench_hostile() { # name
 # shellcheck source=bench/scale.sh
 source "$BENCH_SRC/scale.sh"
 
+# ---------------------------------------------------------------- gc phase
+# Garbage collection of half a big store: pier online vs Distribution offline (bench/gc.sh, bench_gc).
+# shellcheck source=bench/gc.sh
+source "$BENCH_SRC/gc.sh"
+
 # ---------------------------------------------------------------- main
 mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
@@ -838,6 +847,7 @@ ensure_packages
 ((RUN_HOSTILE)) && find_h2_python
 ((RUN_CORE)) && check_disk
 ((RUN_SCALE)) && scale_setup
+((RUN_GC)) && gc_setup
 if [[ " ${REGISTRIES[*]} " == *" pier "* ]]; then build_pier; fi
 if ((RUN_CORE)); then
     generate_data
@@ -864,6 +874,11 @@ fi
 if ((RUN_SCALE)); then
     for reg in "${REGISTRIES[@]}"; do
         bench_scale "$reg"
+    done
+fi
+if ((RUN_GC)); then
+    for reg in "${REGISTRIES[@]}"; do
+        bench_gc "$reg"
     done
 fi
 
@@ -898,6 +913,7 @@ CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
         printf 'meta.hostile_sources\t%s\n' "$H_SOURCES"
     fi
     if ((RUN_SCALE)); then scale_meta; fi
+    if ((RUN_GC)); then gc_meta; fi
     if [[ -n $PIER_BIN_GIVEN ]]; then
         printf 'meta.pier_version\t%s\n' "PIER_BIN=$PIER_BIN ($("$PIER_BIN" --version 2>/dev/null || echo '?'))"
     elif [[ -n $PIER_BIN ]]; then

@@ -2,11 +2,17 @@
 """Store-size tool for bench/run.sh's "scale" phase (stdlib only, Python >= 3.7).
 
   scale.py fill --base URL --blobs B --repos R [--workers W] [--tag TAG] [--upload MODE]
+          [--share-pairs] [--manifests FILE]
       fills the registry at URL with B small distinct blobs in R repositories named
       scale/r00000... (B // R per repository, the remainder spread over the first ones), then
       one OCI manifest per repository (config = the repository's first blob, a small JSON
       document; layers = the others) tagged TAG. W worker threads, each with its own
-      keep-alive HTTP/1.1 connection, take whole repositories from a shared queue. MODE:
+      keep-alive HTTP/1.1 connection, take whole repositories from a shared queue.
+      --share-pairs: each odd repository also pushes the first layer of the even one before
+      it and lists it as its last layer (a layer shared by two images; still B distinct
+      blobs). --manifests FILE: one JSON line per repository, {"repo", "tag", "manifest"
+      (digest), "blobs" [digests, config first], "shared" [those also in another
+      repository], "bytes" {digest: size}} (bench/gc.py reads it). MODE:
         post     one request per blob: POST /v2/R/blobs/uploads/?digest=D with the body
                  (201 expected)
         postput  POST /v2/R/blobs/uploads/ (202 + Location), then PUT Location?digest=D with
@@ -115,6 +121,18 @@ def repo_blobs(i, count, salt):
     return blobs
 
 
+def repo_image(i, counts, salt, share_pairs):
+    """(blobs, shared): what repository i pushes and lists in its manifest, in order; `shared`
+    holds the blobs that another repository's image lists too (--share-pairs)."""
+    blobs = repo_blobs(i, counts[i], salt)
+    if not share_pairs or i % 2 == 0 and i + 1 >= len(counts):
+        return blobs, []
+    if i % 2 == 1:
+        mine = repo_blobs(i - 1, counts[i - 1], salt)[1]
+        return blobs + [mine], [mine]
+    return blobs, [blobs[1]]
+
+
 def manifest_for(blobs):
     return json.dumps({
         "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
@@ -193,13 +211,14 @@ def cmd_fill(a):
         first = repo_blobs(0, counts[0], salt)[0]
         mode = push_blob(c, repo_name(0), first, "auto")
         c.close()
+    image = lambda i: repo_image(i, counts, salt, a.share_pairs)
     t0 = time.monotonic()
     run_workers(a.workers, range(a.repos),
-                lambda c, i: [push_blob(c, repo_name(i), b, mode) for b in repo_blobs(i, counts[i], salt)])
+                lambda c, i: [push_blob(c, repo_name(i), b, mode) for b in image(i)[0]])
     t1 = time.monotonic()
 
     def put_manifest(c, i):
-        m = manifest_for(repo_blobs(i, counts[i], salt))
+        m = manifest_for(image(i)[0])
         st, _, body = c.request("PUT", "/v2/%s/manifests/%s" % (repo_name(i), a.tag), body=m,
                                 headers={"Content-Type": MANIFEST_TYPE})
         if st != 201:
@@ -207,6 +226,13 @@ def cmd_fill(a):
 
     run_workers(a.workers, range(a.repos), put_manifest)
     t2 = time.monotonic()
+    if a.manifests:
+        with open(a.manifests, "w") as f:
+            for i in range(a.repos):
+                blobs, shared = image(i)
+                f.write(json.dumps({"repo": repo_name(i), "tag": a.tag, "manifest": sha(manifest_for(blobs)),
+                                    "blobs": [sha(b) for b in blobs], "shared": [sha(b) for b in shared],
+                                    "bytes": {sha(b): len(b) for b in blobs}}) + "\n")
     out = {"fill_blobs": a.blobs, "fill_repos": a.repos, "fill_workers": a.workers,
            "fill_upload": mode, "fill_blobs_s": "%.3f" % (t1 - t0),
            "fill_blobs_per_s": "%.1f" % (a.blobs / (t1 - t0)),
@@ -319,6 +345,8 @@ def main():
     f.add_argument("--workers", type=int, default=8)
     f.add_argument("--tag", default="bench")
     f.add_argument("--upload", choices=("auto", "post", "postput"), default="auto")
+    f.add_argument("--share-pairs", action="store_true")
+    f.add_argument("--manifests", default="")
     t = sub.add_parser("tags")
     t.add_argument("--base", required=True)
     t.add_argument("--repo", required=True)
