@@ -123,7 +123,7 @@ class Loop(threading.Thread):
                 else:
                     self.pull(c)
             except Exception as e:  # noqa: BLE001 - counted, the loop goes on
-                kind = str(e).split(":")[0][:60] if isinstance(e, Fail) else type(e).__name__
+                kind = str(e)[:80] if isinstance(e, Fail) else type(e).__name__
                 self.errors[kind] = self.errors.get(kind, 0) + 1
                 c.close()
             self.times.append((time.monotonic() - start) * 1000)
@@ -147,10 +147,18 @@ class Loop(threading.Thread):
         st, _, body = c.request("PUT", "/v2/%s/manifests/l%06d" % (repo, n), body=m,
                                 headers={"Content-Type": MANIFEST_TYPE})
         if st != 201:
-            raise Fail("manifest PUT %d %s" % (st, body[:120].decode("utf-8", "replace")))
+            raise Fail("manifest PUT %d %s" % (st, error_code(body)))
 
     def pull(self, c):
         pull_image(c, self.kept[self.rng.randrange(len(self.kept))], by_digest=False)
+
+
+def error_code(body):
+    """The first OCI error code of an error body, else its first bytes."""
+    try:
+        return json.loads(body)["errors"][0]["code"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return repr(body[:60])
 
 
 def pull_image(c, im, by_digest):
@@ -158,13 +166,13 @@ def pull_image(c, im, by_digest):
     ref = im["manifest"] if by_digest else im["tag"]
     st, _, m = c.request("GET", "/v2/%s/manifests/%s" % (im["repo"], ref), headers={"Accept": MANIFEST_TYPE})
     if st != 200:
-        raise Fail("manifest GET %d" % st)
+        raise Fail("manifest GET %d %s" % (st, error_code(m)))
     if sha(m) != im["manifest"]:
         raise Fail("manifest bytes differ")
     for b in im["blobs"]:
         st, _, body = c.request("GET", "/v2/%s/blobs/%s" % (im["repo"], b))
         if st != 200:
-            raise Fail("blob GET %d" % st)
+            raise Fail("blob GET %d %s" % (st, error_code(body)))
         if sha(body) != b:
             raise Fail("blob bytes differ")
 

@@ -132,6 +132,8 @@ bench_gc() { # name
         CHILDREN+=("$load_pid")
         sleep 1 # the loop is running before the GC starts
         R[$name.gc.rss_before_kb]=$(status_kb "$SERVER_PID" VmRSS)
+        local c0 c1 u0 u1 s0 s1
+        read -r c0 u0 s0 <<<"$(cpu_ticks "$SERVER_PID")"
         peak_begin
         log "$name: gc: $PIER_BIN gc --config $cfg --grace $GC_GRACE --json (daemon serving the loop)"
         t0=$(now)
@@ -139,7 +141,9 @@ bench_gc() { # name
         "$PIER_BIN" gc --config "$cfg" --grace "$GC_GRACE" --json >"$LOGS/$name.gc-report.json" \
             2>"$LOGS/$name.gc-cli.err" || rc=$?
         t1=$(now)
+        read -r c1 u1 s1 <<<"$(cpu_ticks "$SERVER_PID")"
         peak_end
+        R[$name.gc.gc_cpu_s]=$(calc "($u1 - $u0 + $s1 - $s0) / $(getconf CLK_TCK)")
         sleep 1 # and still running a moment after
         touch "$stop"
         wait "$load_pid" || die "$name: gc loop during the GC failed: $(cat "$RUN/gc-load.err")"
@@ -156,9 +160,9 @@ for k in ("repositories", "manifests", "links", "in_grace", "blobs_freed", "byte
             || die "$name: pier gc --json printed no report: $(head -c 300 "$LOGS/$name.gc-report.json")"
         gc_read "$name" "$LOGS/$name.gc-report.tsv"
         R[$name.gc.blobs_freed]=${R[$name.gc.report_blobs_freed]}
-        log "$name: gc: online GC ${R[$name.gc.gc_ms]} ms wall (report: ${R[$name.gc.report_elapsed_ms]} ms, ${R[$name.gc.report_links]} links, ${R[$name.gc.report_blobs_freed]} blobs, ${R[$name.gc.report_bytes_freed]} bytes freed, ${R[$name.gc.report_in_grace]} in grace), daemon peak RSS ${PEAK_KB} kB; loop during it: push p99 ${R[$name.gc.during_push_p99_ms]:-?} ms (${R[$name.gc.during_push_n]} pushes, ${R[$name.gc.during_push_err]} errors), pull p99 ${R[$name.gc.during_pull_p99_ms]:-?} ms (${R[$name.gc.during_pull_n]}, ${R[$name.gc.during_pull_err]} errors)"
+        log "$name: gc: online GC ${R[$name.gc.gc_ms]} ms wall (report: ${R[$name.gc.report_elapsed_ms]} ms, ${R[$name.gc.report_links]} links, ${R[$name.gc.report_blobs_freed]} blobs, ${R[$name.gc.report_bytes_freed]} bytes freed, ${R[$name.gc.report_in_grace]} in grace), daemon peak RSS ${PEAK_KB} kB, daemon CPU ${R[$name.gc.gc_cpu_s]} s; loop during it: push p99 ${R[$name.gc.during_push_p99_ms]:-?} ms (${R[$name.gc.during_push_n]} pushes, ${R[$name.gc.during_push_err]} errors), pull p99 ${R[$name.gc.during_pull_p99_ms]:-?} ms (${R[$name.gc.during_pull_n]}, ${R[$name.gc.during_pull_err]} errors)"
         [[ ${R[$name.gc.report_blobs_freed]} == "${R[$name.gc.expect_blobs_freed]}" ]] \
-            || note "$name: gc freed ${R[$name.gc.report_blobs_freed]} blob files, the deleted images had ${R[$name.gc.expect_blobs_freed]} blobs of their own"
+            || note "$name: gc freed ${R[$name.gc.report_blobs_freed]} blob files, the deleted images had ${R[$name.gc.expect_blobs_freed]} blobs of their own (more: blobs of the loop's pushes in progress, unprotected with --grace $GC_GRACE, whose manifest PUT then failed; see the loop's push errors)"
     else
         # offline: the registry must be stopped; downtime = stop -> first 200 after the restart
         local time_out=$LOGS/$name.gc-time.txt gc_log=$LOGS/$name.gc-collect.log
@@ -175,6 +179,7 @@ for k in ("repositories", "manifests", "links", "in_grace", "blobs_freed", "byte
         R[$name.gc.gc_ms]=$(calc "($g1 - $g0) * 1000")
         R[$name.gc.downtime_ms]=$(calc "($t1 - $t0) * 1000")
         R[$name.gc.gc_peak_kb]=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$time_out")
+        R[$name.gc.gc_cpu_s]=$(awk -F': ' '/User time \(seconds\)|System time \(seconds\)/ { t += $2 } END { printf "%.2f", t }' "$time_out")
         # "N blobs marked, M blobs and K manifests eligible for deletion"
         local marked freed eligible
         read -r marked freed eligible < <(
@@ -183,7 +188,7 @@ for k in ("repositories", "manifests", "links", "in_grace", "blobs_freed", "byte
         R[$name.gc.blobs_freed]=${freed:-}
         R[$name.gc.manifests_eligible]=${eligible:-}
         [[ -n ${R[$name.gc.blobs_freed]} ]] || note "$name: could not read the blob count from garbage-collect's output ($gc_log)"
-        log "$name: gc: offline GC ${R[$name.gc.gc_ms]} ms, peak RSS ${R[$name.gc.gc_peak_kb]} kB, downtime ${R[$name.gc.downtime_ms]} ms (start ${START_MS} ms); ${R[$name.gc.marked]:-?} blobs marked, ${R[$name.gc.blobs_freed]:-?} blobs and ${R[$name.gc.manifests_eligible]:-?} manifests eligible"
+        log "$name: gc: offline GC ${R[$name.gc.gc_ms]} ms, peak RSS ${R[$name.gc.gc_peak_kb]} kB, CPU ${R[$name.gc.gc_cpu_s]} s, downtime ${R[$name.gc.downtime_ms]} ms (start ${START_MS} ms); ${R[$name.gc.marked]:-?} blobs marked, ${R[$name.gc.blobs_freed]:-?} blobs and ${R[$name.gc.manifests_eligible]:-?} manifests eligible"
     fi
     gc_verify "$name" "$base" "$data" "$name" 1 after
     stop_server

@@ -300,6 +300,8 @@ GC_METRICS = [
      "ms", 1, "low", 0),
     ("downtime_ms", "downtime: no push or pull possible (Distribution: stop + GC + start)", "ms", 1, "low", 0),
     ("gc_peak_kb", "peak RSS of the process doing the GC (pier: the daemon, serving too)", "MiB", MiB, "low", 1),
+    ("gc_cpu_s", "CPU time (user+sys) of that process during the GC (pier: serving the loop too)", "s", 1,
+     "low", 2),
     ("blobs_freed", "blob files removed, as the registry counts them", "blobs", 1, "high", 0),
     ("after_kb", "data dir after the GC (du)", "MiB", MiB, "low", 1),
     ("after_files", "files in it", "files", 1, "low", 0),
