@@ -295,3 +295,24 @@ fn du_tells_unique_and_shared_bytes_and_what_gc_would_free() {
     p.stop();
     assert_eq!(du(&p, None)["repositories"], report["repositories"], "the same read directly");
 }
+
+/// `storage.maintenance.gc` collects on a schedule, in the daemon, with its own grace period.
+#[test]
+fn scheduled_collection_runs_in_the_daemon() {
+    let env = [
+        ("REGISTRY_STORAGE_MAINTENANCE_GC_ENABLED", "true"),
+        ("REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL", "1s"),
+        ("REGISTRY_STORAGE_MAINTENANCE_GC_GRACE", "0s"),
+    ];
+    let p = Pier::start_with(Options {
+        delete_enabled: true,
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Options::default()
+    });
+    let (a, _) = push(&p, "app", "a", &[b"only in a"]);
+    assert_eq!(p.req("DELETE", &format!("/v2/app/manifests/{a}"), &[], b"").status, 202);
+    let layer = sha256_digest(b"only in a");
+    wait_until(std::time::Duration::from_secs(10), || !global_exists(&p, &layer));
+    assert!(p.log().contains("scheduled garbage collection: 1 repositories"), "{}", p.log_tail());
+    assert_store_links_consistent(&p.root);
+}
