@@ -17,6 +17,7 @@
 //!   work runs on blocking threads, never on the connection's task.
 
 pub mod client;
+pub mod du;
 pub mod protocol;
 pub mod server;
 pub mod status;
@@ -26,4 +27,30 @@ use std::path::{Path, PathBuf};
 /// The admin socket of the data directory `root`.
 pub fn socket_path(root: &Path) -> PathBuf {
     root.join("admin.sock")
+}
+
+/// `n` bytes in binary units with one decimal (`1.5 GiB`), or plain bytes below 1 KiB.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bytes_in_binary_units() {
+        assert_eq!(super::human_bytes(0), "0 bytes");
+        assert_eq!(super::human_bytes(1023), "1023 bytes");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+        assert_eq!(super::human_bytes(5 << 30), "5.0 GiB");
+    }
 }

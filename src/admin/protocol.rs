@@ -12,6 +12,8 @@ pub enum Request {
     /// What the daemon serves and what the store holds. (A struct variant: serde refuses
     /// unknown fields only in those.)
     Status {},
+    /// Disk usage per repository (or of one) and of the store.
+    Du { repository: Option<String> },
     /// Garbage collection (`store::gc`): what no live manifest needs leaves each repository.
     Gc {
         /// Blob links younger than this many seconds are kept.
@@ -28,6 +30,7 @@ impl Request {
     pub fn name(&self) -> &'static str {
         match self {
             Request::Status {} => "status",
+            Request::Du { .. } => "du",
             Request::Gc { dry_run: true, .. } => "gc --dry-run",
             Request::Gc { .. } => "gc",
         }

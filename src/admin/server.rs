@@ -143,6 +143,9 @@ fn run(request: Request, ctx: Arc<AdminContext>, events: tokio::sync::mpsc::Unbo
                 };
                 status::status(&ctx.store, Some(daemon)).map_err(|e| e.to_string()).and_then(to_value)
             }
+            Request::Du { repository } => {
+                super::du::du(&ctx.store, repository.as_deref()).map_err(|e| e.to_string()).and_then(to_value)
+            }
             Request::Gc { grace_secs, untagged, dry_run } => {
                 let options = GcOptions { grace_secs, untagged, dry_run };
                 let progress = |message: &str| {

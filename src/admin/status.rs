@@ -53,34 +53,8 @@ impl std::fmt::Display for Status {
         writeln!(f, "repositories    {}", s.repositories)?;
         writeln!(f, "manifests       {}", s.manifests)?;
         writeln!(f, "tags            {}", s.tags)?;
-        writeln!(f, "blobs           {} ({})", s.blobs, bytes(s.blob_bytes))?;
+        writeln!(f, "blobs           {} ({})", s.blobs, super::human_bytes(s.blob_bytes))?;
         writeln!(f, "open uploads    {}", s.uploads)?;
         write!(f, "index.json due  {}", s.layouts_due)
-    }
-}
-
-/// `n` bytes in binary units with one decimal (`1.5 GiB`), or plain bytes below 1 KiB.
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} bytes");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn bytes_in_binary_units() {
-        assert_eq!(super::bytes(0), "0 bytes");
-        assert_eq!(super::bytes(1023), "1023 bytes");
-        assert_eq!(super::bytes(1536), "1.5 KiB");
-        assert_eq!(super::bytes(5 << 30), "5.0 GiB");
     }
 }

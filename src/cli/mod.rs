@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 
+pub mod du;
 pub mod gc;
 pub mod htpasswd;
 pub mod migrate;
@@ -20,6 +21,9 @@ usage:
   pier migrate [--config FILE] [--json] [--dry-run] [DIR]
                                       import registry:2 data (DIR/docker/registry/v2, DIR
                                       defaults to the root directory) in place
+  pier du [--config FILE] [--json] [REPO]
+                                      disk usage per repository, deduplication, what gc
+                                      would free
   pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--json]
                                       remove what no manifest needs, while serving (see
                                       `pier gc --help`)
@@ -49,6 +53,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Some("migrate") => migrate::run(&args[1..]),
         Some("status") => status::run(&args[1..]),
         Some("gc") => gc::run(&args[1..]),
+        Some("du") => du::run(&args[1..]),
         Some("--version") | Some("-V") | Some("version") => {
             println!("pier {}", env!("CARGO_PKG_VERSION"));
             0

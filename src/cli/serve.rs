@@ -172,6 +172,9 @@ pub fn run(args: &[OsString]) -> i32 {
         if let Some(purging) = config.upload_purging {
             tokio::spawn(purge_uploads(store.clone(), purging));
         }
+        if let Some(schedule) = config.gc_schedule {
+            tokio::spawn(collect_garbage_every(store.clone(), schedule));
+        }
         // Signal handlers exist before READY=1: a `systemctl stop` or `reload` right after start
         // must find them.
         let signals = match Signals::install() {
@@ -273,6 +276,25 @@ fn raise_open_files_limit() {
     match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
         Ok(()) => log::info!("open files limit raised from {soft} to {target}"),
         Err(e) => log::warn!("open files limit stays at {soft} (hard limit {hard}): {e}"),
+    }
+}
+
+/// Garbage collection every `interval` (the first one an interval after start: the first
+/// moments belong to the first requests), on a blocking thread.
+async fn collect_garbage_every(store: Arc<Store>, schedule: crate::config::GcSchedule) {
+    let options = crate::store::gc::GcOptions {
+        grace_secs: schedule.grace.as_secs(),
+        untagged: schedule.untagged,
+        dry_run: false,
+    };
+    loop {
+        tokio::time::sleep(schedule.interval).await;
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.collect_garbage(options, |_| {})).await {
+            Ok(Ok(report)) => log::info!("scheduled {}", crate::admin::server::gc_summary(&report)),
+            Ok(Err(e)) => log::warn!("scheduled garbage collection failed (tried again at the next interval): {e}"),
+            Err(e) => log::warn!("scheduled garbage collection failed (tried again at the next interval): {e}"),
+        }
     }
 }
 

@@ -65,6 +65,7 @@ impl Reload {
             idle_timeout,
             blake3,
             upload_purging,
+            gc_schedule,
             htpasswd,
             access,
             tls,
@@ -96,6 +97,7 @@ impl Reload {
         restart_only("http.draintimeout", *drain_timeout != running.drain_timeout);
         restart_only("log.formatter", *log_format != running.log_format);
         restart_only("storage.maintenance.uploadpurging", *upload_purging != running.upload_purging);
+        restart_only("storage.maintenance.gc", *gc_schedule != running.gc_schedule);
         // Connections and transfers in flight were admitted under the old bounds.
         restart_only("limits", *limits != running.limits);
         let mut refused = Vec::new();

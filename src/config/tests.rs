@@ -46,6 +46,12 @@ const SCALAR_KEYS: &[(&str, &str, Field, &str)] = &[
     ("storage.digests.blake3", "yes", |c| c.blake3.to_string(), "true"),
     ("storage.maintenance.uploadpurging.enabled", "false", |c| format!("{:?}", c.upload_purging), "None"),
     (
+        "storage.maintenance.gc.enabled",
+        "true",
+        |c| format!("{:?}", c.gc_schedule),
+        "Some(GcSchedule { interval: 86400s, grace: 3600s, untagged: false })",
+    ),
+    (
         "storage.maintenance.uploadpurging.age",
         "2h",
         |c| format!("{:?}", c.upload_purging),

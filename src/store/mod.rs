@@ -40,6 +40,7 @@ pub mod recovery;
 mod space;
 pub mod upload;
 mod upload_writer;
+pub mod usage;
 
 #[cfg(test)]
 mod tests;

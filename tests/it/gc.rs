@@ -252,3 +252,67 @@ fn pushes_racing_collections_never_lose_an_acknowledged_image() {
     assert_store_links_consistent(&p.root);
     eprintln!("{stats}");
 }
+
+/// `pier du`: per repository the bytes it links, alone and shared; the store's logical size
+/// against its bytes on disk; what a collection would free now; the same from the daemon and
+/// from the store read directly.
+#[test]
+fn du_tells_unique_and_shared_bytes_and_what_gc_would_free() {
+    let mut p = Pier::start();
+    let shared = random_bytes(100_000, 40);
+    let alone = random_bytes(30_000, 41);
+    push(&p, "one", "v1", &[&shared, &alone]);
+    push(&p, "two", "v1", &[&shared]);
+    let du = |p: &Pier, repo: Option<&str>| -> Value {
+        let mut cmd = Command::new(PIER);
+        cmd.arg("du").arg("--config").arg(&p.config).arg("--json").args(repo);
+        let out = output(&mut cmd);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let report = du(&p, None);
+    let repos = report["repositories"].as_array().unwrap();
+    assert_eq!(repos.len(), 2, "{report}");
+    let one = &repos[0];
+    assert_eq!(one["repository"], "one");
+    let one_manifest = p.get("/v2/one/manifests/v1").body.len();
+    let config_len = "{\"architecture\":\"amd64\",\"os\":\"linux\",\"tag\":\"v1\"}".len();
+    // The config is the same document in both repositories: shared too.
+    assert_eq!(one["shared_bytes"], json!(shared.len() + config_len), "{report}");
+    assert_eq!(one["unique_bytes"], json!(alone.len() + one_manifest), "{report}");
+    let logical = report["logical_bytes"].as_u64().unwrap();
+    let stored = report["stored_bytes"].as_u64().unwrap();
+    assert_eq!(logical - stored, (shared.len() + config_len) as u64, "stored once: {report}");
+    assert_eq!(report["gc_would_free"]["bytes_freed"], 0, "{report}");
+
+    // One repository alone; the human table; and the same numbers with no daemon running.
+    assert_eq!(du(&p, Some("two"))["repositories"].as_array().unwrap().len(), 1);
+    let (text_ok, text) = {
+        let out = output(Command::new(PIER).arg("du").arg("--config").arg(&p.config));
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert!(text_ok && text.contains("deduplication") && text.lines().any(|l| l.starts_with("one ")), "{text}");
+    p.stop();
+    assert_eq!(du(&p, None)["repositories"], report["repositories"], "the same read directly");
+}
+
+/// `storage.maintenance.gc` collects on a schedule, in the daemon, with its own grace period.
+#[test]
+fn scheduled_collection_runs_in_the_daemon() {
+    let env = [
+        ("REGISTRY_STORAGE_MAINTENANCE_GC_ENABLED", "true"),
+        ("REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL", "1s"),
+        ("REGISTRY_STORAGE_MAINTENANCE_GC_GRACE", "0s"),
+    ];
+    let p = Pier::start_with(Options {
+        delete_enabled: true,
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Options::default()
+    });
+    let (a, _) = push(&p, "app", "a", &[b"only in a"]);
+    assert_eq!(p.req("DELETE", &format!("/v2/app/manifests/{a}"), &[], b"").status, 202);
+    let layer = sha256_digest(b"only in a");
+    wait_until(std::time::Duration::from_secs(10), || !global_exists(&p, &layer));
+    assert!(p.log().contains("scheduled garbage collection: 1 repositories"), "{}", p.log_tail());
+    assert_store_links_consistent(&p.root);
+}
