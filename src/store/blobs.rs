@@ -87,9 +87,12 @@ pub(super) enum Unlinked {
 
 impl Store {
     /// The size of `digest` in `repo`, if the repository has that blob.
+    /// A quarantined blob (`store::scrub`) is unknown: its bytes are never served, and a
+    /// client that asks first pushes it again, which heals it.
     pub fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         let txn = self.db.begin_read()?;
         match txn.open_table(REPO_BLOBS)?.get((repo.as_str(), digest.as_str()))? {
+            Some(_) if Self::is_quarantined(&txn, digest)? => Err(StoreError::BlobUnknown),
             Some(size) => Ok(size.value()),
             None if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() => Err(StoreError::NameUnknown),
             None => Err(StoreError::BlobUnknown),

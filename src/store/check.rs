@@ -15,7 +15,8 @@ use redb::ReadableTable;
 
 use super::error::{IoContext, Result};
 use super::meta::{
-    ManifestRecord, BLOBS, INDEX_DIRTY, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS,
+    ManifestRecord, BLOBS, INDEX_DIRTY, MANIFESTS, MANIFEST_TAGS, QUARANTINE, REFERRERS, REPOS, REPO_BLOBS, TAGS,
+    UPLOADS,
 };
 use super::recovery::stray_index_files;
 use super::Store;
@@ -61,6 +62,11 @@ impl Store {
             .iter()?
             .map(|e| e.map(|(k, _)| k.value().to_string()))
             .collect::<std::result::Result<_, _>>()?;
+        let quarantine: BTreeSet<String> = txn
+            .open_table(QUARANTINE)?
+            .iter()?
+            .map(|e| e.map(|(k, _)| k.value().to_string()))
+            .collect::<std::result::Result<_, _>>()?;
         // REPO_BLOBS: both files complete, one inode; BLOBS counts in step.
         let mut links_per_blob: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut repo_links: BTreeSet<(String, String)> = BTreeSet::new();
@@ -78,6 +84,10 @@ impl Store {
                 problems.push(format!("REPO_BLOBS[{repo}, {digest}] is not a valid name and digest"));
                 continue;
             };
+            if quarantine.contains(digest) {
+                // Out of service (`store::scrub`): its files are gone or going on purpose.
+                continue;
+            }
             let global = self.paths.blob(&d);
             let linked = self.paths.repo_blob(&r, &d);
             match (fs::metadata(&global), fs::metadata(&linked)) {

@@ -37,6 +37,7 @@ pub mod meta;
 pub mod migrate;
 mod migrate_source;
 pub mod recovery;
+pub mod scrub;
 mod space;
 pub mod upload;
 mod upload_writer;
@@ -54,7 +55,9 @@ use database::MetaDb;
 use disk::Disk;
 use index::IndexWriter;
 use layout::Paths;
-use meta::{BLOBS, INDEX_DIRTY, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS};
+use meta::{
+    BLOBS, INDEX_DIRTY, LINKED_AT, MANIFESTS, MANIFEST_TAGS, QUARANTINE, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS,
+};
 use redb::{ReadableTable, TableHandle};
 use space::FreeSpace;
 
@@ -153,6 +156,8 @@ impl Store {
             txn.open_table(REFERRERS)?;
             txn.open_table(UPLOADS)?;
             txn.open_table(INDEX_DIRTY)?;
+            txn.open_table(LINKED_AT)?;
+            txn.open_table(QUARANTINE)?;
             disk.commit(txn)?;
         }
         let space = FreeSpace::new(root);

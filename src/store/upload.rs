@@ -308,7 +308,7 @@ impl ChunkAppend {
 /// Read buffer for re-hashing a partial upload.
 const READ_BUFFER: usize = 1 << 20;
 
-fn hash_file(path: &Path, algorithm: Algorithm) -> Result<(Hasher, u64)> {
+pub(super) fn hash_file(path: &Path, algorithm: Algorithm) -> Result<(Hasher, u64)> {
     let mut f = File::open(path).at("open", path)?;
     let mut h = algorithm.hasher();
     let mut buf = vec![0u8; READ_BUFFER];
@@ -448,10 +448,14 @@ impl Store {
         // leaves an upload file without a record (swept at start-up).
         {
             let _guard = self.lock();
+            let healing = self.prepare_heal(expected)?;
             self.place_global(&path, expected)?;
             self.link_into_repo(&repo, expected)?;
             let txn = self.db.begin_write()?;
             Self::record_repo_blob(&txn, &repo, expected, state.offset)?;
+            if healing {
+                self.finish_heal(&txn, expected)?;
+            }
             txn.open_table(UPLOADS)?.remove(id.as_str())?;
             self.disk.commit(txn)?;
         }

@@ -28,5 +28,6 @@ mod migrate;
 mod names;
 mod policy;
 mod proxy;
+mod scrub;
 mod systemd;
 mod tls;
