@@ -135,6 +135,7 @@ impl Store {
         }
         let record = ManifestRecord::of(manifest, body.len() as u64);
         let _guard = self.lock();
+        self.check_quota(repo, digest, body.len() as u64)?;
         let healing = self.prepare_heal(digest)?;
         // The bytes become a blob of the repository, like any layer.
         if let Some(staged) = staged {

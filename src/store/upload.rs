@@ -336,6 +336,7 @@ impl Store {
     /// Starts an upload session for `repo`, hashing with `algorithm`.
     pub fn create_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadSession> {
         self.ensure_free_space(0)?;
+        self.check_quota_room(repo)?;
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         self.disk.create_new(&self.paths.upload(&id))?;
         let txn = self.db.begin_write()?;
@@ -447,7 +448,13 @@ impl Store {
         // ends. A crash before that commit leaves the session as it was (resumable), one after it
         // leaves an upload file without a record (swept at start-up).
         {
-            let _guard = self.lock();
+            let guard = self.lock();
+            if let Err(e) = self.check_quota(&repo, expected, state.offset) {
+                // Its bytes could never be committed: the session ends.
+                drop(guard);
+                self.cancel_upload(claim)?;
+                return Err(e);
+            }
             let healing = self.prepare_heal(expected)?;
             self.place_global(&path, expected)?;
             self.link_into_repo(&repo, expected)?;
