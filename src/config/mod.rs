@@ -74,6 +74,10 @@ pub struct Config {
     /// `auth.htpasswd`: basic authentication against an htpasswd file of bcrypt entries (and
     /// legacy ones where allowed).
     pub htpasswd: Option<HtpasswdConfig>,
+    /// `quotas` (pier): size limits per repository glob (first match applies; empty: none).
+    pub quotas: Vec<crate::core::quota::QuotaRule>,
+    /// `retention` (pier): which tags `pier retention` drops, per repository glob.
+    pub retention: Vec<crate::core::retention::RetentionPolicy>,
     /// `access` (pier): rules granting pull/push/delete per user and repository glob.
     pub access: Option<Vec<AccessRule>>,
     /// `http.tls`: serve HTTPS with these PEM files.
@@ -115,6 +119,8 @@ impl Default for Config {
             blake3: false,
             upload_purging: Some(DEFAULT_UPLOAD_PURGING),
             gc_schedule: None,
+            quotas: Vec::new(),
+            retention: Vec::new(),
             htpasswd: None,
             access: None,
             tls: None,

@@ -10,7 +10,9 @@ pub mod error;
 pub mod manifest;
 pub mod name;
 pub mod policy;
+pub mod quota;
 pub mod range;
+pub mod retention;
 mod robustness;
 pub mod size;
 

@@ -14,7 +14,7 @@ use std::fs;
 use redb::ReadableTable;
 
 use super::error::{gone_as, Result, StoreError};
-use super::meta::{ManifestRecord, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPOS, REPO_BLOBS, TAGS};
+use super::meta::{ManifestRecord, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPOS, REPO_BLOBS, TAGGED_AT, TAGS};
 use super::Store;
 use crate::core::manifest::Descriptor;
 use crate::core::{Digest, Manifest, RepoName, Tag};
@@ -49,6 +49,10 @@ impl Store {
 
     /// Reads a stored manifest's bytes.
     pub fn manifest_bytes(&self, digest: &Digest) -> Result<Vec<u8>> {
+        // A quarantined manifest (`store::scrub`) is not served until a push heals it.
+        if Self::is_quarantined(&*self.db.begin_read()?, digest)? {
+            return Err(StoreError::ManifestUnknown);
+        }
         // A concurrent delete of the last link may have removed the file since the lookup.
         let path = self.paths.blob(digest);
         fs::read(&path).map_err(|e| gone_as(e, "read", &path, StoreError::ManifestUnknown))
@@ -131,6 +135,8 @@ impl Store {
         }
         let record = ManifestRecord::of(manifest, body.len() as u64);
         let _guard = self.lock();
+        self.check_quota(repo, digest, body.len() as u64)?;
+        let healing = self.prepare_heal(digest)?;
         // The bytes become a blob of the repository, like any layer.
         if let Some(staged) = staged {
             self.place_global_as_is(staged, digest)?;
@@ -150,11 +156,16 @@ impl Store {
             return Err(StoreError::ManifestBlobUnknown(d));
         }
         Self::record_repo_blob(&txn, repo, digest, body.len() as u64)?;
+        if healing {
+            self.finish_heal(&txn, digest)?;
+        }
         txn.open_table(MANIFESTS)?.insert((repo.as_str(), digest.as_str()), record.encode().as_slice())?;
         {
             let mut t = txn.open_table(TAGS)?;
             let mut by_manifest = txn.open_table(MANIFEST_TAGS)?;
+            let mut tagged_at = txn.open_table(TAGGED_AT)?;
             for tag in tags {
+                tagged_at.insert((repo.as_str(), tag.as_str()), super::now_unix())?;
                 let before = t.insert((repo.as_str(), tag.as_str()), digest.as_str())?.map(|d| d.value().to_string());
                 if let Some(before) = before {
                     by_manifest.remove((repo.as_str(), before.as_str(), tag.as_str()))?;
@@ -180,6 +191,7 @@ impl Store {
             return Err(Self::unknown_in_write(&txn, repo, StoreError::ManifestUnknown)?);
         };
         txn.open_table(MANIFEST_TAGS)?.remove((repo.as_str(), digest.as_str(), tag.as_str()))?;
+        txn.open_table(TAGGED_AT)?.remove((repo.as_str(), tag.as_str()))?;
         Self::mark_index_dirty(&txn, repo)?;
         self.disk.commit(txn)?;
         self.indexes.changed();
@@ -228,6 +240,7 @@ impl Store {
             let mut tags = txn.open_table(TAGS)?;
             for t in doomed {
                 tags.remove((r, t.as_str()))?;
+                txn.open_table(TAGGED_AT)?.remove((r, t.as_str()))?;
                 by_manifest.remove((r, d, t.as_str()))?;
             }
         }
