@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 
 pub mod htpasswd;
+mod privileges;
 pub mod serve;
 mod watchdog;
 

@@ -20,6 +20,7 @@ mod cli;
 mod crash;
 mod disk;
 mod e2e;
+mod engine;
 mod hostile;
 mod names;
 mod policy;
