@@ -59,10 +59,24 @@ fn image_serves_a_root_owned_volume_as_65532_to_docker_skopeo_and_podman() {
     write_image_layout(src.path(), "v1", &img);
     let oci = format!("oci:{}:v1", src.path().display());
     let dst = format!("docker://{host_port}/engine/skopeo:v1");
-    run(Command::new("skopeo").args(["--insecure-policy", "copy", "--dest-tls-verify=false", &oci, &dst]));
+    run(Command::new("skopeo").args([
+        "--insecure-policy",
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &oci,
+        &dst,
+    ]));
     let back = tmpdir();
     let back_ref = format!("oci:{}:v1", back.path().display());
-    run(Command::new("skopeo").args(["--insecure-policy", "copy", "--src-tls-verify=false", &dst, &back_ref]));
+    run(Command::new("skopeo").args([
+        "--insecure-policy",
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &dst,
+        &back_ref,
+    ]));
     read_layout(back.path()).assert_has_image("v1", &img);
 
     // podman pulls what docker pushed, pushes it under another name, docker pulls that.

@@ -43,15 +43,20 @@ pub fn image_binary(target: &'static str) -> PathBuf {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
     let bin = target_dir.join(target).join("image").join("pier");
     if !built.contains(&target) {
-        run(Command::new(env!("CARGO")).current_dir(repo_root()).args([
-            "build",
-            "--profile",
-            "image",
-            "--bin",
-            "pier",
-            "--target",
-            target,
-        ]));
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.current_dir(repo_root()).args(["build", "--profile", "image", "--bin", "pier", "--target", target]);
+        // Without what `cargo test` tells its tests about this package: build scripts (ring's)
+        // watch CARGO_MANIFEST_DIR, and a different value would rebuild what `.ci/run` built.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            let per_test = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_PACKAGE"]
+                .iter()
+                .any(|p| k.starts_with(p));
+            if per_test || k == "CARGO_TARGET_TMPDIR" || k == "CARGO_RUSTC_CURRENT_DIR" || k == "OUT_DIR" {
+                cargo.env_remove(&key);
+            }
+        }
+        run(&mut cargo);
         built.push(target);
     }
     assert!(bin.is_file(), "{} missing after cargo build", bin.display());
