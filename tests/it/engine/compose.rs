@@ -123,7 +123,11 @@ fn compose_case(case: Case) {
     assert_owned_by(&data, 65532, 65532);
     if case.https {
         let logs = compose(&["logs", "--no-color", "nginx"]);
-        assert!(logs.contains("GET /v2/team/app/manifests/1"), "the pulls did not go through nginx:\n{logs}");
+        assert!(
+            logs.contains("/v2/team/app/manifests/1 HTTP/1.1\" 200")
+                && logs.contains("\"GET /v2/team/app/blobs/sha256:"),
+            "the pulls did not go through nginx:\n{logs}"
+        );
     }
     compose(&["down"]);
 }
