@@ -177,20 +177,21 @@ def main(argv):
         config_yml = f.read()
     if os.path.exists(args.out):
         p.error("%s exists" % args.out)
-    layout = Layout(args.out)
-
-    manifests = []
-    seen = set()
+    binaries = []
     for spec in args.binary:
         platform, sep, path = spec.partition("=")
-        if not sep or platform not in PLATFORMS or platform in seen:
+        if not sep or platform not in PLATFORMS or platform in (b[0] for b in binaries):
             p.error("--binary %r: expected PLATFORM=PATH, PLATFORM one of %s, each once" % (spec, ", ".join(PLATFORMS)))
-        seen.add(platform)
-        arch, variant, machine = PLATFORMS[platform]
         with open(path, "rb") as f:
             binary = f.read()
-        if elf_machine(binary) != machine:
+        if elf_machine(binary) != PLATFORMS[platform][2]:
             p.error("%s is not an ELF binary for %s" % (path, platform))
+        binaries.append((platform, binary))
+
+    layout = Layout(args.out)
+    manifests = []
+    for platform, binary in binaries:
+        arch, variant, _ = PLATFORMS[platform]
         tar = layer_tar(binary, config_yml, epoch)
         layer = layout.blob(OCI_LAYER_GZIP, gzip_bytes(tar))
         config = layout.blob(OCI_CONFIG, canonical_json(image_config(arch, variant, sha256(tar), version, args.revision, created)))
