@@ -1,6 +1,7 @@
 //! `pier htpasswd add|remove|list`: manage the htpasswd file without apache2-utils. The
 //! command line and the password prompt live here; the file format is [`crate::htpasswd`].
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -15,7 +16,9 @@ usage:
   pier htpasswd list        [--file F | --config C]
 
 The file defaults to auth.htpasswd.path of the config file. Without --password-stdin the
-password is asked for twice on the terminal.
+password is asked for twice on the terminal. New entries are bcrypt; `add` on an existing
+user re-sets its password as bcrypt (the way off MD5-apr1 and {SHA} entries, which `list`
+marks as legacy).
 ";
 
 /// bcrypt cost of new entries: ~60 ms on a current x86 core, well under a second on a Pi 4;
@@ -109,11 +112,19 @@ fn execute(cmd: &Command) -> Result<(), Failure> {
     };
     match cmd.verb.as_str() {
         "list" => {
-            let users = htpasswd::parse(&cmd.file, &text).map_err(|e| failed(e.to_string()))?;
-            let mut names: Vec<_> = users.into_keys().collect();
-            names.sort();
+            // Every scheme pier can read, legacy ones marked, whatever the config allows.
+            let users =
+                htpasswd::parse(&cmd.file, &text, &htpasswd::LegacyScheme::ALL).map_err(|e| failed(e.to_string()))?;
+            let legacy: HashMap<&str, htpasswd::LegacyScheme> = htpasswd::legacy_users(&users).into_iter().collect();
+            let mut names: Vec<&str> = users.keys().map(String::as_str).collect();
+            names.sort_unstable();
             for n in names {
-                println!("{n}");
+                match legacy.get(n) {
+                    Some(scheme) => println!(
+                        "{n}\t{scheme} (legacy: accepted only with auth.htpasswd.legacyhashes; `pier htpasswd add {n}` re-sets it as bcrypt)"
+                    ),
+                    None => println!("{n}"),
+                }
             }
             Ok(())
         }

@@ -183,21 +183,8 @@ pub fn run(args: &[OsString]) -> i32 {
         }
         // What a crash left unreferenced is removed while pier serves (store::recovery): the
         // first request never waits for a walk over the whole store.
-        {
-            let store = store.clone();
-            let walk = std::thread::Builder::new().name("pier-walk".into()).spawn(move || {
-                // Maintenance yields to serving: the walk leaves the first moments of a
-                // (re)start to the first requests (with a cold page cache it would otherwise
-                // compete with them for the disk: 200 ms instead of 25 ms to the first answer
-                // at 30,000 blobs here). It is not niced: under sustained load it must still end.
-                std::thread::sleep(WALK_DELAY);
-                if let Err(e) = store.sweep_unreferenced() {
-                    log::warn!("consistency walk stopped: {e} (it runs again at the next start)");
-                }
-            });
-            if let Err(e) = walk {
-                log::warn!("consistency walk not started: {e} (it runs at the next start)");
-            }
+        if let Err(e) = store.start_consistency_walk(WALK_DELAY) {
+            log::warn!("consistency walk not started: {e} (it runs at the next start)");
         }
         let repos = store.repo_count().unwrap_or(0);
         let serving = format!("serving {repos} repositories on {}", addrs.join(", "));
@@ -216,10 +203,21 @@ pub fn run(args: &[OsString]) -> i32 {
             server::serve(state, listeners, tls, stop_signal(signals.term, signals.int, notifier.clone()), drain).await;
         // Requests are done: write every index.json still due, so a clean stop leaves each
         // layout current (a second stop signal exits before this; the next start catches up).
-        match tokio::task::spawn_blocking(move || store.stop_index_writer()).await {
-            Ok(Ok(n)) => log::debug!("{n} index.json written at shutdown"),
-            Ok(Err(e)) => log::error!("index.json not written at shutdown (rewritten at the next start): {e}"),
-            Err(e) => log::error!("index.json not written at shutdown (rewritten at the next start): {e}"),
+        // Then close the database: closed here, it opens at once next time; left to the process
+        // exit (other threads hold the store) it would be repaired at the next start, which
+        // reads all of it.
+        let stopped = tokio::task::spawn_blocking(move || (store.stop_index_writer(), store.close())).await;
+        match stopped {
+            Ok((flushed, closed)) => {
+                match flushed {
+                    Ok(n) => log::debug!("{n} index.json written at shutdown"),
+                    Err(e) => log::error!("index.json not written at shutdown (rewritten at the next start): {e}"),
+                }
+                if let Err(e) = closed {
+                    log::warn!("metadata not closed cleanly (repaired at the next start): {e}");
+                }
+            }
+            Err(e) => log::error!("shutdown of the store failed (the next start recovers): {e}"),
         }
         match served {
             Ok(()) => 0,

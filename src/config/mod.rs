@@ -65,7 +65,8 @@ pub struct Config {
     /// `storage.maintenance.uploadpurging`: purge uploads idle longer than `age`, every
     /// `interval` (`None` when disabled).
     pub upload_purging: Option<UploadPurging>,
-    /// `auth.htpasswd`: basic authentication against an htpasswd file of bcrypt entries.
+    /// `auth.htpasswd`: basic authentication against an htpasswd file of bcrypt entries (and
+    /// legacy ones where allowed).
     pub htpasswd: Option<HtpasswdConfig>,
     /// `access` (pier): rules granting pull/push/delete per user and repository glob.
     pub access: Option<Vec<AccessRule>>,
@@ -152,6 +153,12 @@ pub struct UploadPurging {
 pub struct HtpasswdConfig {
     pub realm: String,
     pub path: PathBuf,
+    /// `auth.htpasswd.legacyhashes` (pier): the weak schemes of existing files accepted besides
+    /// bcrypt (none by default: such an entry stops pier, naming this key).
+    pub legacy_hashes: Vec<crate::htpasswd::LegacyScheme>,
+    /// `auth.htpasswd.upgradelegacy` (pier): rewrite a legacy entry as bcrypt in the file at its
+    /// user's next successful login (off by default: it rewrites the user's file).
+    pub upgrade_legacy: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

@@ -1,6 +1,7 @@
 //! The typed shape of `config.yml`: one struct per section, mirroring CNCF Distribution's
-//! configuration (plus pier's own `access`, `storage.digests`, `http.idletimeout`), and its
-//! resolution into [`Config`] with the defaults filled in and every value checked.
+//! configuration (plus pier's own `access`, `storage.digests`, `http.idletimeout`,
+//! `auth.htpasswd.legacyhashes` and `.upgradelegacy`, ...), and its resolution into [`Config`]
+//! with the defaults filled in and every value checked.
 //!
 //! Every field is optional here (a key left out keeps its default); only the schema's field
 //! names decide which keys are known (see `tree` for what happens to the others). Both the
@@ -17,6 +18,7 @@ use super::tree::KeyError;
 use super::{Config, HtpasswdConfig, Limits, ManifestUrls, TlsConfig, UploadPurging};
 use crate::core::access::{AccessRule, Action};
 use crate::core::duration;
+use crate::htpasswd::LegacyScheme;
 use crate::logging::Format;
 
 #[derive(Deserialize)]
@@ -138,6 +140,10 @@ struct Auth {
 struct Htpasswd {
     realm: Option<String>,
     path: Option<PathBuf>,
+    /// pier: weak schemes of existing files to accept (`[apr1, sha]`, or `apr1,sha`).
+    legacyhashes: Option<Vec<String>>,
+    /// pier: re-hash a legacy entry as bcrypt at its user's next successful login.
+    upgradelegacy: Option<bool>,
 }
 
 /// One rule of `access` (pier).
@@ -242,10 +248,24 @@ impl Document {
                 client_cas: clientcas.unwrap_or_default(),
             })
         });
-        let htpasswd = auth.and_then(|Auth { htpasswd }| htpasswd).map(|Htpasswd { realm, path }| HtpasswdConfig {
-            realm: realm.unwrap_or_else(|| String::from("pier")),
-            path: path.unwrap_or_default(),
-        });
+        let htpasswd = auth
+            .and_then(|Auth { htpasswd }| htpasswd)
+            .map(|Htpasswd { realm, path, legacyhashes, upgradelegacy }| {
+                let legacy_hashes = legacy_schemes(legacyhashes.unwrap_or_default())?;
+                let upgrade_legacy = upgradelegacy.unwrap_or(false);
+                if upgrade_legacy && legacy_hashes.is_empty() {
+                    warnings.push(String::from(
+                        "config key auth.htpasswd.upgradelegacy: has no effect without auth.htpasswd.legacyhashes",
+                    ));
+                }
+                Ok::<_, KeyError>(HtpasswdConfig {
+                    realm: realm.unwrap_or_else(|| String::from("pier")),
+                    path: path.unwrap_or_default(),
+                    legacy_hashes,
+                    upgrade_legacy,
+                })
+            })
+            .transpose()?;
         Ok(Config {
             root: rootdirectory.unwrap_or(defaults.root),
             free_space_reserve: reserve
@@ -279,6 +299,24 @@ impl Document {
             manifest_urls,
         })
     }
+}
+
+/// `auth.htpasswd.legacyhashes`: scheme names, each item possibly a comma-separated list (as a
+/// `REGISTRY_*` variable gives it), without repeats, in a fixed order.
+fn legacy_schemes(items: Vec<String>) -> Result<Vec<LegacyScheme>, KeyError> {
+    let mut schemes = Vec::new();
+    for name in items.iter().flat_map(|i| i.split(',')).map(str::trim).filter(|n| !n.is_empty()) {
+        let scheme = LegacyScheme::from_config_name(name).ok_or_else(|| {
+            KeyError::new(
+                "auth.htpasswd.legacyhashes",
+                format!("{name:?} is not a scheme pier can accept: expected apr1 (MD5-apr1) and/or sha ({{SHA}}); plain-text and crypt(3) DES entries are never accepted"),
+            )
+        })?;
+        schemes.push(scheme);
+    }
+    schemes.sort_unstable();
+    schemes.dedup();
+    Ok(schemes)
 }
 
 /// Regular expressions that must compile (a bad pattern is an error, never ignored).

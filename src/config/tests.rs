@@ -306,9 +306,47 @@ fn upload_purging() {
     assert_eq!(Config::default().upload_purging, Some(DEFAULT_UPLOAD_PURGING));
 }
 
+/// `auth.htpasswd.legacyhashes` and `upgradelegacy`: off by default, a YAML list or a
+/// comma-separated `REGISTRY_*` value, unknown names refused naming the key.
+#[test]
+fn legacy_htpasswd_hashes_are_an_explicit_opt_in() {
+    use crate::htpasswd::LegacyScheme::{Apr1, Sha};
+    let legacy = |c: &Config| c.htpasswd.as_ref().map(|h| (h.legacy_hashes.clone(), h.upgrade_legacy));
+    let base = "auth:\n  htpasswd:\n    path: /h\n";
+    assert_eq!(legacy(&yaml(base).unwrap().config), Some((vec![], false)));
+    let c = yaml(&format!("{base}    legacyhashes: [sha, APR1, sha]\n    upgradelegacy: true\n")).unwrap();
+    assert_eq!(legacy(&c.config), Some((vec![Apr1, Sha], true)));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(legacy(&yaml(&format!("{base}    legacyhashes: apr1\n")).unwrap().config), Some((vec![Apr1], false)));
+    let c = Config::from_sources(
+        Some(base),
+        [
+            ("REGISTRY_AUTH_HTPASSWD_LEGACYHASHES".into(), "apr1, sha".into()),
+            ("REGISTRY_AUTH_HTPASSWD_UPGRADELEGACY".into(), "true".into()),
+        ],
+    )
+    .unwrap();
+    assert_eq!(legacy(&c.config), Some((vec![Apr1, Sha], true)));
+    for bad in ["plain", "crypt", "md5", "bcrypt"] {
+        let e = yaml(&format!("{base}    legacyhashes: [apr1, {bad}]\n")).unwrap_err();
+        let message = e.to_string();
+        assert!(message.starts_with("config key auth.htpasswd.legacyhashes:"), "{message}");
+        assert!(message.contains("plain-text and crypt(3) DES entries are never accepted"), "{message}");
+    }
+    let e = env(&[("REGISTRY_AUTH_HTPASSWD_PATH", "/h"), ("REGISTRY_AUTH_HTPASSWD_LEGACYHASHES", "des")]).unwrap_err();
+    assert!(e.to_string().contains("REGISTRY_AUTH_HTPASSWD_LEGACYHASHES"), "{e}");
+    let c = yaml(&format!("{base}    upgradelegacy: true\n")).unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("upgradelegacy: has no effect")), "{:?}", c.warnings);
+}
+
 #[test]
 fn htpasswd_from_the_file_the_environment_or_both() {
-    let expected = Some(HtpasswdConfig { realm: "env-realm".into(), path: PathBuf::from("/etc/pier/htpasswd") });
+    let expected = Some(HtpasswdConfig {
+        realm: "env-realm".into(),
+        path: PathBuf::from("/etc/pier/htpasswd"),
+        legacy_hashes: vec![],
+        upgrade_legacy: false,
+    });
     let c = env(&[
         ("REGISTRY_AUTH_HTPASSWD_PATH", "/etc/pier/htpasswd"),
         ("REGISTRY_AUTH", "htpasswd"),
@@ -323,7 +361,15 @@ fn htpasswd_from_the_file_the_environment_or_both() {
     let c = Config::from_sources(Some("auth: htpasswd\n"), [("REGISTRY_AUTH_HTPASSWD_PATH".into(), "/p".into())])
         .unwrap()
         .config;
-    assert_eq!(c.htpasswd, Some(HtpasswdConfig { realm: "pier".into(), path: PathBuf::from("/p") }));
+    assert_eq!(
+        c.htpasswd,
+        Some(HtpasswdConfig {
+            realm: "pier".into(),
+            path: PathBuf::from("/p"),
+            legacy_hashes: vec![],
+            upgrade_legacy: false
+        })
+    );
     let e = yaml("auth:\n  htpasswd:\n    realm: x\n").unwrap_err();
     assert!(e.to_string().contains("auth.htpasswd.path"), "{e}");
     let e = env(&[("REGISTRY_AUTH", "token")]).unwrap_err();

@@ -35,7 +35,7 @@ const IGNORED: &[&str] = &[
     "http.http2",
 ];
 
-const ONLY_HTPASSWD: &str = "only auth.htpasswd (realm, path) is supported; token and silly authentication are not";
+const ONLY_HTPASSWD: &str = "only auth.htpasswd (realm, path, legacyhashes, upgradelegacy) is supported; token and silly authentication are not";
 
 /// Sections where an unknown key is an error, with the reason.
 const STRICT: &[(&str, &str)] = &[("auth", ONLY_HTPASSWD), ("auth.htpasswd", ONLY_HTPASSWD)];

@@ -1,9 +1,15 @@
-//! Credential verification for HTTP Basic authentication against an htpasswd file (bcrypt).
-//! Turning a request into an identity is `authn`; what an identity may do is `authz`, with the
-//! rules in `core::access`.
+//! Credential verification for HTTP Basic authentication against an htpasswd file (bcrypt, and
+//! the legacy schemes `auth.htpasswd.legacyhashes` allows). Turning a request into an identity
+//! is `authn`; what an identity may do is `authz`, with the rules in `core::access`.
 //!
 //! - The htpasswd file is the source of truth; it is re-read when it changes (polled) and on
-//!   SIGHUP. Only bcrypt entries are accepted: any other line is refused with its line number.
+//!   SIGHUP. bcrypt entries are accepted, MD5-apr1 and SHA-1 ones only where allowed: any other
+//!   line is refused with its line number (see `crate::htpasswd`). Each user with a legacy hash
+//!   is warned about once at start, on SIGHUP, and when a reload brings a new legacy entry.
+//! - With `auth.htpasswd.upgradelegacy`, a successful login with a legacy hash rewrites that
+//!   entry as bcrypt (on a blocking thread, after the answer is decided; only while the entry is
+//!   still the one that matched; every other line kept), then reloads the file. A user whose
+//!   rewrite failed is not retried until the file changes.
 //! - bcrypt is deliberately slow (tens of ms, much more on a Raspberry Pi) and clients send
 //!   credentials with every request, so successful verifications are cached for a few minutes,
 //!   keyed by a keyed BLAKE3 hash of user and password (the password itself is never stored).
@@ -13,11 +19,13 @@
 //!   gives it back. Past the limit, requests that need bcrypt are refused at once (429 with
 //!   `Retry-After`), however many connections the client opens. The table is bounded (oldest
 //!   window out first). At most one bcrypt runs per core (`bcrypt_slots`).
-//! - An unknown user name is checked against a dummy hash of the cost the file's entries use,
-//!   so the answer's timing does not tell which names exist.
+//! - Every check costs the same whatever the name and its scheme: one bcrypt (the user's own
+//!   entry, or a dummy hash at the cost most entries use) plus one check of each legacy scheme
+//!   the file holds (the user's own entry, or a dummy of that scheme). So the answer's timing
+//!   does not tell which names exist, nor which of them have a weak hash.
 //! - Logs name the user and address, never the password.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -27,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 
 use crate::config::HtpasswdConfig;
-use crate::htpasswd::{self, HtpasswdError};
+use crate::htpasswd::{self, HtpasswdError, LegacyScheme, Scheme};
 
 /// How long a verified credential is trusted without running bcrypt again.
 const CACHE_TTL: Duration = Duration::from_secs(300);
@@ -66,6 +74,9 @@ struct Users {
     stamp: Option<(SystemTime, u64, u64)>,
     /// A hash of a random password at the cost most entries use (checked for unknown names).
     dummy: String,
+    /// For each legacy scheme the file holds, a hash of a random password in it (checked for
+    /// every name whose own entry is not of that scheme).
+    legacy_dummies: Vec<(LegacyScheme, String)>,
 }
 
 impl Users {
@@ -73,10 +84,28 @@ impl Users {
         let cost = usual_cost(&map);
         let dummy = match previous.filter(|p| bcrypt_cost(&p.dummy) == Some(cost)) {
             Some(p) => p.dummy.clone(),
-            None => bcrypt::hash(uuid::Uuid::new_v4().simple().to_string(), cost).unwrap_or_default(),
+            None => bcrypt::hash(random_secret(), cost).unwrap_or_default(),
         };
-        Users { map, stamp, dummy }
+        let mut schemes: Vec<LegacyScheme> = htpasswd::legacy_users(&map).into_iter().map(|(_, s)| s).collect();
+        schemes.sort_unstable();
+        schemes.dedup();
+        let legacy_dummies = schemes
+            .into_iter()
+            .map(|scheme| {
+                let hash = match scheme {
+                    LegacyScheme::Apr1 => htpasswd::apr1_entry(&random_secret(), &random_secret()),
+                    LegacyScheme::Sha => htpasswd::sha_entry(&random_secret()),
+                };
+                (scheme, hash)
+            })
+            .collect();
+        Users { map, stamp, dummy, legacy_dummies }
     }
+}
+
+/// A random string for dummy hashes (32 hexadecimal digits).
+fn random_secret() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// The cost of a `$2y$NN$...` hash.
@@ -130,6 +159,13 @@ fn insert_bounded<K: Hash + Eq + Clone, V>(
 pub struct Authenticator {
     pub realm: String,
     path: PathBuf,
+    /// `auth.htpasswd.legacyhashes`: the weak schemes accepted besides bcrypt.
+    legacy_hashes: Vec<LegacyScheme>,
+    /// `auth.htpasswd.upgradelegacy`: rewrite legacy entries as bcrypt at a successful login.
+    upgrade_legacy: bool,
+    /// Users whose entry is being rewritten as bcrypt, or whose rewrite failed (not retried
+    /// until the file changes).
+    rehashing: Mutex<HashSet<String>>,
     users: RwLock<Arc<Users>>,
     /// keyed hash of (user, password) → (user, verified at)
     cache: Mutex<HashMap<[u8; 32], (String, Instant)>>,
@@ -147,21 +183,49 @@ pub struct Authenticator {
 impl Authenticator {
     pub fn load(cfg: &HtpasswdConfig) -> Result<Authenticator, HtpasswdError> {
         let stamp = file_stamp(&cfg.path);
-        let map = htpasswd::read(&cfg.path)?;
+        let map = htpasswd::read(&cfg.path, &cfg.legacy_hashes)?;
         let mut cache_key = [0u8; 32];
         cache_key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
         cache_key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(Authenticator {
+        let auth = Authenticator {
             realm: cfg.realm.clone(),
             path: cfg.path.clone(),
+            legacy_hashes: cfg.legacy_hashes.clone(),
+            upgrade_legacy: cfg.upgrade_legacy,
+            rehashing: Mutex::new(HashSet::new()),
             users: RwLock::new(Arc::new(Users::new(map, stamp, None))),
             cache: Mutex::new(HashMap::new()),
             cache_key,
             attempts: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             bcrypt_slots: tokio::sync::Semaphore::new(cores),
-        })
+        };
+        if let Ok(users) = auth.users.read() {
+            auth.warn_legacy(&users.map, None);
+        }
+        Ok(auth)
+    }
+
+    /// One warning per user of `map` with a legacy hash (never the hash), leaving out those
+    /// whose entry is as it was in `previous`.
+    fn warn_legacy(&self, map: &HashMap<String, String>, previous: Option<&HashMap<String, String>>) {
+        for (user, scheme) in htpasswd::legacy_users(map) {
+            if previous.is_some_and(|p| p.get(user) == map.get(user)) {
+                continue;
+            }
+            if self.upgrade_legacy {
+                log::warn!(
+                    "htpasswd: user {user:?} uses {scheme} (weak); it is re-hashed as bcrypt at its next successful \
+                     login (auth.htpasswd.upgradelegacy)"
+                );
+            } else {
+                log::warn!(
+                    "htpasswd: user {user:?} uses {scheme} (weak); re-set the password as bcrypt with \
+                     `pier htpasswd add {user}`, or set auth.htpasswd.upgradelegacy: true to re-hash it at its next login"
+                );
+            }
+        }
     }
 
     /// The bcrypt cost unknown user names are checked at (the one most entries use).
@@ -181,14 +245,19 @@ impl Authenticator {
         if !force && stamp == current {
             return false;
         }
-        match htpasswd::read(&self.path) {
+        match htpasswd::read(&self.path, &self.legacy_hashes) {
             Ok(map) => {
                 log::info!("htpasswd file {} reloaded: {} user(s)", self.path.display(), map.len());
                 if let Ok(mut users) = self.users.write() {
+                    // On SIGHUP every legacy user again; otherwise only new or changed entries.
+                    self.warn_legacy(&map, (!force).then_some(&users.map));
                     *users = Arc::new(Users::new(map, stamp, Some(&users)));
                 }
                 if let Ok(mut cache) = self.cache.lock() {
                     cache.clear();
+                }
+                if let Ok(mut rehashing) = self.rehashing.lock() {
+                    rehashing.clear();
                 }
                 true
             }
@@ -196,8 +265,9 @@ impl Authenticator {
                 log::error!("htpasswd file not reloaded, keeping the previous users: {e}");
                 // Do not retry the same broken version on every poll.
                 if let Ok(mut users) = self.users.write() {
-                    let (map, dummy) = (users.map.clone(), users.dummy.clone());
-                    *users = Arc::new(Users { map, stamp, dummy });
+                    let (map, dummy, legacy_dummies) =
+                        (users.map.clone(), users.dummy.clone(), users.legacy_dummies.clone());
+                    *users = Arc::new(Users { map, stamp, dummy, legacy_dummies });
                 }
                 false
             }
@@ -226,8 +296,10 @@ impl Authenticator {
         }
     }
 
-    /// Checks an `Authorization` header, running bcrypt (slow, blocking) on a cache miss.
-    pub fn verify_blocking(&self, header: Option<&[u8]>) -> Verdict {
+    /// Checks an `Authorization` header, running bcrypt (slow, blocking) on a cache miss. A
+    /// legacy entry that matches is rewritten as bcrypt afterwards when `upgradelegacy` is set
+    /// (on another blocking thread when called inside the runtime, at once otherwise).
+    pub fn verify_blocking(self: &Arc<Self>, header: Option<&[u8]>) -> Verdict {
         if let Some(v) = self.verify_fast(header) {
             return v;
         }
@@ -237,22 +309,78 @@ impl Authenticator {
             Ok(u) => u.clone(),
             Err(_) => return Verdict::Invalid,
         };
-        // An unknown name costs the same bcrypt as a known one, so timing does not reveal names.
-        let ok = match users.map.get(&user) {
-            Some(hash) => bcrypt::verify(&password, hash).unwrap_or(false),
-            None => {
-                let _ = bcrypt::verify(&password, &users.dummy);
+        // One bcrypt and one check per legacy scheme of the file, whatever the name: its own
+        // entry where it is of that scheme, a dummy otherwise (timing tells nothing of names).
+        let own = users.map.get(&user).and_then(|h| Some((h.as_str(), htpasswd::scheme_of(h).ok()?)));
+        let check = |scheme: Scheme, dummy: &str| match own {
+            Some((hash, s)) if s == scheme => htpasswd::verify(&password, hash),
+            _ => {
+                let _ = htpasswd::verify(&password, dummy);
                 false
             }
         };
+        let mut ok = check(Scheme::Bcrypt, &users.dummy);
+        for (scheme, dummy) in &users.legacy_dummies {
+            ok |= check(Scheme::Legacy(*scheme), dummy);
+        }
         if !ok {
             return Verdict::Invalid;
+        }
+        if let Some((hash, Scheme::Legacy(scheme))) = own {
+            if self.upgrade_legacy {
+                self.schedule_rehash(user.clone(), password, hash.to_string(), scheme);
+            }
         }
         if let Ok(mut cache) = self.cache.lock() {
             cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
             insert_bounded(&mut cache, CACHE_MAX, key, (user.clone(), Instant::now()), |(_, at)| *at);
         }
         Verdict::User(user)
+    }
+
+    /// Rewrites `user`'s legacy entry (`old_hash`, which `password` matched) as bcrypt: on a
+    /// blocking thread of the runtime, or at once outside one. Once per user until the file
+    /// changes.
+    fn schedule_rehash(self: &Arc<Self>, user: String, password: String, old_hash: String, scheme: LegacyScheme) {
+        let first = self.rehashing.lock().is_ok_and(|mut rehashing| rehashing.insert(user.clone()));
+        if !first {
+            return;
+        }
+        let auth = self.clone();
+        let job = move || auth.rehash(&user, &password, &old_hash, scheme);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(job)),
+            Err(_) => job(),
+        }
+    }
+
+    /// See [`Self::schedule_rehash`]. The new hash is computed before the file is read, so the
+    /// read-check-replace takes milliseconds; then the file is reloaded.
+    fn rehash(&self, user: &str, password: &str, old_hash: &str, scheme: LegacyScheme) {
+        let cost = self.dummy_cost();
+        let done = htpasswd::new_entry(user, password, cost).map_err(|e| format!("bcrypt: {e}")).and_then(|entry| {
+            htpasswd::replace_if_unchanged(&self.path, user, old_hash, &entry, &self.legacy_hashes)
+                .map_err(|e| e.to_string())
+        });
+        match done {
+            Ok(true) => {
+                log::info!(
+                    "htpasswd: user {user:?} moved from {scheme} to bcrypt (cost {cost}) in {}",
+                    self.path.display()
+                );
+                self.reload(false);
+            }
+            Ok(false) => {
+                log::info!("htpasswd: user {user:?} not re-hashed: the entry changed in the file meanwhile");
+                if let Ok(mut rehashing) = self.rehashing.lock() {
+                    rehashing.remove(user);
+                }
+            }
+            Err(e) => log::warn!(
+                "htpasswd: user {user:?} keeps its {scheme} hash: rewriting it as bcrypt failed ({e}); not retried \
+                 until the file changes"
+            ),
+        }
     }
 
     /// Waits for the turn to verify the credentials of `header` (others with the same ones go
@@ -388,7 +516,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("htpasswd");
         std::fs::write(&path, "").unwrap();
-        let auth = Authenticator::load(&HtpasswdConfig { realm: "r".into(), path }).unwrap();
+        let auth = Authenticator::load(&HtpasswdConfig {
+            realm: "r".into(),
+            path,
+            legacy_hashes: vec![],
+            upgrade_legacy: false,
+        })
+        .unwrap();
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         for _ in 0..ATTEMPTS_ALLOWED {
             assert!(auth.reserve_attempt(a).is_ok());
@@ -402,6 +536,56 @@ mod tests {
         for _ in 0..ATTEMPTS_ALLOWED {
             assert!(auth.reserve_attempt(b).is_ok());
         }
+    }
+
+    fn header(user: &str, password: &str) -> Vec<u8> {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))).into_bytes()
+    }
+
+    /// Legacy entries verify when allowed; with `upgradelegacy` a success rewrites the entry as
+    /// bcrypt (at once here: no runtime) and the reloaded file verifies the same password.
+    #[test]
+    fn legacy_entries_verify_and_are_rewritten_as_bcrypt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        let alice = htpasswd::new_entry("alice", "a-pw", 4).unwrap();
+        let bob = format!("bob:{}", htpasswd::apr1_entry("b-pw", "saltsalt"));
+        let carol = format!("carol:{}", htpasswd::sha_entry("c-pw"));
+        std::fs::write(&path, format!("# team\n{alice}\n{bob}\n{carol}\n")).unwrap();
+        let cfg = HtpasswdConfig {
+            realm: "r".into(),
+            path: path.clone(),
+            legacy_hashes: LegacyScheme::ALL.to_vec(),
+            upgrade_legacy: false,
+        };
+        let auth = Arc::new(Authenticator::load(&cfg).unwrap());
+        let schemes: Vec<LegacyScheme> = auth.users.read().unwrap().legacy_dummies.iter().map(|(s, _)| *s).collect();
+        assert_eq!(schemes, LegacyScheme::ALL, "one dummy per legacy scheme of the file");
+        for (user, password) in [("alice", "a-pw"), ("bob", "b-pw"), ("carol", "c-pw")] {
+            assert_eq!(auth.verify_blocking(Some(&header(user, password))), Verdict::User(user.into()));
+            assert_eq!(auth.verify_blocking(Some(&header(user, "wrong"))), Verdict::Invalid, "{user}");
+        }
+        // Another user's password, or a name not in the file, is refused whatever the scheme.
+        assert_eq!(auth.verify_blocking(Some(&header("bob", "c-pw"))), Verdict::Invalid);
+        assert_eq!(auth.verify_blocking(Some(&header("dave", "b-pw"))), Verdict::Invalid);
+        assert!(std::fs::read_to_string(&path).unwrap().contains(&bob), "no rewrite without upgradelegacy");
+
+        let auth = Arc::new(Authenticator::load(&HtpasswdConfig { upgrade_legacy: true, ..cfg.clone() }).unwrap());
+        assert_eq!(auth.verify_blocking(Some(&header("bob", "wrong"))), Verdict::Invalid);
+        assert!(std::fs::read_to_string(&path).unwrap().contains(&bob), "a failed login rewrites nothing");
+        assert_eq!(auth.verify_blocking(Some(&header("bob", "b-pw"))), Verdict::User("bob".into()));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[..2], ["# team", alice.as_str()]);
+        assert_eq!(lines[3], carol, "other lines stay");
+        let new = lines[2].strip_prefix("bob:").unwrap();
+        assert!(new.starts_with("$2y$04$") && bcrypt::verify("b-pw", new).unwrap(), "{new}");
+        // Reloaded: bob is bcrypt now (the cache was cleared: this runs bcrypt).
+        assert_eq!(auth.users.read().unwrap().map.get("bob").map(String::as_str), Some(new));
+        assert_eq!(auth.verify_blocking(Some(&header("bob", "b-pw"))), Verdict::User("bob".into()));
+        // The file as written by the rewrite loads without the opt-in for bob's scheme.
+        let only_sha = HtpasswdConfig { legacy_hashes: vec![LegacyScheme::Sha], ..cfg };
+        assert!(Authenticator::load(&only_sha).is_ok());
     }
 
     #[test]

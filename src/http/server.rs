@@ -87,6 +87,7 @@ pub async fn serve(
     }
     drop(conn_tx);
     let mut refused = RefusalLog::default();
+    let lingering_refusals = Arc::new(tokio::sync::Semaphore::new(MAX_LINGERING_REFUSALS));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -101,7 +102,11 @@ pub async fn serve(
             Ok(admitted) => admitted,
             Err(refusal) => {
                 refused.note(refusal, peer);
-                tokio::spawn(refuse(stream, refusal, tls.is_none()));
+                // A flood of refused connections must not become a flood of lingering ones:
+                // past the bound a refused connection is closed at once, without an answer.
+                if let (None, Ok(place)) = (&tls, lingering_refusals.clone().try_acquire_owned()) {
+                    tokio::spawn(refuse(stream, refusal, place));
+                }
                 continue;
             }
         };
@@ -147,15 +152,20 @@ pub async fn serve(
     Ok(())
 }
 
-/// Answers a connection over a bound and closes it: plain HTTP gets the complete `429`/`503`
+/// How many refused connections may be answering and lingering at once (each holds a socket
+/// and a few KiB for at most `REFUSAL_LINGER`); past it, refused connections are just closed.
+const MAX_LINGERING_REFUSALS: usize = 256;
+
+/// How long a refused connection is read and discarded after its answer.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+
+/// Answers a plain-HTTP connection over a bound and closes it: it gets the complete `429`/`503`
 /// answer, then the request is read and discarded for a moment so that closing does not reset
-/// the connection before the client has read the answer; TLS connections are just closed (a
-/// handshake to say "too busy" would cost what the bound saves).
-async fn refuse(mut stream: TcpStream, refusal: Refusal, plain: bool) {
+/// the connection before the client has read the answer. TLS connections are closed without an
+/// answer by the caller (a handshake to say "too busy" would cost what the bound saves), and so
+/// is any refused connection while `MAX_LINGERING_REFUSALS` others are lingering (`_place`).
+async fn refuse(mut stream: TcpStream, refusal: Refusal, _place: tokio::sync::OwnedSemaphorePermit) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if !plain {
-        return;
-    }
     let linger = async {
         stream.write_all(refusal.http_response()).await?;
         stream.shutdown().await?;
@@ -169,7 +179,7 @@ async fn refuse(mut stream: TcpStream, refusal: Refusal, plain: bool) {
         }
         Ok::<(), io::Error>(())
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), linger).await;
+    let _ = tokio::time::timeout(REFUSAL_LINGER, linger).await;
 }
 
 /// Logs refused connections at most once a second (a flood must not flood the journal too).

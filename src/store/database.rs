@@ -46,6 +46,8 @@ const REOPEN_WAIT: Duration = Duration::from_secs(5);
 struct Slot {
     db: Option<Arc<Database>>,
     generation: u64,
+    /// Set by [`MetaDb::close`]: the database stays closed, nothing reopens it.
+    closed: bool,
 }
 
 /// `meta.redb`, reopened when redb latched an I/O failure.
@@ -105,7 +107,30 @@ impl MetaDb {
     /// Opens (or creates) the database at `path`.
     pub(crate) fn open(path: PathBuf) -> Result<MetaDb> {
         let db = Arc::new(open(&path)?);
-        Ok(MetaDb { path, slot: RwLock::new(Slot { db: Some(db), generation: 1 }), reopening: Mutex::new(()) })
+        let slot = Slot { db: Some(db), generation: 1, closed: false };
+        Ok(MetaDb { path, slot: RwLock::new(slot), reopening: Mutex::new(()) })
+    }
+
+    /// Closes the database for good (at shutdown), once the transactions in flight have ended
+    /// (bounded by `REOPEN_WAIT`); every later use fails. A file whose last handle was closed
+    /// opens at once; one left open by an exiting process is repaired at its next open, which
+    /// reads all of it (measured: ~100 ms per 30,000 blobs on a warm cache, several times that
+    /// on a cold one), so a clean stop must close it rather than leave it to the process exit.
+    pub(crate) fn close(&self) -> Result<()> {
+        let _reopening = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.slot.write().unwrap_or_else(|p| p.into_inner());
+        slot.closed = true;
+        let Some(db) = slot.db.take() else { return Ok(()) };
+        let db = wait_for_last_reference(db, Instant::now() + REOPEN_WAIT).map_err(|_| StoreError::Io {
+            op: "close metadata",
+            path: self.path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "transactions in flight did not end"),
+        })?;
+        db.close().map_err(|e| StoreError::Io {
+            op: "close metadata",
+            path: self.path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })
     }
 
     /// The current handle and its generation, reopening the file if the last reopen failed.
@@ -114,6 +139,7 @@ impl MetaDb {
             let slot = self.slot.read().unwrap_or_else(|p| p.into_inner());
             match &slot.db {
                 Some(db) => return Ok((db.clone(), slot.generation)),
+                None if slot.closed => return Err(closed(&self.path)),
                 None => slot.generation,
             }
         };
@@ -158,8 +184,14 @@ impl MetaDb {
     /// Replaces the handle of `generation` by a fresh one (unless another caller did already).
     fn reopen(&self, generation: u64) -> Result<()> {
         let _reopening = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
-        if self.slot.read().unwrap_or_else(|p| p.into_inner()).generation != generation {
-            return Ok(());
+        {
+            let slot = self.slot.read().unwrap_or_else(|p| p.into_inner());
+            if slot.closed {
+                return Err(closed(&self.path));
+            }
+            if slot.generation != generation {
+                return Ok(());
+            }
         }
         // Nothing is closed unless the file can be opened for writing now (it may have become
         // read-only or immutable): until then the latched handle still serves reads.
@@ -221,6 +253,6 @@ fn closed(path: &Path) -> StoreError {
     StoreError::Io {
         op: "open metadata",
         path: path.to_path_buf(),
-        source: std::io::Error::other("the metadata database is closed after a failed reopen"),
+        source: std::io::Error::other("the metadata database is closed (shut down, or a reopen failed)"),
     }
 }

@@ -81,6 +81,8 @@ pub struct Store {
     write_lock: Mutex<()>,
     /// The background writer of `index.json` files (see [`index`]); shared with its thread.
     indexes: Arc<IndexWriter>,
+    /// The consistency walk's thread and its stop signal (see [`recovery`]).
+    walk: Arc<recovery::WalkControl>,
 }
 
 impl Drop for Store {
@@ -152,6 +154,7 @@ impl Store {
             sessions: Mutex::new(HashMap::new()),
             write_lock: Mutex::new(()),
             indexes: Arc::new(IndexWriter::new()),
+            walk: Arc::default(),
         };
         store.recover()?;
         Ok(store)

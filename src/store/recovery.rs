@@ -22,6 +22,9 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::error::{IoContext, Result};
 use super::meta::{BLOBS, INDEX_DIRTY, REPOS, REPO_BLOBS, UPLOADS};
@@ -43,7 +46,80 @@ fn is_stray_layout_file(name: &str) -> bool {
     (name.starts_with(".index.json.") || name.starts_with(".oci-layout.")) && name.ends_with(".tmp")
 }
 
+/// The consistency walk's thread and the signal that stops it: at shutdown the walk gives up
+/// between two steps (a repository, a batch of global files), so that [`Store::close`] can close
+/// the database cleanly; what it did not reach it does at the next start.
+#[derive(Default)]
+pub(super) struct WalkControl {
+    stopping: Mutex<bool>,
+    wake: Condvar,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl WalkControl {
+    fn stopping(&self) -> bool {
+        *self.stopping.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits `delay` unless a stop comes first; true if stopped.
+    fn sleep(&self, delay: Duration) -> bool {
+        let stopping = self.stopping.lock().unwrap_or_else(|p| p.into_inner());
+        let (stopping, _) =
+            self.wake.wait_timeout_while(stopping, delay, |stop| !*stop).unwrap_or_else(|p| p.into_inner());
+        *stopping
+    }
+
+    /// Stops the walk and waits for its thread.
+    pub(super) fn stop(&self) {
+        *self.stopping.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_all();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                log::error!("the consistency walk thread panicked");
+            }
+        }
+    }
+}
+
 impl Store {
+    /// Starts the consistency walk ([`Store::sweep_unreferenced`]) on a thread of its own,
+    /// `delay` from now: maintenance yields to serving, the first moments of a (re)start belong
+    /// to the first requests (with a cold page cache the walk would compete with them for the
+    /// disk). It is not niced: under sustained load it must still end. [`Store::close`] stops it.
+    pub fn start_consistency_walk(self: &Arc<Self>, delay: Duration) -> Result<()> {
+        let store: Weak<Store> = Arc::downgrade(self);
+        let control = self.walk.clone();
+        let thread = std::thread::Builder::new()
+            .name("pier-walk".into())
+            .spawn(move || {
+                if control.sleep(delay) {
+                    return;
+                }
+                // The walk holds the store while it runs (`close` stops it first).
+                let Some(store) = store.upgrade() else { return };
+                if let Err(e) = store.sweep_unreferenced() {
+                    log::warn!("consistency walk stopped: {e} (it runs again at the next start)");
+                }
+            })
+            .map_err(|source| super::error::StoreError::Io {
+                op: "start the consistency walk",
+                path: self.paths.repositories(),
+                source,
+            })?;
+        *self.walk.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        Ok(())
+    }
+
+    /// Ends the store's life in this process, for a clean shutdown: stops the consistency walk
+    /// (and waits for it) and closes the database, so that the next start opens it without a
+    /// repair. Call after [`Store::stop_index_writer`]; every later operation fails.
+    pub fn close(&self) -> Result<()> {
+        self.walk.stop();
+        self.indexes.stop();
+        self.db.close()
+    }
+
     /// Names of the repositories that have a layout under `repositories/`: a `blobs/` directory,
     /// or an `oci-layout` (or a temporary file of one, left by a crash while the layout was
     /// being created).
@@ -146,6 +222,9 @@ impl Store {
         let mut with_layout = self.repos_on_disk().at("list", &self.paths.repositories())?;
         with_layout.extend(repos.iter().cloned());
         for name in &with_layout {
+            if self.walk.stopping() {
+                return Ok(stopped(swept));
+            }
             let Ok(repo) = RepoName::parse(name) else { continue };
             let _guard = self.lock();
             let txn = self.db.begin_read()?;
@@ -189,6 +268,9 @@ impl Store {
                 }
             }
             for batch in candidates.chunks(256) {
+                if self.walk.stopping() {
+                    return Ok(stopped(swept));
+                }
                 let _guard = self.lock();
                 let unlinked: Vec<&(String, std::path::PathBuf)> = {
                     let txn = self.db.begin_read()?;
@@ -226,4 +308,12 @@ impl Store {
         );
         Ok(swept)
     }
+}
+
+/// What an interrupted walk reports.
+fn stopped(swept: usize) -> usize {
+    log::info!(
+        "consistency walk: stopped by the shutdown after removing {swept} file(s); it runs again at the next start"
+    );
+    swept
 }

@@ -643,3 +643,53 @@ fn the_first_request_does_not_wait_for_the_consistency_walk() {
     assert_eq!(p.get(&format!("/v2/kept/blobs/{kept}")).body, data);
     assert_store_links_consistent(&p.root);
 }
+
+/// Whether opening the store's `meta.redb` needs a repair (redb repairs a file whose last handle
+/// was never closed, reading all of it: the start-up cost of an unclean stop).
+fn metadata_needs_repair(root: &std::path::Path) -> bool {
+    let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = repaired.clone();
+    let db = redb::Database::builder()
+        .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst))
+        .create(root.join("meta.redb"))
+        .expect("open meta.redb");
+    drop(db);
+    repaired.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// A clean stop closes the database, whether it comes before the consistency walk began (whose
+/// thread held the store and kept the database open past the process exit) or in the middle of
+/// it (the walk stops between two steps and goes on at the next start). Before, each such stop
+/// left a file that the next start had to repair: ~120 ms of a warm start at 100,000 blobs, and
+/// up to 660 ms cold.
+#[test]
+fn a_clean_stop_closes_the_metadata_so_the_next_start_needs_no_repair() {
+    let mut p = Pier::start();
+    let data = random_bytes(10_000, 97);
+    let kept = push_blob(&p, "kept", &data);
+    p.stop();
+    assert!(!metadata_needs_repair(&p.root), "stopped before the walk began:\n{}", p.log_tail());
+
+    // A walk with much to do, stopped midway.
+    p.kill9();
+    let dir = p.root.join("blobs/sha256");
+    for i in 0..30_000u32 {
+        let name = format!("{:064x}", u128::from(i) * 0x9e37_79b9_7f4a_7c15 + 7);
+        std::fs::write(dir.join(name), b"stray").unwrap();
+    }
+    p.serve(&[]);
+    assert_eq!(p.get("/v2/").status, 200);
+    std::thread::sleep(Duration::from_millis(1300));
+    p.stop();
+    assert!(
+        p.run_log().contains("consistency walk: stopped by the shutdown"),
+        "the walk was under way at the stop:\n{}",
+        p.run_log()
+    );
+    assert!(!metadata_needs_repair(&p.root), "stopped during the walk:\n{}", p.log_tail());
+    p.restart();
+    assert!(p.run_log().contains("unreferenced file(s) removed"), "{}", p.run_log());
+    assert_eq!(files_under(&dir).len(), 1, "the next start's walk finished the job");
+    assert_eq!(p.get(&format!("/v2/kept/blobs/{kept}")).body, data);
+    assert_store_links_consistent(&p.root);
+}

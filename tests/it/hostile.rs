@@ -319,6 +319,54 @@ fn over_the_limits_work_is_answered_at_once() {
     assert_eq!(whole.body, blob);
 }
 
+/// A flood of connections over `limits.connectionsperclient`. Each refused connection gets its
+/// `429` and lingers up to 2 s so that the client reads it; before, every one of them lingered,
+/// so a flood held a socket and a task per connection for 2 s whatever its size. Now at most 256
+/// linger at once and the rest are closed at once, while other clients are served.
+#[test]
+fn a_flood_of_refused_connections_holds_a_bounded_number_of_sockets() {
+    const FLOOD: usize = 600;
+    const MAX_LINGERING: usize = 256;
+    raise_open_files_limit();
+    let p = Pier::start_with(Options {
+        extra_yaml: String::from("limits:\n  connectionsperclient: 2\n"),
+        ..Options::default()
+    });
+    push_image(&p, "victim", "v1", &[b"layer"]);
+    let fds = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).expect("fd list").count();
+    let idle = fds(p.pid());
+    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(p.addr).unwrap()).collect();
+    wait_until(Duration::from_secs(5), || try_request(p.addr, "GET", "/v2/", &[], b"").is_ok_and(|r| r.status == 429));
+    // The flood: connections that send a request and never read nor close.
+    let flood: Vec<TcpStream> = (0..FLOOD)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(p.addr).ok()?;
+            let _ = s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n");
+            Some(s)
+        })
+        .collect();
+    assert_eq!(flood.len(), FLOOD, "every connection of the flood was accepted by the kernel");
+    // Let the accept loop take them all (the refusals linger 2 s; take the count well inside).
+    let mut peak = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        peak = peak.max(fds(p.pid()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let other = request_from(IpAddr::from(VICTIM), p.addr, "GET", "/v2/victim/manifests/v1", &[], b"");
+    assert_eq!(other.status, 200, "another client is served during the flood: {}", other.text());
+    assert!(
+        peak <= idle + 2 + MAX_LINGERING + 16,
+        "{FLOOD} refused connections: the daemon held {peak} descriptors (idle {idle})"
+    );
+    assert!(
+        peak >= idle + MAX_LINGERING / 2,
+        "the refused connections should linger to deliver their answer (peak {peak}, idle {idle})"
+    );
+    drop(flood);
+    drop(held);
+}
+
 /// 40 referrers with 1 MiB of annotations each, listed by three clients at once. Before: the
 /// whole list was built in memory for every request (1.28 GiB for one GET of such a list). Now
 /// a response holds at most one page (about 1 MiB of descriptors), so the peak stays small.

@@ -17,6 +17,7 @@ mod harness;
 
 mod api;
 mod auth;
+mod auth_legacy;
 mod cli;
 mod crash;
 mod disk;
