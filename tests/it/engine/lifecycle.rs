@@ -50,6 +50,8 @@ fn crash_mid_push_is_restarted_with_acknowledged_images_intact_and_docker_stop_e
     assert!(upload_started, "no upload started: {}", engine.logs("registry"));
     let pid: i32 = engine.inspect("registry", "{{.State.Pid}}").parse().expect("pid");
     kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill -9 the container's pier");
+    let before_crash = std::fs::read_to_string(&log_file).unwrap_or_default();
+    assert!(!before_crash.contains("/v2/crash/big/manifests/1"), "the push was over before the crash: {before_crash}");
     let pushed = push.wait_with_output().expect("docker push");
     eprintln!("push during the crash: {} {}", pushed.status, String::from_utf8_lossy(&pushed.stderr).trim());
 
