@@ -2,9 +2,14 @@
 
 use std::ffi::OsString;
 
+pub mod du;
+pub mod gc;
 pub mod htpasswd;
+pub mod migrate;
 mod privileges;
 pub mod serve;
+pub mod status;
+mod store_access;
 mod watchdog;
 
 pub const USAGE: &str = "\
@@ -14,6 +19,18 @@ usage:
   pier serve [--config FILE | FILE]   run the registry (embedded defaults without a file:
                                       listen on :5000, data in ./pier-data)
   pier htpasswd add|remove|list ...   manage the htpasswd file (bcrypt), see `pier htpasswd`
+  pier migrate [--config FILE] [--json] [--dry-run] [DIR]
+                                      import registry:2 data (DIR/docker/registry/v2, DIR
+                                      defaults to the root directory) in place
+  pier du [--config FILE] [--json] [REPO]
+                                      disk usage per repository, deduplication, what gc
+                                      would free
+  pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--json]
+                                      remove what no manifest needs, while serving (see
+                                      `pier gc --help`)
+  pier status [--config FILE] [--json]
+                                      what the running daemon serves and the store holds (read
+                                      directly when no daemon runs)
   pier --version                      print the version
   pier help                           this text
 
@@ -34,6 +51,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
     match command.to_str() {
         Some("serve") => serve::run(&args[1..]),
         Some("htpasswd") => htpasswd::run(&args[1..]),
+        Some("migrate") => migrate::run(&args[1..]),
+        Some("status") => status::run(&args[1..]),
+        Some("gc") => gc::run(&args[1..]),
+        Some("du") => du::run(&args[1..]),
         Some("--version") | Some("-V") | Some("version") => {
             println!("pier {}", env!("CARGO_PKG_VERSION"));
             0

@@ -70,6 +70,10 @@ pub fn run(args: &[OsString]) -> i32 {
             return 1;
         }
     };
+    // A registry:2 data directory is imported before serving (cli::migrate, store::migrate).
+    if config.migrate && !super::migrate::at_start(&store, &config.root, &notifier) {
+        return 1;
+    }
     let auth = match &config.htpasswd {
         None => None,
         Some(h) => match Authenticator::load(h) {
@@ -163,8 +167,24 @@ pub fn run(args: &[OsString]) -> i32 {
             log::info!("serving HTTPS (TLS 1.2/1.3, h2 and http/1.1)");
         }
         let store = Arc::new(store);
+        // The local admin channel (`pier status`...): a Unix socket in the data directory.
+        let admin_path = crate::admin::socket_path(&config.root);
+        match crate::admin::server::bind(&admin_path) {
+            Ok(socket) => {
+                let ctx = crate::admin::server::AdminContext {
+                    store: store.clone(),
+                    started: std::time::Instant::now(),
+                    listening: addrs.clone(),
+                };
+                tokio::spawn(crate::admin::server::serve(socket, Arc::new(ctx)));
+            }
+            Err(e) => log::warn!("admin socket {} not available: {e}", admin_path.display()),
+        }
         if let Some(purging) = config.upload_purging {
             tokio::spawn(purge_uploads(store.clone(), purging));
+        }
+        if let Some(schedule) = config.gc_schedule {
+            tokio::spawn(collect_garbage_every(store.clone(), schedule));
         }
         // Signal handlers exist before READY=1: a `systemctl stop` or `reload` right after start
         // must find them.
@@ -231,7 +251,7 @@ pub fn run(args: &[OsString]) -> i32 {
 
 /// The config file named on the command line: `--config FILE`, `-c FILE`, `--config=FILE` or
 /// just `FILE` (any bytes: a path need not be UTF-8). The error is the message for the user.
-fn config_path(args: &[OsString]) -> Result<Option<PathBuf>, String> {
+pub(super) fn config_path(args: &[OsString]) -> Result<Option<PathBuf>, String> {
     let mut path = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -267,6 +287,25 @@ fn raise_open_files_limit() {
     match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
         Ok(()) => log::info!("open files limit raised from {soft} to {target}"),
         Err(e) => log::warn!("open files limit stays at {soft} (hard limit {hard}): {e}"),
+    }
+}
+
+/// Garbage collection every `interval` (the first one an interval after start: the first
+/// moments belong to the first requests), on a blocking thread.
+async fn collect_garbage_every(store: Arc<Store>, schedule: crate::config::GcSchedule) {
+    let options = crate::store::gc::GcOptions {
+        grace_secs: schedule.grace.as_secs(),
+        untagged: schedule.untagged,
+        dry_run: false,
+    };
+    loop {
+        tokio::time::sleep(schedule.interval).await;
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.collect_garbage(options, |_| {})).await {
+            Ok(Ok(report)) => log::info!("scheduled {}", crate::admin::server::gc_summary(&report)),
+            Ok(Err(e)) => log::warn!("scheduled garbage collection failed (tried again at the next interval): {e}"),
+            Err(e) => log::warn!("scheduled garbage collection failed (tried again at the next interval): {e}"),
+        }
     }
 }
 

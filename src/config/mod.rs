@@ -37,6 +37,9 @@ pub struct Config {
     /// `storage.filesystem.reserve` (pier): bytes to keep free on the data directory's
     /// filesystem; below it uploads are refused (507). 0 disables it.
     pub free_space_reserve: u64,
+    /// `storage.filesystem.migrate` (pier): at start, import the registry:2 data found in the
+    /// root directory (`docker/registry/v2`) unless it was imported once (`store::migrate`).
+    pub migrate: bool,
     /// `storage.delete.enabled`
     pub delete_enabled: bool,
     /// `http.addr`, e.g. `:5000` or `127.0.0.1:0`
@@ -65,6 +68,9 @@ pub struct Config {
     /// `storage.maintenance.uploadpurging`: purge uploads idle longer than `age`, every
     /// `interval` (`None` when disabled).
     pub upload_purging: Option<UploadPurging>,
+    /// `storage.maintenance.gc` (pier): garbage collection every `interval` (`None`: only on
+    /// demand, `pier gc`).
+    pub gc_schedule: Option<GcSchedule>,
     /// `auth.htpasswd`: basic authentication against an htpasswd file of bcrypt entries (and
     /// legacy ones where allowed).
     pub htpasswd: Option<HtpasswdConfig>,
@@ -94,6 +100,7 @@ impl Default for Config {
         Config {
             root: PathBuf::from("./pier-data"),
             free_space_reserve: DEFAULT_FREE_SPACE_RESERVE,
+            migrate: true,
             delete_enabled: false,
             addr: String::from(":5000"),
             prefix: String::new(),
@@ -107,6 +114,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             blake3: false,
             upload_purging: Some(DEFAULT_UPLOAD_PURGING),
+            gc_schedule: None,
             htpasswd: None,
             access: None,
             tls: None,
@@ -148,6 +156,20 @@ pub struct UploadPurging {
     pub age: Duration,
     pub interval: Duration,
 }
+
+/// Scheduled garbage collection (`storage.maintenance.gc`, pier; see `store::gc`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcSchedule {
+    pub interval: Duration,
+    /// Blob links younger than this are kept.
+    pub grace: Duration,
+    /// Also collect untagged manifests that nothing tagged needs.
+    pub untagged: bool,
+}
+
+/// Daily, with an hour's grace, tagged manifests only (when enabled; it is off by default).
+pub const DEFAULT_GC_SCHEDULE: GcSchedule =
+    GcSchedule { interval: Duration::from_secs(24 * 3600), grace: Duration::from_secs(3600), untagged: false };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HtpasswdConfig {

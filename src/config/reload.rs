@@ -50,6 +50,7 @@ impl Reload {
     pub fn plan(running: &Config, applied_access: &Option<Vec<AccessRule>>, new: &Config) -> Reload {
         let Config {
             root,
+            migrate,
             free_space_reserve,
             delete_enabled,
             addr,
@@ -64,6 +65,7 @@ impl Reload {
             idle_timeout,
             blake3,
             upload_purging,
+            gc_schedule,
             htpasswd,
             access,
             tls,
@@ -80,6 +82,7 @@ impl Reload {
         // The listener, the store and the TLS acceptor are built once at start.
         restart_only("http.addr", *addr != running.addr);
         restart_only("storage.filesystem.rootdirectory", *root != running.root);
+        restart_only("storage.filesystem.migrate", *migrate != running.migrate);
         restart_only("http.tls", *tls != running.tls);
         // Every handler and URL is built on these.
         restart_only("http.prefix", *prefix != running.prefix);
@@ -94,6 +97,7 @@ impl Reload {
         restart_only("http.draintimeout", *drain_timeout != running.drain_timeout);
         restart_only("log.formatter", *log_format != running.log_format);
         restart_only("storage.maintenance.uploadpurging", *upload_purging != running.upload_purging);
+        restart_only("storage.maintenance.gc", *gc_schedule != running.gc_schedule);
         // Connections and transfers in flight were admitted under the old bounds.
         restart_only("limits", *limits != running.limits);
         let mut refused = Vec::new();

@@ -15,7 +15,7 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::tree::KeyError;
-use super::{Config, HtpasswdConfig, Limits, ManifestUrls, TlsConfig, UploadPurging};
+use super::{Config, GcSchedule, HtpasswdConfig, Limits, ManifestUrls, TlsConfig, UploadPurging};
 use crate::core::access::{AccessRule, Action};
 use crate::core::duration;
 use crate::htpasswd::LegacyScheme;
@@ -84,6 +84,8 @@ struct Filesystem {
     rootdirectory: Option<PathBuf>,
     /// pier: free space to keep (a size: bytes or `256MiB`, `1GB`; 0 disables).
     reserve: Option<String>,
+    /// pier: import a registry:2 tree found in the root directory at start (default true).
+    migrate: Option<bool>,
 }
 
 /// A section holding only `enabled`.
@@ -96,6 +98,17 @@ struct Switch {
 struct Maintenance {
     uploadpurging: Option<UploadPurgingSection>,
     readonly: Option<Switch>,
+    /// pier: scheduled garbage collection.
+    gc: Option<GcSection>,
+}
+
+/// `storage.maintenance.gc` (pier).
+#[derive(Deserialize, Default)]
+struct GcSection {
+    enabled: Option<bool>,
+    interval: Option<String>,
+    grace: Option<String>,
+    untagged: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -189,9 +202,9 @@ impl Document {
         let Log { level, formatter, accesslog } = log.unwrap_or_default();
         let AccessLog { disabled: access_log_disabled } = accesslog.unwrap_or_default();
         let Storage { filesystem, delete, maintenance, digests } = storage.unwrap_or_default();
-        let Filesystem { rootdirectory, reserve } = filesystem.unwrap_or_default();
+        let Filesystem { rootdirectory, reserve, migrate } = filesystem.unwrap_or_default();
         let Switch { enabled: delete_enabled } = delete.unwrap_or_default();
-        let Maintenance { uploadpurging, readonly } = maintenance.unwrap_or_default();
+        let Maintenance { uploadpurging, readonly, gc } = maintenance.unwrap_or_default();
         let UploadPurgingSection { enabled: purging_enabled, age: purging_age, interval: purging_interval } =
             uploadpurging.unwrap_or_default();
         let Switch { enabled: read_only } = readonly.unwrap_or_default();
@@ -240,6 +253,26 @@ impl Document {
             }
             purging_enabled.unwrap_or(true).then_some(UploadPurging { age, interval })
         };
+        let gc_schedule = {
+            let GcSection { enabled, interval, grace, untagged } = gc.unwrap_or_default();
+            let default = super::DEFAULT_GC_SCHEDULE;
+            let interval = interval
+                .map(|i| go_duration("storage.maintenance.gc.interval", &i, warnings))
+                .transpose()?
+                .unwrap_or(default.interval);
+            if interval.is_zero() {
+                return Err(KeyError::new("storage.maintenance.gc.interval", "must be longer than zero"));
+            }
+            let grace = grace
+                .map(|g| go_duration("storage.maintenance.gc.grace", &g, warnings))
+                .transpose()?
+                .unwrap_or(default.grace);
+            enabled.unwrap_or(false).then_some(GcSchedule {
+                interval,
+                grace,
+                untagged: untagged.unwrap_or(default.untagged),
+            })
+        };
         let tls = tls.map(|Tls { certificate, key, clientcas }| {
             let given = certificate.is_some() || key.is_some() || clientcas.is_some();
             given.then(|| TlsConfig {
@@ -272,6 +305,7 @@ impl Document {
                 .map(|r| size("storage.filesystem.reserve", &r))
                 .transpose()?
                 .unwrap_or(defaults.free_space_reserve),
+            migrate: migrate.unwrap_or(defaults.migrate),
             delete_enabled: delete_enabled.unwrap_or(defaults.delete_enabled),
             addr: addr.unwrap_or(defaults.addr),
             prefix: prefix.map(|p| normalized_prefix(&p)).unwrap_or(defaults.prefix),
@@ -291,6 +325,7 @@ impl Document {
                 .unwrap_or(defaults.idle_timeout),
             blake3: blake3.unwrap_or(defaults.blake3),
             upload_purging,
+            gc_schedule,
             htpasswd,
             access: access.map(access_rules).transpose()?,
             tls: tls.flatten(),

@@ -41,9 +41,16 @@ type Field = fn(&Config) -> String;
 const SCALAR_KEYS: &[(&str, &str, Field, &str)] = &[
     ("storage.filesystem.rootdirectory", "/srv/x", |c| format!("{:?}", c.root), "\"/srv/x\""),
     ("storage.filesystem.reserve", "1GiB", |c| c.free_space_reserve.to_string(), "1073741824"),
+    ("storage.filesystem.migrate", "false", |c| c.migrate.to_string(), "false"),
     ("storage.delete.enabled", "true", |c| c.delete_enabled.to_string(), "true"),
     ("storage.digests.blake3", "yes", |c| c.blake3.to_string(), "true"),
     ("storage.maintenance.uploadpurging.enabled", "false", |c| format!("{:?}", c.upload_purging), "None"),
+    (
+        "storage.maintenance.gc.enabled",
+        "true",
+        |c| format!("{:?}", c.gc_schedule),
+        "Some(GcSchedule { interval: 86400s, grace: 3600s, untagged: false })",
+    ),
     (
         "storage.maintenance.uploadpurging.age",
         "2h",

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use redb::ReadableTable;
 
 use super::error::{gone_as, Result, StoreError};
-use super::meta::{BLOBS, MANIFESTS, REPOS, REPO_BLOBS};
+use super::meta::{BLOBS, LINKED_AT, MANIFESTS, REPOS, REPO_BLOBS};
 use super::{layout, now_unix, Store};
 use crate::core::{Digest, RepoName};
 
@@ -148,6 +148,7 @@ impl Store {
         digest: &Digest,
         size: u64,
     ) -> Result<()> {
+        txn.open_table(LINKED_AT)?.insert((repo.as_str(), digest.as_str()), now_unix())?;
         let mut links = txn.open_table(REPO_BLOBS)?;
         if links.insert((repo.as_str(), digest.as_str()), size)?.is_none() {
             let mut blobs = txn.open_table(BLOBS)?;
@@ -169,6 +170,7 @@ impl Store {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Unlinked> {
+        txn.open_table(LINKED_AT)?.remove((repo.as_str(), digest.as_str()))?;
         let mut links = txn.open_table(REPO_BLOBS)?;
         if links.remove((repo.as_str(), digest.as_str()))?.is_none() {
             return Ok(Unlinked::NotLinked);

@@ -99,6 +99,26 @@ impl Disk {
         file.sync_all().at("fsync", path)
     }
 
+    /// fdatasyncs a file: its data and what reading it back needs (its size), not the rest of its
+    /// metadata (a file another program wrote, about to be linked: the link's directory is
+    /// fsynced after).
+    pub(crate) fn sync_data(&self, file: &File, path: &Path) -> Result<()> {
+        self.step(|| Step::Fsync(path.to_path_buf())).at("fdatasync", path)?;
+        file.sync_data().at("fdatasync", path)
+    }
+
+    /// Makes `files` durable (data and metadata) with one flush of the filesystem holding them
+    /// (`syncfs`, which flushes everything else written there too), where an fsync each would
+    /// cost a journal commit each. The files must all be on one filesystem. One step per file.
+    pub(crate) fn sync_files(&self, files: &[&Path]) -> Result<()> {
+        let Some(first) = files.first() else { return Ok(()) };
+        for f in files {
+            self.step(|| Step::Fsync(f.to_path_buf())).at("syncfs", f)?;
+        }
+        let file = File::open(first).at("syncfs", first)?;
+        nix::unistd::syncfs(&file).map_err(io::Error::from).at("syncfs", first)
+    }
+
     /// fsyncs a directory (makes renames, links and creations inside it durable).
     pub(crate) fn sync_dir(&self, dir: &Path) -> Result<()> {
         self.step(|| Step::FsyncDir(dir.to_path_buf())).at("fsync directory", dir)?;

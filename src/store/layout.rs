@@ -27,6 +27,11 @@ impl Paths {
     pub fn new(root: &Path) -> Paths {
         Paths { root: root.to_path_buf() }
     }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
     pub fn db(&self) -> PathBuf {
         self.root.join("meta.redb")
     }

@@ -95,3 +95,43 @@ impl Store {
         Ok(page)
     }
 }
+
+/// What the store holds, counted from metadata (`pier status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    pub repositories: u64,
+    pub manifests: u64,
+    pub tags: u64,
+    /// Distinct blobs (manifests included: they are blobs too).
+    pub blobs: u64,
+    /// Bytes of the distinct blobs, each counted once however many repositories link it.
+    pub blob_bytes: u64,
+    /// Upload sessions not yet finished or cancelled.
+    pub uploads: u64,
+    /// Repositories whose `index.json` is due for a rewrite by the index writer.
+    pub layouts_due: u64,
+}
+
+impl Store {
+    /// Counts what the store holds, in one read snapshot. Reads every blob record (for the
+    /// bytes): for a status command, not for request paths.
+    pub fn summary(&self) -> Result<Summary> {
+        use super::meta::{BLOBS, INDEX_DIRTY, MANIFESTS, UPLOADS};
+        use redb::ReadableTable;
+        let txn = self.db.begin_read()?;
+        let blobs = txn.open_table(BLOBS)?;
+        let mut blob_bytes = 0u64;
+        for entry in blobs.iter()? {
+            blob_bytes = blob_bytes.saturating_add(entry?.1.value().0);
+        }
+        Ok(Summary {
+            repositories: txn.open_table(REPOS)?.len()?,
+            manifests: txn.open_table(MANIFESTS)?.len()?,
+            tags: txn.open_table(TAGS)?.len()?,
+            blobs: blobs.len()?,
+            blob_bytes,
+            uploads: txn.open_table(UPLOADS)?.len()?,
+            layouts_due: txn.open_table(INDEX_DIRTY)?.len()?,
+        })
+    }
+}

@@ -105,6 +105,20 @@ impl Store {
         manifest: &Manifest,
         tags: &[Tag],
     ) -> Result<()> {
+        self.store_manifest(repo, digest, body, None, manifest, tags)
+    }
+
+    /// [`Store::put_manifest`], where `staged` (when given) is a verified, fsynced file holding
+    /// `body` that becomes the global blob as it is (a hardlink, no copy; see `store::migrate`).
+    pub(super) fn store_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: &[u8],
+        staged: Option<&std::path::Path>,
+        manifest: &Manifest,
+        tags: &[Tag],
+    ) -> Result<()> {
         // Fail fast, before writing anything.
         self.ensure_free_space(body.len() as u64)?;
         {
@@ -118,7 +132,9 @@ impl Store {
         let record = ManifestRecord::of(manifest, body.len() as u64);
         let _guard = self.lock();
         // The bytes become a blob of the repository, like any layer.
-        if !self.paths.blob(digest).exists() {
+        if let Some(staged) = staged {
+            self.place_global_as_is(staged, digest)?;
+        } else if !self.paths.blob(digest).exists() {
             let tmp = self.paths.upload(&format!("{}.manifest", uuid::Uuid::new_v4()));
             self.disk.write_new(&tmp, body)?;
             let placed = self.place_global(&tmp, digest);
@@ -174,9 +190,27 @@ impl Store {
     pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let _guard = self.lock();
         let txn = self.db.begin_write()?;
+        if !Self::remove_manifest_records(&txn, repo, digest)? {
+            return Err(Self::unknown_in_write(&txn, repo, StoreError::ManifestUnknown)?);
+        }
+        let unlinked = Self::unrecord_repo_blob(&txn, repo, digest)?;
+        Self::mark_index_dirty(&txn, repo)?;
+        self.disk.commit(txn)?;
+        self.indexes.changed();
+        self.remove_blob_files(repo, digest, unlinked)?;
+        Ok(())
+    }
+
+    /// In `txn`: removes the manifest's record, every tag pointing at it and its referrer edge
+    /// (not its blob link). False if `repo` has no such manifest.
+    pub(super) fn remove_manifest_records(
+        txn: &redb::WriteTransaction,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool> {
         let record = match txn.open_table(MANIFESTS)?.remove((repo.as_str(), digest.as_str()))? {
             Some(v) => ManifestRecord::decode(v.value()),
-            None => return Err(Self::unknown_in_write(&txn, repo, StoreError::ManifestUnknown)?),
+            None => return Ok(false),
         };
         {
             // The manifest's own tags, found by key: no scan of the repository's tags.
@@ -200,12 +234,7 @@ impl Store {
         if let Some(subject) = record.as_ref().and_then(|r| r.subject.clone()) {
             txn.open_table(REFERRERS)?.remove((repo.as_str(), subject.as_str(), digest.as_str()))?;
         }
-        let unlinked = Self::unrecord_repo_blob(&txn, repo, digest)?;
-        Self::mark_index_dirty(&txn, repo)?;
-        self.disk.commit(txn)?;
-        self.indexes.changed();
-        self.remove_blob_files(repo, digest, unlinked)?;
-        Ok(())
+        Ok(true)
     }
 
     /// One page of the descriptors of the manifests in `repo` whose subject is `subject` (as

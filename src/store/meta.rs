@@ -40,12 +40,21 @@ pub const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags
 pub const MANIFEST_TAGS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("manifest_tags");
 /// (repo, subject digest, referrer manifest digest) → ().
 pub const REFERRERS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("referrers");
+/// (repo, digest) → unix seconds when the repository last linked the blob (for the grace period
+/// of garbage collection, `store::gc`). Rows only for `REPO_BLOBS` rows; a link made before
+/// this table existed has none until a collection gives it one.
+pub const LINKED_AT: TableDefinition<(&str, &str), u64> = TableDefinition::new("linked_at");
 /// upload uuid → (repo, digest algorithm, start time in unix seconds).
 pub const UPLOADS: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::new("uploads");
 /// repo → change count: the repository's `index.json` lags its metadata and is due for a
 /// rewrite (by the background index writer, the shutdown flush or the next start). The count
 /// goes up with every change, so that a rewrite from an older snapshot leaves the mark.
 pub const INDEX_DIRTY: TableDefinition<&str, u64> = TableDefinition::new("index_dirty");
+
+/// registry:2 tree imported (`<dir>/docker/registry/v2`, as given) → unix time its last
+/// migration finished (`store::migrate`). Only `pier serve`'s start-up reads it (to migrate a
+/// tree once); the import itself is idempotent and needs no other progress record.
+pub const MIGRATIONS: TableDefinition<&str, u64> = TableDefinition::new("migrations");
 
 /// What the registry remembers about a stored manifest (its bytes live in the blob files).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

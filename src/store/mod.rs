@@ -20,22 +20,27 @@
 //! (manifests, tags, referrers), [`listing`] (catalog and tag pages), [`index`] (each
 //! repository's `index.json` and its background writer), [`upload`] (upload sessions),
 //! `upload_writer` (how upload bytes reach the disk), [`recovery`] (the start-up sweep),
-//! [`check`] (the invariant checker).
+//! [`check`] (the invariant checker), [`migrate`] (importing a registry:2 data directory in
+//! place) and `migrate_source` (reading one).
 
 pub mod blobs;
 pub mod check;
 mod database;
 pub(crate) mod disk;
 pub mod error;
+pub mod gc;
 pub mod index;
 pub mod layout;
 pub mod listing;
 pub mod manifests;
 pub mod meta;
+pub mod migrate;
+mod migrate_source;
 pub mod recovery;
 mod space;
 pub mod upload;
 mod upload_writer;
+pub mod usage;
 
 #[cfg(test)]
 mod tests;
@@ -57,7 +62,7 @@ pub use blobs::BlobReader;
 pub use check::Problem;
 pub use disk::write_file_atomically;
 pub use error::{Result, StoreError};
-pub use listing::Page;
+pub use listing::{Page, Summary};
 pub use manifests::ReferrersPage;
 pub use manifests::StoredManifest;
 pub use upload::{ChunkAppend, SessionClaim, UploadSession};
@@ -103,6 +108,11 @@ impl Store {
     /// serves (see `recovery`).
     pub fn open(root: &Path) -> Result<Store> {
         Self::open_on(root, Disk::default())
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        self.paths.root()
     }
 
     /// [`Store::open`] with the given file-system access (tests install fault plans this way).

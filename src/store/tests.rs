@@ -728,3 +728,141 @@ fn index_writer_catches_up_and_flushes_when_stopped() {
     let index = String::from_utf8(std::fs::read(store.paths.index(&r)).unwrap()).unwrap();
     assert!(index.contains(r#""org.opencontainers.image.ref.name": "v4""#), "{index}");
 }
+
+/// Writes `bytes` into a registry:2 tree under `dir` (`docker/registry/v2/blobs/...`), as
+/// Distribution stores every blob and manifest; returns its digest.
+fn registry2_blob(dir: &Path, bytes: &[u8]) -> Digest {
+    let d = sha256(bytes);
+    let path = dir.join("docker/registry/v2/blobs/sha256").join(&d.hex()[..2]).join(d.hex());
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("data"), bytes).unwrap();
+    d
+}
+
+/// Writes a registry:2 link file `<repository dir>/<rel>/link` naming `d`.
+fn registry2_link(dir: &Path, repo: &str, rel: &str, d: &Digest) {
+    let path = dir.join("docker/registry/v2/repositories").join(repo).join(rel);
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("link"), d.as_str()).unwrap();
+}
+
+/// Like [`every_step`], for an operation that is not atomic but resumable (a migration): after a
+/// crash or an I/O error at any step, what is visible must be part of what the fault-free run
+/// shows (nothing wrong, nothing partial: an item is wholly in or out), the store must be
+/// consistent, and running the operation again must end exactly where the fault-free run did.
+fn every_step_resumable<F>(name: &str, setup: impl Fn(&Store) -> F, op: impl Fn(&Store, &F) -> Result<()>) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(FaultPlan::record());
+    let store = open(dir.path(), Some(plan.clone())).unwrap();
+    let fixture = setup(&store);
+    let before = observe(&store);
+    plan.arm();
+    op(&store, &fixture).unwrap_or_else(|e| panic!("{name}: fault-free run failed: {e}"));
+    let after = observe(&store);
+    assert_ne!(before, after, "{name}: the operation changes nothing visible");
+    let steps = plan.steps();
+    assert_durable_order(name, &plan.trace());
+    assert_eq!(store.check(true).unwrap(), vec![], "{name}: fault-free run");
+    settle(&store, name);
+    drop(store);
+    eprintln!("{name}: {steps} steps x 3 faults");
+    let part_of_after = |seen: &BTreeMap<String, String>, what: &str| {
+        for (k, v) in seen {
+            assert_eq!(after.get(k), Some(v), "{what}: {k} is visible but not what the fault-free run shows");
+        }
+    };
+    for n in 1..=steps {
+        for fault in [Fault::Crash, Fault::Error(EIO), Fault::Error(ENOSPC)] {
+            let what = format!("{name}: {fault:?} at step {n} of {steps}");
+            let dir = tempfile::tempdir().unwrap();
+            let plan = Arc::new(FaultPlan::new(n, fault));
+            let store = open(dir.path(), Some(plan.clone())).unwrap();
+            let fixture = setup(&store);
+            plan.arm();
+            let result = op(&store, &fixture);
+            let step = plan.trace().get(n - 1).cloned();
+            let store = if fault == Fault::Crash {
+                assert!(plan.crashed(), "{what}: the run took fewer steps than the reference");
+                drop(store);
+                open(dir.path(), None).unwrap_or_else(|e| panic!("{what} ({step:?}): reopen: {e}"))
+            } else {
+                store
+            };
+            let live = store.check(true).unwrap();
+            assert_eq!(broken(&live), Vec::<&Problem>::new(), "{what} ({step:?}): {result:?}");
+            part_of_after(&observe(&store), &format!("{what} ({step:?})"));
+            op(&store, &fixture).unwrap_or_else(|e| panic!("{what} ({step:?}): run again: {e}"));
+            assert_eq!(observe(&store), after, "{what} ({step:?}): not finished by running again");
+            drop(store);
+            let store = open(dir.path(), None).unwrap();
+            assert_eq!(store.check(true).unwrap(), vec![], "{what} ({step:?}): after reopening");
+            settle(&store, &format!("{what} ({step:?})"));
+        }
+    }
+    steps
+}
+
+/// Importing a registry:2 tree (`store::migrate`): two repositories with the same image (the
+/// second gets the blobs and the manifest the store has by then), a tag each. After a crash or
+/// an I/O error at any step, running the migration again converges on the same store.
+#[test]
+fn migrate_a_registry2_tree() {
+    let (config, layer) = (data(60, 11), data(3000, 12));
+    let manifest = image_manifest(&config, &layer, None);
+    every_step_resumable(
+        "migrate",
+        |_| {
+            let tree = tempfile::tempdir().unwrap();
+            let dir = tree.path();
+            let (c, l, m) = (registry2_blob(dir, &config), registry2_blob(dir, &layer), registry2_blob(dir, &manifest));
+            for (repo, tag) in [("app", "v1"), ("copy/of/app", "v2")] {
+                registry2_link(dir, repo, &format!("_layers/sha256/{}", c.hex()), &c);
+                registry2_link(dir, repo, &format!("_layers/sha256/{}", l.hex()), &l);
+                registry2_link(dir, repo, &format!("_manifests/revisions/sha256/{}", m.hex()), &m);
+                registry2_link(dir, repo, &format!("_manifests/tags/{tag}/current"), &m);
+            }
+            tree
+        },
+        |s, tree| match super::migrate::migrate(Some(s), tree.path(), false, &mut |_| {}) {
+            Ok(report) => {
+                assert!(report.skipped.is_empty(), "{report:?}");
+                Ok(())
+            }
+            Err(super::migrate::MigrateError::Store(e)) => Err(e),
+            Err(e) => panic!("migrate: {e}"),
+        },
+    );
+}
+
+/// Garbage collection (with untagged manifests) at every step x crash/EIO/ENOSPC: after any
+/// fault what is visible is the state before or after, the store stays consistent, and running
+/// the collection again finishes it.
+#[test]
+fn garbage_collection_every_step() {
+    use super::gc::GcOptions;
+    let (config, shared, only_a, orphan_layer) = (data(50, 30), data(700, 31), data(900, 32), data(400, 33));
+    let a = image_manifest(&config, &only_a, None);
+    let b = image_manifest(&config, &shared, None);
+    let orphan = image_manifest(&config, &orphan_layer, None);
+    let steps = every_step(
+        "garbage collection",
+        |s| {
+            let r = repo("app");
+            for blob in [&config, &shared, &only_a, &orphan_layer] {
+                push(s, &r, blob).unwrap();
+            }
+            push(s, &repo("other"), &only_a).unwrap();
+            let a = put_manifest(s, &r, &a, Some("a")).unwrap();
+            put_manifest(s, &r, &b, Some("b")).unwrap();
+            put_manifest(s, &r, &orphan, None).unwrap();
+            s.delete_manifest(&r, &a).unwrap();
+            s.delete_blob(&repo("other"), &sha256(&only_a)).unwrap();
+        },
+        |s, ()| {
+            let options = GcOptions { grace_secs: 0, untagged: true, dry_run: false };
+            s.collect_garbage(options, |_| {}).map(drop)
+        },
+        retry,
+    );
+    assert!(steps >= 5, "{steps} steps");
+}

@@ -15,6 +15,7 @@
 
 mod harness;
 
+mod admin;
 mod api;
 mod auth;
 mod auth_legacy;
@@ -23,7 +24,9 @@ mod crash;
 mod disk;
 mod e2e;
 mod engine;
+mod gc;
 mod hostile;
+mod migrate;
 mod names;
 mod policy;
 mod proxy;

@@ -2,7 +2,9 @@
 //! have them, with only `image: registry:2` changed to pier's image: `docker-compose up -d`,
 //! `docker login` where the registry asks for credentials, `docker push`, `docker pull` after
 //! `docker rmi`, `docker restart` of the registry's container, `docker-compose down && up -d`,
-//! and a pull again: the data stays in the user's `./data`.
+//! and a pull again: the data stays in the user's `./data`. In the htpasswd case (the compose
+//! file of issue 11) `./data` first holds an image that registry:2 (Debian's `docker-registry`,
+//! as root) stored there: pier's image takes the root-owned tree over, imports it and serves it.
 //!
 //! The test copies a case into a directory of its own and changes only what the machine needs:
 //! published ports go to 127.0.0.1 and a free port (`"5000:5000"` → `"127.0.0.1:P:5000"`), the
@@ -27,26 +29,50 @@ struct Case {
     auth: bool,
     /// The host directory mounted as the data directory.
     data: &'static str,
+    /// `./data` already holds an image that Debian's `docker-registry` (registry:2) stored there
+    /// as root, pushed by the engine before the switch.
+    registry2_data: bool,
 }
 
 #[test]
 fn compose_plain() {
-    compose_case(Case { name: "plain", published: 5000, https: false, auth: false, data: "data" });
+    compose_case(Case {
+        name: "plain",
+        published: 5000,
+        https: false,
+        auth: false,
+        data: "data",
+        registry2_data: false,
+    });
 }
 
 #[test]
 fn compose_htpasswd_with_data_in_slash_data() {
-    compose_case(Case { name: "htpasswd", published: 5000, https: false, auth: true, data: "data" });
+    compose_case(Case {
+        name: "htpasswd",
+        published: 5000,
+        https: false,
+        auth: true,
+        data: "data",
+        registry2_data: true,
+    });
 }
 
 #[test]
 fn compose_nginx_tls_in_front() {
-    compose_case(Case { name: "nginx", published: 443, https: true, auth: true, data: "data" });
+    compose_case(Case { name: "nginx", published: 443, https: true, auth: true, data: "data", registry2_data: false });
 }
 
 #[test]
 fn compose_nginx_tls_with_http_prefix() {
-    compose_case(Case { name: "prefix", published: 443, https: true, auth: false, data: "data" });
+    compose_case(Case {
+        name: "prefix",
+        published: 443,
+        https: true,
+        auth: false,
+        data: "data",
+        registry2_data: false,
+    });
 }
 
 fn compose_case(case: Case) {
@@ -78,6 +104,7 @@ fn compose_case(case: Case) {
             .arg("-out")
             .arg(dir.join("certs/domain.crt")));
     }
+    let old_image = case.registry2_data.then(|| registry2_wrote(&engine, &dir.join(case.data), work.path()));
     let project = format!("pier{}", case.name);
     let compose = |args: &[&str]| engine.run(&mut engine.compose(&dir, &project, args));
     let scheme = if case.https { "https" } else { "http" };
@@ -95,6 +122,13 @@ fn compose_case(case: Case) {
         let refused = output(&mut engine.docker(&["login", "-u", USER, "-p", "wrong", &registry]));
         assert!(!refused.status.success(), "docker login with a wrong password succeeded");
         engine.d(&["login", "-u", USER, "-p", PASSWORD, &registry]);
+    }
+    if let Some((old_name, old_id)) = &old_image {
+        // What registry:2 stored is there, imported at the first start.
+        let here = format!("{registry}/{}", old_name.split_once('/').unwrap().1);
+        engine.d(&["rmi", old_name]);
+        engine.d(&["pull", &here]);
+        assert_eq!(&engine.inspect(&here, "{{.Id}}"), old_id, "registry:2's image pulled from pier differs");
     }
     let name = format!("{registry}/team/app:1");
     let id = small_image(&engine, &name);
@@ -130,6 +164,42 @@ fn compose_case(case: Case) {
         );
     }
     compose(&["down"]);
+}
+
+/// Runs Debian's `docker-registry` (registry:2) as root on `data` (created by it), has the engine
+/// push a small image to it, stops it; returns the image's name there and its id.
+fn registry2_wrote(engine: &Dockerd, data: &Path, work: &Path) -> (String, String) {
+    let port = free_port();
+    let config = work.join("registry2.yml");
+    let text = format!(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        data.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let log = work.join("registry2.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(log_file.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(log_file))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run docker-registry: {e} (.ci/run installs the docker-registry package)"));
+    wait_v2(&format!("http://127.0.0.1:{port}/v2/"), Duration::from_secs(30));
+    let name = format!("127.0.0.1:{port}/team/from-registry2:1");
+    let id = small_image(engine, &name);
+    let pushed = output(&mut engine.docker(&["push", &name]));
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let exited = wait_until(Duration::from_secs(20), || child.try_wait().ok().flatten().is_some());
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(pushed.status.success(), "push to docker-registry: {}", String::from_utf8_lossy(&pushed.stderr));
+    assert!(data.join("docker/registry/v2/repositories/team/from-registry2").is_dir(), "no registry:2 data");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(data).unwrap()), 0);
+    (name, id)
 }
 
 /// Copies a directory tree of regular files.
