@@ -12,6 +12,8 @@ pub enum Request {
     /// What the daemon serves and what the store holds. (A struct variant: serde refuses
     /// unknown fields only in those.)
     Status {},
+    /// Re-hash every blob; quarantine the corrupt ones (`store::scrub`).
+    Scrub {},
     /// Disk usage per repository (or of one) and of the store.
     Du { repository: Option<String> },
     /// Garbage collection (`store::gc`): what no live manifest needs leaves each repository.
@@ -31,6 +33,7 @@ impl Request {
         match self {
             Request::Status {} => "status",
             Request::Du { .. } => "du",
+            Request::Scrub {} => "scrub",
             Request::Gc { dry_run: true, .. } => "gc --dry-run",
             Request::Gc { .. } => "gc",
         }

@@ -7,6 +7,7 @@ pub mod gc;
 pub mod htpasswd;
 pub mod migrate;
 mod privileges;
+pub mod scrub;
 pub mod serve;
 pub mod status;
 mod store_access;
@@ -28,6 +29,7 @@ usage:
   pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--json]
                                       remove what no manifest needs, while serving (see
                                       `pier gc --help`)
+  pier scrub [--config FILE] [--json]  re-hash every blob; quarantine corrupt ones (exit 1)
   pier status [--config FILE] [--json]
                                       what the running daemon serves and the store holds (read
                                       directly when no daemon runs)
@@ -55,6 +57,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Some("status") => status::run(&args[1..]),
         Some("gc") => gc::run(&args[1..]),
         Some("du") => du::run(&args[1..]),
+        Some("scrub") => scrub::run(&args[1..]),
         Some("--version") | Some("-V") | Some("version") => {
             println!("pier {}", env!("CARGO_PKG_VERSION"));
             0

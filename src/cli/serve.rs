@@ -166,6 +166,7 @@ pub fn run(args: &[OsString]) -> i32 {
         if tls.is_some() {
             log::info!("serving HTTPS (TLS 1.2/1.3, h2 and http/1.1)");
         }
+        store.set_quotas(config.quotas.clone());
         let store = Arc::new(store);
         // The local admin channel (`pier status`...): a Unix socket in the data directory.
         let admin_path = crate::admin::socket_path(&config.root);

@@ -74,6 +74,8 @@ pub struct Config {
     /// `auth.htpasswd`: basic authentication against an htpasswd file of bcrypt entries (and
     /// legacy ones where allowed).
     pub htpasswd: Option<HtpasswdConfig>,
+    /// `quotas` (pier): size limits per repository glob (first match applies; empty: none).
+    pub quotas: Vec<crate::core::quota::QuotaRule>,
     /// `access` (pier): rules granting pull/push/delete per user and repository glob.
     pub access: Option<Vec<AccessRule>>,
     /// `http.tls`: serve HTTPS with these PEM files.
@@ -115,6 +117,7 @@ impl Default for Config {
             blake3: false,
             upload_purging: Some(DEFAULT_UPLOAD_PURGING),
             gc_schedule: None,
+            quotas: Vec::new(),
             htpasswd: None,
             access: None,
             tls: None,

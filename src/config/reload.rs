@@ -66,6 +66,7 @@ impl Reload {
             blake3,
             upload_purging,
             gc_schedule,
+            quotas,
             htpasswd,
             access,
             tls,
@@ -98,6 +99,7 @@ impl Reload {
         restart_only("log.formatter", *log_format != running.log_format);
         restart_only("storage.maintenance.uploadpurging", *upload_purging != running.upload_purging);
         restart_only("storage.maintenance.gc", *gc_schedule != running.gc_schedule);
+        restart_only("quotas", *quotas != running.quotas);
         // Connections and transfers in flight were admitted under the old bounds.
         restart_only("limits", *limits != running.limits);
         let mut refused = Vec::new();

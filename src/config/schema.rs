@@ -18,6 +18,7 @@ use super::tree::KeyError;
 use super::{Config, GcSchedule, HtpasswdConfig, Limits, ManifestUrls, TlsConfig, UploadPurging};
 use crate::core::access::{AccessRule, Action};
 use crate::core::duration;
+use crate::core::quota::QuotaRule;
 use crate::htpasswd::LegacyScheme;
 use crate::logging::Format;
 
@@ -30,6 +31,7 @@ pub(super) struct Document {
     http: Option<Http>,
     auth: Option<Auth>,
     access: Option<Vec<AccessRuleEntry>>,
+    quotas: Option<Vec<QuotaEntry>>,
     limits: Option<LimitsSection>,
     validation: Option<Validation>,
 }
@@ -159,6 +161,13 @@ struct Htpasswd {
     upgradelegacy: Option<bool>,
 }
 
+/// One rule of `quotas` (pier).
+#[derive(Deserialize)]
+struct QuotaEntry {
+    repos: Option<String>,
+    size: Option<String>,
+}
+
 /// One rule of `access` (pier).
 #[derive(Deserialize)]
 struct AccessRuleEntry {
@@ -197,7 +206,7 @@ impl Document {
     /// The configuration this document describes, defaults filled in.
     pub(super) fn resolve(self, warnings: &mut Warnings) -> Result<Config, KeyError> {
         let defaults = Config::default();
-        let Document { version, log, storage, http, auth, access, limits, validation } = self;
+        let Document { version, log, storage, http, auth, access, quotas, limits, validation } = self;
         let _accepted_unchecked: Option<IgnoredAny> = version;
         let Log { level, formatter, accesslog } = log.unwrap_or_default();
         let AccessLog { disabled: access_log_disabled } = accesslog.unwrap_or_default();
@@ -328,6 +337,7 @@ impl Document {
             gc_schedule,
             htpasswd,
             access: access.map(access_rules).transpose()?,
+            quotas: quotas.map(quota_rules).transpose()?.unwrap_or_default(),
             tls: tls.flatten(),
             read_only: read_only.unwrap_or(defaults.read_only),
             limits,
@@ -451,6 +461,21 @@ fn go_duration(key: &str, text: &str, warnings: &mut Warnings) -> Result<Duratio
 fn size(key: &str, text: &str) -> Result<u64, KeyError> {
     crate::core::size::parse(text)
         .map_err(|e| KeyError::new(key, format!("{text:?} is {e}: expected e.g. 268435456, 256MiB or 1GB")))
+}
+
+fn quota_rules(entries: Vec<QuotaEntry>) -> Result<Vec<QuotaRule>, KeyError> {
+    let bad = |message: String| KeyError::new("quotas", message);
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, QuotaEntry { repos, size: text })| {
+            let repos = repos.ok_or_else(|| bad(format!("rule {i} has no repos")))?;
+            let text = text.ok_or_else(|| bad(format!("rule {i} has no size")))?;
+            let bytes = crate::core::size::parse(&text)
+                .map_err(|e| bad(format!("rule {i}: size {text:?} is {e}: expected e.g. 10GiB, 500MiB or 1GB")))?;
+            Ok(QuotaRule { repos, bytes })
+        })
+        .collect()
 }
 
 fn access_rules(entries: Vec<AccessRuleEntry>) -> Result<Vec<AccessRule>, KeyError> {

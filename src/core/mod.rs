@@ -10,6 +10,7 @@ pub mod error;
 pub mod manifest;
 pub mod name;
 pub mod policy;
+pub mod quota;
 pub mod range;
 mod robustness;
 pub mod size;

@@ -80,6 +80,10 @@ impl From<StoreError> for HttpError {
                 ErrorCode::Unsupported,
                 "this digest is a manifest of the repository: delete it with DELETE /v2/<name>/manifests/<digest>",
             ),
+            e @ StoreError::QuotaExceeded { .. } => {
+                log::warn!("push refused: {e}");
+                HttpError::new(ErrorCode::Denied, e.to_string())
+            }
             e @ StoreError::ChunkOutOfOrder { .. } => {
                 HttpError::new(ErrorCode::BlobUploadInvalid, e.to_string()).status(416)
             }

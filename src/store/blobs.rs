@@ -15,7 +15,7 @@ use std::sync::Arc;
 use redb::ReadableTable;
 
 use super::error::{gone_as, Result, StoreError};
-use super::meta::{BLOBS, LINKED_AT, MANIFESTS, REPOS, REPO_BLOBS};
+use super::meta::{BLOBS, LINKED_AT, MANIFESTS, REPOS, REPO_BLOBS, REPO_BYTES};
 use super::{layout, now_unix, Store};
 use crate::core::{Digest, RepoName};
 
@@ -87,9 +87,12 @@ pub(super) enum Unlinked {
 
 impl Store {
     /// The size of `digest` in `repo`, if the repository has that blob.
+    /// A quarantined blob (`store::scrub`) is unknown: its bytes are never served, and a
+    /// client that asks first pushes it again, which heals it.
     pub fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         let txn = self.db.begin_read()?;
         match txn.open_table(REPO_BLOBS)?.get((repo.as_str(), digest.as_str()))? {
+            Some(_) if Self::is_quarantined(&txn, digest)? => Err(StoreError::BlobUnknown),
             Some(size) => Ok(size.value()),
             None if txn.open_table(REPOS)?.get(repo.as_str())?.is_none() => Err(StoreError::NameUnknown),
             None => Err(StoreError::BlobUnknown),
@@ -151,6 +154,9 @@ impl Store {
         txn.open_table(LINKED_AT)?.insert((repo.as_str(), digest.as_str()), now_unix())?;
         let mut links = txn.open_table(REPO_BLOBS)?;
         if links.insert((repo.as_str(), digest.as_str()), size)?.is_none() {
+            let mut bytes = txn.open_table(REPO_BYTES)?;
+            let usage = bytes.get(repo.as_str())?.map_or(0, |v| v.value());
+            bytes.insert(repo.as_str(), usage.saturating_add(size))?;
             let mut blobs = txn.open_table(BLOBS)?;
             let count = blobs.get(digest.as_str())?.map(|v| v.value().1).unwrap_or(0);
             blobs.insert(digest.as_str(), (size, count + 1))?;
@@ -172,8 +178,13 @@ impl Store {
     ) -> Result<Unlinked> {
         txn.open_table(LINKED_AT)?.remove((repo.as_str(), digest.as_str()))?;
         let mut links = txn.open_table(REPO_BLOBS)?;
-        if links.remove((repo.as_str(), digest.as_str()))?.is_none() {
+        let Some(size) = links.remove((repo.as_str(), digest.as_str()))?.map(|v| v.value()) else {
             return Ok(Unlinked::NotLinked);
+        };
+        {
+            let mut bytes = txn.open_table(REPO_BYTES)?;
+            let usage = bytes.get(repo.as_str())?.map_or(0, |v| v.value());
+            bytes.insert(repo.as_str(), usage.saturating_sub(size))?;
         }
         let mut blobs = txn.open_table(BLOBS)?;
         let entry = blobs.get(digest.as_str())?.map(|v| v.value());
@@ -217,6 +228,7 @@ impl Store {
             Err(e) => return Err(e),
         };
         let _guard = self.lock();
+        self.check_quota(to, digest, size)?;
         let txn = self.db.begin_write()?;
         // Re-check under the lock: `from` may have lost the blob (and its file) meanwhile.
         if txn.open_table(REPO_BLOBS)?.get((from.as_str(), digest.as_str()))?.is_none() {

@@ -15,7 +15,8 @@ use redb::ReadableTable;
 
 use super::error::{IoContext, Result};
 use super::meta::{
-    ManifestRecord, BLOBS, INDEX_DIRTY, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS,
+    ManifestRecord, BLOBS, INDEX_DIRTY, MANIFESTS, MANIFEST_TAGS, QUARANTINE, REFERRERS, REPOS, REPO_BLOBS, REPO_BYTES,
+    TAGS, UPLOADS,
 };
 use super::recovery::stray_index_files;
 use super::Store;
@@ -61,6 +62,11 @@ impl Store {
             .iter()?
             .map(|e| e.map(|(k, _)| k.value().to_string()))
             .collect::<std::result::Result<_, _>>()?;
+        let quarantine: BTreeSet<String> = txn
+            .open_table(QUARANTINE)?
+            .iter()?
+            .map(|e| e.map(|(k, _)| k.value().to_string()))
+            .collect::<std::result::Result<_, _>>()?;
         // REPO_BLOBS: both files complete, one inode; BLOBS counts in step.
         let mut links_per_blob: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut repo_links: BTreeSet<(String, String)> = BTreeSet::new();
@@ -78,6 +84,10 @@ impl Store {
                 problems.push(format!("REPO_BLOBS[{repo}, {digest}] is not a valid name and digest"));
                 continue;
             };
+            if quarantine.contains(digest) {
+                // Out of service (`store::scrub`): its files are gone or going on purpose.
+                continue;
+            }
             let global = self.paths.blob(&d);
             let linked = self.paths.repo_blob(&r, &d);
             match (fs::metadata(&global), fs::metadata(&linked)) {
@@ -102,6 +112,22 @@ impl Store {
                     l.is_ok()
                 )),
             }
+        }
+        // REPO_BYTES: each repository's usage is the sum of its links.
+        let mut sums: BTreeMap<String, u64> = BTreeMap::new();
+        for e in txn.open_table(REPO_BLOBS)?.iter()? {
+            let (k, v) = e?;
+            *sums.entry(k.value().0.to_string()).or_default() += v.value();
+        }
+        for e in txn.open_table(REPO_BYTES)?.iter()? {
+            let (k, v) = e?;
+            let expected = sums.remove(k.value()).unwrap_or(0);
+            if v.value() != expected {
+                problems.push(format!("REPO_BYTES[{}] = {} but its links sum to {expected}", k.value(), v.value()));
+            }
+        }
+        for (repo, sum) in sums {
+            problems.push(format!("{repo} links {sum} bytes but has no REPO_BYTES row"));
         }
         let blobs = txn.open_table(BLOBS)?;
         let mut recorded: BTreeSet<String> = BTreeSet::new();

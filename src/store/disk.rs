@@ -88,7 +88,7 @@ impl Disk {
     }
 
     /// Renames `from` to `to` (replacing `to`); the caller fsyncs the directory.
-    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+    pub(crate) fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         self.step(|| Step::Rename(from.to_path_buf(), to.to_path_buf())).at("rename", to)?;
         fs::rename(from, to).at("rename", to)
     }

@@ -44,6 +44,9 @@ pub enum StoreError {
     /// `incoming` bytes the request announced (0: none announced).
     #[error("{}", space_message(*free, *reserve, *incoming))]
     InsufficientSpace { free: u64, reserve: u64, incoming: u64 },
+    /// The repository would go past its quota (`quotas:`); `adding` 0: it is already at it.
+    #[error("{}", quota_message(repo, *quota, *usage, *adding))]
+    QuotaExceeded { repo: String, quota: u64, usage: u64, adding: u64 },
     /// The metadata database failed.
     #[error("metadata: {0}")]
     Db(#[source] redb::Error),
@@ -121,3 +124,18 @@ from_redb!(
     redb::StorageError,
     redb::CommitError
 );
+
+/// The reason a push is refused by a quota, for the client and the log.
+fn quota_message(repo: &str, quota: u64, usage: u64, adding: u64) -> String {
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / 1048576.0);
+    if adding == 0 {
+        format!("repository {repo} is at its quota: {} used of {}", mib(usage), mib(quota))
+    } else {
+        format!(
+            "repository {repo} would go past its quota: {} used of {}, this blob needs {} more",
+            mib(usage),
+            mib(quota),
+            mib(adding)
+        )
+    }
+}

@@ -67,6 +67,16 @@ impl Paths {
     }
     /// `id` must be a canonical UUID string (see `upload::parse_upload_id`), or one with a
     /// suffix of the store's own (`<uuid>.manifest`).
+    /// Where `pier scrub` keeps the corrupt blob files it took out of service.
+    pub fn quarantine_dir(&self, a: Algorithm) -> PathBuf {
+        self.root.join("quarantine").join(a.name())
+    }
+
+    /// The quarantined file of `d`.
+    pub fn quarantined(&self, d: &Digest) -> PathBuf {
+        self.quarantine_dir(d.algorithm()).join(d.hex())
+    }
+
     pub fn upload(&self, id: &str) -> PathBuf {
         self.root.join("uploads").join(id)
     }

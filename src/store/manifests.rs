@@ -49,6 +49,10 @@ impl Store {
 
     /// Reads a stored manifest's bytes.
     pub fn manifest_bytes(&self, digest: &Digest) -> Result<Vec<u8>> {
+        // A quarantined manifest (`store::scrub`) is not served until a push heals it.
+        if Self::is_quarantined(&*self.db.begin_read()?, digest)? {
+            return Err(StoreError::ManifestUnknown);
+        }
         // A concurrent delete of the last link may have removed the file since the lookup.
         let path = self.paths.blob(digest);
         fs::read(&path).map_err(|e| gone_as(e, "read", &path, StoreError::ManifestUnknown))
@@ -131,6 +135,8 @@ impl Store {
         }
         let record = ManifestRecord::of(manifest, body.len() as u64);
         let _guard = self.lock();
+        self.check_quota(repo, digest, body.len() as u64)?;
+        let healing = self.prepare_heal(digest)?;
         // The bytes become a blob of the repository, like any layer.
         if let Some(staged) = staged {
             self.place_global_as_is(staged, digest)?;
@@ -150,6 +156,9 @@ impl Store {
             return Err(StoreError::ManifestBlobUnknown(d));
         }
         Self::record_repo_blob(&txn, repo, digest, body.len() as u64)?;
+        if healing {
+            self.finish_heal(&txn, digest)?;
+        }
         txn.open_table(MANIFESTS)?.insert((repo.as_str(), digest.as_str()), record.encode().as_slice())?;
         {
             let mut t = txn.open_table(TAGS)?;

@@ -44,6 +44,14 @@ pub const REFERRERS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::
 /// of garbage collection, `store::gc`). Rows only for `REPO_BLOBS` rows; a link made before
 /// this table existed has none until a collection gives it one.
 pub const LINKED_AT: TableDefinition<(&str, &str), u64> = TableDefinition::new("linked_at");
+/// digest → unix seconds when `pier scrub` found its file corrupt (`store::scrub`): the blob is
+/// out of service (reads answer unknown; its file is in `quarantine/`) until a push of the same
+/// content heals it. Its `BLOBS` and `REPO_BLOBS` rows stay, so the heal relinks every
+/// repository that had it.
+pub const QUARANTINE: TableDefinition<&str, u64> = TableDefinition::new("quarantine");
+/// repo → the sum of its `REPO_BLOBS` sizes (its usage for quotas, `store::quota`), kept in the
+/// transactions that add and remove links.
+pub const REPO_BYTES: TableDefinition<&str, u64> = TableDefinition::new("repo_bytes");
 /// upload uuid → (repo, digest algorithm, start time in unix seconds).
 pub const UPLOADS: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::new("uploads");
 /// repo → change count: the repository's `index.json` lags its metadata and is due for a

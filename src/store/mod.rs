@@ -36,7 +36,9 @@ pub mod manifests;
 pub mod meta;
 pub mod migrate;
 mod migrate_source;
+pub mod quota;
 pub mod recovery;
+pub mod scrub;
 mod space;
 pub mod upload;
 mod upload_writer;
@@ -54,7 +56,10 @@ use database::MetaDb;
 use disk::Disk;
 use index::IndexWriter;
 use layout::Paths;
-use meta::{BLOBS, INDEX_DIRTY, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPOS, REPO_BLOBS, TAGS, UPLOADS};
+use meta::{
+    BLOBS, INDEX_DIRTY, LINKED_AT, MANIFESTS, MANIFEST_TAGS, QUARANTINE, REFERRERS, REPOS, REPO_BLOBS, REPO_BYTES,
+    TAGS, UPLOADS,
+};
 use redb::{ReadableTable, TableHandle};
 use space::FreeSpace;
 
@@ -88,6 +93,8 @@ pub struct Store {
     indexes: Arc<IndexWriter>,
     /// The consistency walk's thread and its stop signal (see [`recovery`]).
     walk: Arc<recovery::WalkControl>,
+    /// The quota rules in force (see [`quota`]).
+    quotas: quota::Quotas,
 }
 
 impl Drop for Store {
@@ -153,6 +160,20 @@ impl Store {
             txn.open_table(REFERRERS)?;
             txn.open_table(UPLOADS)?;
             txn.open_table(INDEX_DIRTY)?;
+            txn.open_table(LINKED_AT)?;
+            // A data directory from before `REPO_BYTES`: each repository's usage, summed once.
+            if missing(REPO_BYTES.name()) {
+                let mut sums: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+                for e in txn.open_table(REPO_BLOBS)?.iter()? {
+                    let (k, v) = e?;
+                    *sums.entry(k.value().0.to_string()).or_default() += v.value();
+                }
+                let mut bytes = txn.open_table(REPO_BYTES)?;
+                for (repo, sum) in &sums {
+                    bytes.insert(repo.as_str(), *sum)?;
+                }
+            }
+            txn.open_table(QUARANTINE)?;
             disk.commit(txn)?;
         }
         let space = FreeSpace::new(root);
@@ -165,6 +186,7 @@ impl Store {
             write_lock: Mutex::new(()),
             indexes: Arc::new(IndexWriter::new()),
             walk: Arc::default(),
+            quotas: quota::Quotas::default(),
         };
         store.recover()?;
         Ok(store)

@@ -308,7 +308,7 @@ impl ChunkAppend {
 /// Read buffer for re-hashing a partial upload.
 const READ_BUFFER: usize = 1 << 20;
 
-fn hash_file(path: &Path, algorithm: Algorithm) -> Result<(Hasher, u64)> {
+pub(super) fn hash_file(path: &Path, algorithm: Algorithm) -> Result<(Hasher, u64)> {
     let mut f = File::open(path).at("open", path)?;
     let mut h = algorithm.hasher();
     let mut buf = vec![0u8; READ_BUFFER];
@@ -336,6 +336,7 @@ impl Store {
     /// Starts an upload session for `repo`, hashing with `algorithm`.
     pub fn create_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadSession> {
         self.ensure_free_space(0)?;
+        self.check_quota_room(repo)?;
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         self.disk.create_new(&self.paths.upload(&id))?;
         let txn = self.db.begin_write()?;
@@ -447,11 +448,21 @@ impl Store {
         // ends. A crash before that commit leaves the session as it was (resumable), one after it
         // leaves an upload file without a record (swept at start-up).
         {
-            let _guard = self.lock();
+            let guard = self.lock();
+            if let Err(e) = self.check_quota(&repo, expected, state.offset) {
+                // Its bytes could never be committed: the session ends.
+                drop(guard);
+                self.cancel_upload(claim)?;
+                return Err(e);
+            }
+            let healing = self.prepare_heal(expected)?;
             self.place_global(&path, expected)?;
             self.link_into_repo(&repo, expected)?;
             let txn = self.db.begin_write()?;
             Self::record_repo_blob(&txn, &repo, expected, state.offset)?;
+            if healing {
+                self.finish_heal(&txn, expected)?;
+            }
             txn.open_table(UPLOADS)?.remove(id.as_str())?;
             self.disk.commit(txn)?;
         }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::harness::*;
 
 /// `pier gc --config CONFIG ARGS... --json`, which must succeed; its report.
-fn gc(p: &Pier, args: &[&str]) -> Value {
+fn gc_report(p: &Pier, args: &[&str]) -> Value {
     let out = output(Command::new(PIER).arg("gc").arg("--config").arg(&p.config).args(args).arg("--json"));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "pier gc {args:?}: {text}{}\n{}", String::from_utf8_lossy(&out.stderr), p.log_tail());
@@ -47,7 +47,7 @@ fn gc_frees_what_a_deleted_image_alone_used_and_keeps_what_is_shared() {
     let only_a_digest = sha256_digest(&only_a);
 
     // A dry run reports and changes nothing.
-    let dry = gc(&p, &["--grace", "0s", "--dry-run"]);
+    let dry = gc_report(&p, &["--grace", "0s", "--dry-run"]);
     assert_eq!(
         (dry["dry_run"].clone(), dry["links"].clone(), dry["blobs_freed"].clone()),
         (json!(true), json!(2), json!(2)),
@@ -56,11 +56,11 @@ fn gc_frees_what_a_deleted_image_alone_used_and_keeps_what_is_shared() {
     assert!(global_exists(&p, &only_a_digest));
 
     // The default grace period (1 h) keeps the fresh links.
-    let kept = gc(&p, &[]);
+    let kept = gc_report(&p, &[]);
     assert_eq!((kept["links"].clone(), kept["in_grace"].clone()), (json!(0), json!(2)), "{kept}");
     assert!(global_exists(&p, &only_a_digest));
 
-    let report = gc(&p, &["--grace", "0s"]);
+    let report = gc_report(&p, &["--grace", "0s"]);
     let freed = (only_a.len() + a_config.len()) as u64;
     assert_eq!(report["links"], 2, "A's config and its own layer: {report}");
     assert_eq!(report["blobs_freed"], 2, "{report}");
@@ -76,14 +76,14 @@ fn gc_frees_what_a_deleted_image_alone_used_and_keeps_what_is_shared() {
         assert_eq!(p.get(&format!("/v2/app/blobs/{}", sha256_digest(l))).body, *l, "B pulls whole");
     }
     assert!(p.log().contains("admin: gc (uid 0)"), "the daemon did it:\n{}", p.log_tail());
-    assert_eq!(gc(&p, &["--grace", "0s"])["links"], 0, "nothing left to collect");
+    assert_eq!(gc_report(&p, &["--grace", "0s"])["links"], 0, "nothing left to collect");
     assert_store_links_consistent(&p.root);
 
     // On a stopped store the command does the same work itself.
     let (c, _) = push(&p, "app", "c", &[&random_bytes(50_000, 4)]);
     assert_eq!(p.req("DELETE", &format!("/v2/app/manifests/{c}"), &[], b"").status, 202);
     p.stop();
-    let direct = gc(&p, &["--grace", "0s"]);
+    let direct = gc_report(&p, &["--grace", "0s"]);
     assert_eq!(direct["links"], 2, "{direct}");
     p.serve(&[]);
     assert_eq!(p.get(&format!("/v2/app/manifests/{b}")).body, b_bytes);
@@ -98,7 +98,7 @@ fn a_push_in_progress_keeps_its_blobs_for_the_grace_period() {
     let ld = push_blob(&p, "r", &layer);
     let cd = push_blob(&p, "r", config);
     // A collection between the blobs and the manifest of a push keeps the blobs.
-    let report = gc(&p, &[]);
+    let report = gc_report(&p, &[]);
     assert_eq!((report["links"].clone(), report["in_grace"].clone()), (json!(0), json!(2)), "{report}");
     let manifest = image_manifest((&cd, config.len()), &[(&ld, layer.len())]);
     push_manifest(&p, "r", "v1", "application/vnd.oci.image.manifest.v1+json", &manifest);
@@ -107,7 +107,7 @@ fn a_push_in_progress_keeps_its_blobs_for_the_grace_period() {
     // afterwards is refused cleanly.
     let stray = random_bytes(10_000, 6);
     let sd = push_blob(&p, "r", &stray);
-    let report = gc(&p, &["--grace", "0s"]);
+    let report = gc_report(&p, &["--grace", "0s"]);
     assert_eq!(report["links"], 1, "{report}");
     let late = image_manifest((&cd, config.len()), &[(&sd, stray.len())]);
     let r =
@@ -157,8 +157,8 @@ fn untagged_collection_keeps_what_tags_need() {
     }
 
     // Without --untagged manifests stay; with it only the orphan goes.
-    assert_eq!(gc(&p, &["--grace", "0s"])["manifests"], 0);
-    let report = gc(&p, &["--grace", "0s", "--untagged"]);
+    assert_eq!(gc_report(&p, &["--grace", "0s"])["manifests"], 0);
+    let report = gc_report(&p, &["--grace", "0s", "--untagged"]);
     assert_eq!(report["manifests"], 1, "{report}");
     assert_eq!(report["links"], 2, "the orphan's config and layer: {report}");
     assert_eq!(p.req("HEAD", &format!("/v2/multi/manifests/{orphan}"), &[], b"").status, 404);
@@ -302,7 +302,9 @@ fn scheduled_collection_runs_in_the_daemon() {
     let env = [
         ("REGISTRY_STORAGE_MAINTENANCE_GC_ENABLED", "true"),
         ("REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL", "1s"),
-        ("REGISTRY_STORAGE_MAINTENANCE_GC_GRACE", "0s"),
+        // Long enough that a collection between the blobs and the manifest of the push below
+        // keeps them.
+        ("REGISTRY_STORAGE_MAINTENANCE_GC_GRACE", "3s"),
     ];
     let p = Pier::start_with(Options {
         delete_enabled: true,
@@ -312,7 +314,55 @@ fn scheduled_collection_runs_in_the_daemon() {
     let (a, _) = push(&p, "app", "a", &[b"only in a"]);
     assert_eq!(p.req("DELETE", &format!("/v2/app/manifests/{a}"), &[], b"").status, 202);
     let layer = sha256_digest(b"only in a");
-    wait_until(std::time::Duration::from_secs(10), || !global_exists(&p, &layer));
-    assert!(p.log().contains("scheduled garbage collection: 1 repositories"), "{}", p.log_tail());
+    // The file goes inside the collection, its log line once the collection is over.
+    let collected = || {
+        p.log()
+            .lines()
+            .any(|l| l.contains("scheduled garbage collection: 1 repositories") && !l.contains(" 0 blob link(s)"))
+    };
+    wait_until(std::time::Duration::from_secs(20), || !global_exists(&p, &layer) && collected());
+    assert_store_links_consistent(&p.root);
+}
+
+/// `kill -9` in the middle of a collection: after the restart nothing a kept image references is
+/// lost, the store is consistent, and the next collection finishes the job.
+#[test]
+fn kill9_during_a_collection_loses_nothing_referenced() {
+    const REPOS: u64 = 150;
+    let mut p = Pier::start();
+    let shared = random_bytes(20_000, 50);
+    let mut kept = Vec::new();
+    for i in 0..REPOS {
+        let repo = format!("k/r{i:03}");
+        let keep = push_image(&p, &repo, "keep", &[&shared, &random_bytes(2_000, 1_000 + i)]);
+        let gone = push_image(&p, &repo, "gone", &[&shared, &random_bytes(2_000, 5_000 + i)]);
+        assert_eq!(p.req("DELETE", &format!("/v2/{repo}/manifests/{gone}"), &[], b"").status, 202);
+        kept.push((repo, keep, p.get(&format!("/v2/k/r{i:03}/manifests/keep")).body));
+    }
+    let gc = Command::new(PIER)
+        .arg("gc")
+        .arg("--config")
+        .arg(&p.config)
+        .args(["--grace", "0s", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Repositories are collected in name order: once the first one's garbage is gone, the
+    // collection is under way (and far from its end: 149 repositories to go).
+    let first = sha256_digest(&random_bytes(2_000, 5_000));
+    wait_until(std::time::Duration::from_secs(20), || !global_exists(&p, &first));
+    p.kill9();
+    let out = gc.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the collection was cut off: {}", String::from_utf8_lossy(&out.stdout));
+    p.restart();
+    let report = gc_report(&p, &["--grace", "0s"]);
+    let finished = report["links"].as_u64().unwrap();
+    assert!(finished > 0 && finished < 2 * REPOS, "the first run had done part of it: {report}");
+    assert_eq!(gc_report(&p, &["--grace", "0s"])["links"], 0, "the second run finished the job");
+    for (repo, digest, bytes) in &kept {
+        assert_eq!(p.get(&format!("/v2/{repo}/manifests/{digest}")).body, *bytes, "{repo}");
+    }
+    assert_eq!(p.get(&format!("/v2/k/r000/blobs/{}", sha256_digest(&shared))).body, shared);
     assert_store_links_consistent(&p.root);
 }

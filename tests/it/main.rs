@@ -30,5 +30,7 @@ mod migrate;
 mod names;
 mod policy;
 mod proxy;
+mod quota;
+mod scrub;
 mod systemd;
 mod tls;

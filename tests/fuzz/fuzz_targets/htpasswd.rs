@@ -41,7 +41,8 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             let line = refused_line(&e, text);
             assert!(matches!(e, HtpasswdError::Line { .. }), "every legacy scheme is allowed: {e}");
-            let strict_line = refused_line(strict.as_ref().expect_err("refused with legacy schemes, not without"), text);
+            let strict_line =
+                refused_line(strict.as_ref().expect_err("refused with legacy schemes, not without"), text);
             assert!(strict_line <= line, "refused at {line} with legacy schemes, at {strict_line} without");
             return;
         }
