@@ -12,6 +12,8 @@ pub enum Request {
     /// What the daemon serves and what the store holds. (A struct variant: serde refuses
     /// unknown fields only in those.)
     Status {},
+    /// Drop the tags the configured retention policies name (`store::retention`).
+    Retention { dry_run: bool },
     /// Re-hash every blob; quarantine the corrupt ones (`store::scrub`).
     Scrub {},
     /// Disk usage per repository (or of one) and of the store.
@@ -34,6 +36,8 @@ impl Request {
             Request::Status {} => "status",
             Request::Du { .. } => "du",
             Request::Scrub {} => "scrub",
+            Request::Retention { dry_run: true } => "retention --dry-run",
+            Request::Retention { .. } => "retention",
             Request::Gc { dry_run: true, .. } => "gc --dry-run",
             Request::Gc { .. } => "gc",
         }

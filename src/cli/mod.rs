@@ -7,6 +7,7 @@ pub mod gc;
 pub mod htpasswd;
 pub mod migrate;
 mod privileges;
+pub mod retention;
 pub mod scrub;
 pub mod serve;
 pub mod status;
@@ -29,6 +30,8 @@ usage:
   pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--json]
                                       remove what no manifest needs, while serving (see
                                       `pier gc --help`)
+  pier retention [--config FILE] [--dry-run] [--json]
+                                      drop the tags the retention: policies name
   pier scrub [--config FILE] [--json]  re-hash every blob; quarantine corrupt ones (exit 1)
   pier status [--config FILE] [--json]
                                       what the running daemon serves and the store holds (read
@@ -58,6 +61,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Some("gc") => gc::run(&args[1..]),
         Some("du") => du::run(&args[1..]),
         Some("scrub") => scrub::run(&args[1..]),
+        Some("retention") => retention::run(&args[1..]),
         Some("--version") | Some("-V") | Some("version") => {
             println!("pier {}", env!("CARGO_PKG_VERSION"));
             0

@@ -176,6 +176,7 @@ pub fn run(args: &[OsString]) -> i32 {
                     store: store.clone(),
                     started: std::time::Instant::now(),
                     listening: addrs.clone(),
+                    retention: config.retention.clone(),
                 };
                 tokio::spawn(crate::admin::server::serve(socket, Arc::new(ctx)));
             }

@@ -76,6 +76,8 @@ pub struct Config {
     pub htpasswd: Option<HtpasswdConfig>,
     /// `quotas` (pier): size limits per repository glob (first match applies; empty: none).
     pub quotas: Vec<crate::core::quota::QuotaRule>,
+    /// `retention` (pier): which tags `pier retention` drops, per repository glob.
+    pub retention: Vec<crate::core::retention::RetentionPolicy>,
     /// `access` (pier): rules granting pull/push/delete per user and repository glob.
     pub access: Option<Vec<AccessRule>>,
     /// `http.tls`: serve HTTPS with these PEM files.
@@ -118,6 +120,7 @@ impl Default for Config {
             upload_purging: Some(DEFAULT_UPLOAD_PURGING),
             gc_schedule: None,
             quotas: Vec::new(),
+            retention: Vec::new(),
             htpasswd: None,
             access: None,
             tls: None,

@@ -67,6 +67,7 @@ impl Reload {
             upload_purging,
             gc_schedule,
             quotas,
+            retention,
             htpasswd,
             access,
             tls,
@@ -100,6 +101,7 @@ impl Reload {
         restart_only("storage.maintenance.uploadpurging", *upload_purging != running.upload_purging);
         restart_only("storage.maintenance.gc", *gc_schedule != running.gc_schedule);
         restart_only("quotas", *quotas != running.quotas);
+        restart_only("retention", *retention != running.retention);
         // Connections and transfers in flight were admitted under the old bounds.
         restart_only("limits", *limits != running.limits);
         let mut refused = Vec::new();

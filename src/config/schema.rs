@@ -19,6 +19,7 @@ use super::{Config, GcSchedule, HtpasswdConfig, Limits, ManifestUrls, TlsConfig,
 use crate::core::access::{AccessRule, Action};
 use crate::core::duration;
 use crate::core::quota::QuotaRule;
+use crate::core::retention::RetentionPolicy;
 use crate::htpasswd::LegacyScheme;
 use crate::logging::Format;
 
@@ -32,6 +33,7 @@ pub(super) struct Document {
     auth: Option<Auth>,
     access: Option<Vec<AccessRuleEntry>>,
     quotas: Option<Vec<QuotaEntry>>,
+    retention: Option<Vec<RetentionEntry>>,
     limits: Option<LimitsSection>,
     validation: Option<Validation>,
 }
@@ -161,6 +163,15 @@ struct Htpasswd {
     upgradelegacy: Option<bool>,
 }
 
+/// One policy of `retention` (pier).
+#[derive(Deserialize)]
+struct RetentionEntry {
+    repos: Option<String>,
+    keep: Option<u64>,
+    maxage: Option<String>,
+    protect: Option<Vec<String>>,
+}
+
 /// One rule of `quotas` (pier).
 #[derive(Deserialize)]
 struct QuotaEntry {
@@ -206,7 +217,7 @@ impl Document {
     /// The configuration this document describes, defaults filled in.
     pub(super) fn resolve(self, warnings: &mut Warnings) -> Result<Config, KeyError> {
         let defaults = Config::default();
-        let Document { version, log, storage, http, auth, access, quotas, limits, validation } = self;
+        let Document { version, log, storage, http, auth, access, quotas, retention, limits, validation } = self;
         let _accepted_unchecked: Option<IgnoredAny> = version;
         let Log { level, formatter, accesslog } = log.unwrap_or_default();
         let AccessLog { disabled: access_log_disabled } = accesslog.unwrap_or_default();
@@ -338,6 +349,7 @@ impl Document {
             htpasswd,
             access: access.map(access_rules).transpose()?,
             quotas: quotas.map(quota_rules).transpose()?.unwrap_or_default(),
+            retention: retention.map(|r| retention_policies(r, warnings)).transpose()?.unwrap_or_default(),
             tls: tls.flatten(),
             read_only: read_only.unwrap_or(defaults.read_only),
             limits,
@@ -461,6 +473,29 @@ fn go_duration(key: &str, text: &str, warnings: &mut Warnings) -> Result<Duratio
 fn size(key: &str, text: &str) -> Result<u64, KeyError> {
     crate::core::size::parse(text)
         .map_err(|e| KeyError::new(key, format!("{text:?} is {e}: expected e.g. 268435456, 256MiB or 1GB")))
+}
+
+fn retention_policies(entries: Vec<RetentionEntry>, warnings: &mut Warnings) -> Result<Vec<RetentionPolicy>, KeyError> {
+    let bad = |message: String| KeyError::new("retention", message);
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, RetentionEntry { repos, keep, maxage, protect })| {
+            let repos = repos.ok_or_else(|| bad(format!("policy {i} has no repos")))?;
+            let max_age_secs = match maxage {
+                None => None,
+                // Days are what people think in for retention; Go durations stop at hours.
+                Some(text) => Some(match text.trim().strip_suffix('d').and_then(|d| d.parse::<u64>().ok()) {
+                    Some(days) => days.saturating_mul(86_400),
+                    None => go_duration("retention.maxage", &text, warnings)?.as_secs(),
+                }),
+            };
+            if keep.is_none() && max_age_secs.is_none() {
+                return Err(bad(format!("policy {i} ({repos}) has neither keep nor maxage: it would drop nothing")));
+            }
+            Ok(RetentionPolicy { repos, keep, max_age_secs, protect: protect.unwrap_or_default() })
+        })
+        .collect()
 }
 
 fn quota_rules(entries: Vec<QuotaEntry>) -> Result<Vec<QuotaRule>, KeyError> {

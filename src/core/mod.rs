@@ -12,6 +12,7 @@ pub mod name;
 pub mod policy;
 pub mod quota;
 pub mod range;
+pub mod retention;
 mod robustness;
 pub mod size;
 

@@ -14,7 +14,7 @@ use std::fs;
 use redb::ReadableTable;
 
 use super::error::{gone_as, Result, StoreError};
-use super::meta::{ManifestRecord, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPOS, REPO_BLOBS, TAGS};
+use super::meta::{ManifestRecord, MANIFESTS, MANIFEST_TAGS, REFERRERS, REPOS, REPO_BLOBS, TAGGED_AT, TAGS};
 use super::Store;
 use crate::core::manifest::Descriptor;
 use crate::core::{Digest, Manifest, RepoName, Tag};
@@ -163,7 +163,9 @@ impl Store {
         {
             let mut t = txn.open_table(TAGS)?;
             let mut by_manifest = txn.open_table(MANIFEST_TAGS)?;
+            let mut tagged_at = txn.open_table(TAGGED_AT)?;
             for tag in tags {
+                tagged_at.insert((repo.as_str(), tag.as_str()), super::now_unix())?;
                 let before = t.insert((repo.as_str(), tag.as_str()), digest.as_str())?.map(|d| d.value().to_string());
                 if let Some(before) = before {
                     by_manifest.remove((repo.as_str(), before.as_str(), tag.as_str()))?;
@@ -189,6 +191,7 @@ impl Store {
             return Err(Self::unknown_in_write(&txn, repo, StoreError::ManifestUnknown)?);
         };
         txn.open_table(MANIFEST_TAGS)?.remove((repo.as_str(), digest.as_str(), tag.as_str()))?;
+        txn.open_table(TAGGED_AT)?.remove((repo.as_str(), tag.as_str()))?;
         Self::mark_index_dirty(&txn, repo)?;
         self.disk.commit(txn)?;
         self.indexes.changed();
@@ -237,6 +240,7 @@ impl Store {
             let mut tags = txn.open_table(TAGS)?;
             for t in doomed {
                 tags.remove((r, t.as_str()))?;
+                txn.open_table(TAGGED_AT)?.remove((r, t.as_str()))?;
                 by_manifest.remove((r, d, t.as_str()))?;
             }
         }

@@ -52,6 +52,9 @@ pub const QUARANTINE: TableDefinition<&str, u64> = TableDefinition::new("quarant
 /// repo → the sum of its `REPO_BLOBS` sizes (its usage for quotas, `store::quota`), kept in the
 /// transactions that add and remove links.
 pub const REPO_BYTES: TableDefinition<&str, u64> = TableDefinition::new("repo_bytes");
+/// (repo, tag) → unix seconds when the tag was last set (for retention, `store::retention`).
+/// A tag without a row (set before this table existed) gets one at the first retention run.
+pub const TAGGED_AT: TableDefinition<(&str, &str), u64> = TableDefinition::new("tagged_at");
 /// upload uuid → (repo, digest algorithm, start time in unix seconds).
 pub const UPLOADS: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::new("uploads");
 /// repo → change count: the repository's `index.json` lags its metadata and is due for a

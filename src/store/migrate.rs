@@ -452,6 +452,7 @@ impl Store {
             }
             tags.insert((repo.as_str(), tag.as_str()), digest.as_str())?;
             txn.open_table(MANIFEST_TAGS)?.insert((repo.as_str(), digest.as_str(), tag.as_str()), ())?;
+            txn.open_table(super::meta::TAGGED_AT)?.insert((repo.as_str(), tag.as_str()), super::now_unix())?;
         }
         Self::mark_index_dirty(&txn, repo)?;
         self.disk.commit(txn)?;

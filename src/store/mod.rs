@@ -38,6 +38,7 @@ pub mod migrate;
 mod migrate_source;
 pub mod quota;
 pub mod recovery;
+pub mod retention;
 pub mod scrub;
 mod space;
 pub mod upload;
@@ -58,7 +59,7 @@ use index::IndexWriter;
 use layout::Paths;
 use meta::{
     BLOBS, INDEX_DIRTY, LINKED_AT, MANIFESTS, MANIFEST_TAGS, QUARANTINE, REFERRERS, REPOS, REPO_BLOBS, REPO_BYTES,
-    TAGS, UPLOADS,
+    TAGGED_AT, TAGS, UPLOADS,
 };
 use redb::{ReadableTable, TableHandle};
 use space::FreeSpace;
@@ -174,6 +175,7 @@ impl Store {
                 }
             }
             txn.open_table(QUARANTINE)?;
+            txn.open_table(TAGGED_AT)?;
             disk.commit(txn)?;
         }
         let space = FreeSpace::new(root);

@@ -366,3 +366,61 @@ fn kill9_during_a_collection_loses_nothing_referenced() {
     assert_eq!(p.get(&format!("/v2/k/r000/blobs/{}", sha256_digest(&shared))).body, shared);
     assert_store_links_consistent(&p.root);
 }
+
+/// `retention:` on a repository with 30 tags, protected tags, a signature referrer and a
+/// cosign-style signature tag: `pier retention` drops what the policy names (a dry run first,
+/// changing nothing), and `pier gc --untagged` then frees what only those tags kept.
+#[test]
+fn retention_drops_the_old_tags_and_gc_frees_them() {
+    let p = Pier::start_with(Options {
+        delete_enabled: true,
+        extra_yaml: String::from("retention:\n  - repos: app\n    keep: 5\n    protect: [latest, semver]\n"),
+        ..Options::default()
+    });
+    let mut digests = Vec::new();
+    for i in 0..30 {
+        let tag = format!("t{i:02}");
+        digests.push(push_image(&p, "app", &tag, &[format!("layer of {tag}").as_bytes()]));
+    }
+    push_image(&p, "app", "latest", &[b"latest layer"]);
+    push_image(&p, "app", "1.0.0", &[b"release layer"]);
+    // Signatures, cosign style (a tag naming the signed digest), of a dropped and a kept image.
+    let sig_of = |digest: &str| format!("{}.sig", digest.replace(':', "-"));
+    push_image(&p, "app", &sig_of(&digests[0]), &[b"signature of t00"]);
+    push_image(&p, "app", &sig_of(&digests[29]), &[b"signature of t29"]);
+    let tags_now = || -> Vec<String> {
+        let v: Value = serde_json::from_slice(&p.get("/v2/app/tags/list").body).unwrap();
+        let mut t: Vec<String> =
+            v["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+        t.sort();
+        t
+    };
+    let before = tags_now();
+    assert_eq!(before.len(), 34);
+
+    let retention = |extra: &[&str]| -> Value {
+        let out = output(Command::new(PIER).arg("retention").arg("--config").arg(&p.config).args(extra).arg("--json"));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let dry = retention(&["--dry-run"]);
+    assert_eq!(dry["tags_dropped"], 26, "t00..t24 and the signature of t00: {dry}");
+    assert_eq!(tags_now(), before, "a dry run changes nothing");
+
+    let done = retention(&[]);
+    assert_eq!(done["dropped"], dry["dropped"], "{done}");
+    let mut expected: Vec<String> =
+        ["1.0.0", "latest", "t25", "t26", "t27", "t28", "t29"].iter().map(|s| s.to_string()).collect();
+    expected.push(sig_of(&digests[29]));
+    expected.sort();
+    assert_eq!(tags_now(), expected);
+    assert!(p.log().contains("retention: app: dropped 26 tag(s)"), "{}", p.log_tail());
+
+    let freed = gc_report(&p, &["--grace", "0s", "--untagged"]);
+    assert_eq!(freed["manifests"], 26, "{freed}");
+    assert_eq!(p.req("HEAD", &format!("/v2/app/manifests/{}", digests[0]), &[], b"").status, 404);
+    assert_eq!(p.get("/v2/app/manifests/t29").status, 200);
+    assert_eq!(p.get(&format!("/v2/app/blobs/{}", sha256_digest(b"layer of t29"))).body, b"layer of t29");
+    assert_eq!(p.req("HEAD", &format!("/v2/app/blobs/{}", sha256_digest(b"layer of t00")), &[], b"").status, 404);
+    assert_store_links_consistent(&p.root);
+}
