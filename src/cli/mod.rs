@@ -6,6 +6,7 @@ pub mod du;
 pub mod gc;
 pub mod htpasswd;
 pub mod migrate;
+mod privileges;
 pub mod retention;
 pub mod scrub;
 pub mod serve;

@@ -49,6 +49,17 @@ pub fn run(args: &[OsString]) -> i32 {
     for w in &warnings {
         log::warn!("{w}");
     }
+    // As root with PIER_RUN_AS (pier's image): hand the data directory over and become that user.
+    match super::privileges::drop_root(&config.root, std::env::var_os(super::privileges::RUN_AS_ENV).as_deref()) {
+        Ok(super::privileges::Outcome::Unchanged) => {}
+        Ok(super::privileges::Outcome::Dropped { uid, gid, chowned }) => {
+            log::info!("running as {uid}:{gid}; {chowned} entries of {} handed over", config.root.display())
+        }
+        Err(e) => {
+            log::error!("{}", e.with_causes());
+            return 1;
+        }
+    }
     let notifier = Arc::new(Notifier::from_env());
     raise_open_files_limit();
     notifier.status("opening the data directory and recovering from any interruption");

@@ -330,6 +330,9 @@ fn a_flood_of_refused_connections_holds_a_bounded_number_of_sockets() {
     const MAX_LINGERING: usize = 256;
     /// Accepted connections waiting for the accept loop (its channel, one per acceptor task).
     const QUEUED: usize = 64 + 1;
+    /// Descriptors in passing (a log file, a timer, a refusal between accept and close) on a
+    /// loaded machine: generous, and still far below the ~1,000 of the unbounded version.
+    const SLACK: usize = 150;
     raise_open_files_limit();
     let p = Pier::start_with(Options {
         extra_yaml: String::from("limits:\n  connectionsperclient: 2\n"),
@@ -359,7 +362,7 @@ fn a_flood_of_refused_connections_holds_a_bounded_number_of_sockets() {
     let other = request_from(IpAddr::from(VICTIM), p.addr, "GET", "/v2/victim/manifests/v1", &[], b"");
     assert_eq!(other.status, 200, "another client is served during the flood: {}", other.text());
     assert!(
-        peak <= idle + 2 + MAX_LINGERING + QUEUED + 32,
+        peak <= idle + 2 + MAX_LINGERING + QUEUED + SLACK,
         "{FLOOD} refused connections: the daemon held {peak} descriptors (idle {idle})"
     );
     assert!(

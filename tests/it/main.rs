@@ -9,8 +9,9 @@
 //! per-call nonce, so the blob-info cache that every skopeo and podman on the machine shares
 //! never links one test's digests to another's registry (a test whose assertion depends on what
 //! that cache remembers, such as skopeo asking for a mount, gets a private one:
-//! `PrivateBlobInfoCache`). Nothing needs a lock today; a resource
-//! that cannot be made private would get its own `Mutex` in the harness, never a global one.
+//! `PrivateBlobInfoCache`). A resource that cannot be made private gets its own lock in the
+//! harness, never a global one: the Docker engine (`harness::dockerd`: its bridge and iptables
+//! chains are the host's) is one at a time, behind a `flock` shared with other test processes.
 
 mod harness;
 
@@ -22,6 +23,7 @@ mod cli;
 mod crash;
 mod disk;
 mod e2e;
+mod engine;
 mod gc;
 mod hostile;
 mod migrate;

@@ -2,6 +2,7 @@
 //!
 //! - `daemon`: [`Pier`], the one launcher for the real binary (config, environment, restarts,
 //!   signals, kill -9, graceful stop, its log and waits on log lines).
+//! - `dockerd`: a private Docker engine (one at a time), `docker` and `docker-compose` for it.
 //! - `http`: the one raw HTTP/1.1 client and response helpers.
 //! - `command`: the one runner for external tools, with failure messages that show the command,
 //!   its exit status and output.
@@ -17,6 +18,7 @@
 
 pub mod command;
 pub mod daemon;
+pub mod dockerd;
 pub mod http;
 pub mod image;
 pub mod loopfs;
@@ -28,6 +30,7 @@ pub mod wait;
 
 pub use command::*;
 pub use daemon::*;
+pub use dockerd::*;
 pub use http::*;
 pub use image::*;
 pub use loopfs::*;
