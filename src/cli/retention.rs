@@ -4,14 +4,12 @@
 
 use std::ffi::OsString;
 
-use super::store_access::{load_config, on_daemon_or_store, print_json};
+use super::store_access::{load_config, on_daemon_or_store, print_json, take_switches};
 use crate::admin::protocol::Request;
 use crate::store::retention::RetentionReport;
 
 pub fn run(args: &[OsString]) -> i32 {
-    let json = args.iter().any(|a| a == "--json");
-    let dry_run = args.iter().any(|a| a == "--dry-run");
-    let rest: Vec<OsString> = args.iter().filter(|a| *a != "--json" && *a != "--dry-run").cloned().collect();
+    let ([json, dry_run], rest) = take_switches(args, ["--json", "--dry-run"]);
     let config = match load_config("retention", &rest) {
         Ok(c) => c,
         Err(code) => return code,

@@ -5,14 +5,13 @@
 use std::ffi::OsString;
 use std::io::IsTerminal;
 
-use super::store_access::{load_config, on_daemon_or_store, print_json};
+use super::store_access::{load_config, on_daemon_or_store, print_json, take_switches};
 use crate::admin::human_bytes;
 use crate::admin::protocol::Request;
 use crate::store::scrub::ScrubReport;
 
 pub fn run(args: &[OsString]) -> i32 {
-    let json = args.iter().any(|a| a == "--json");
-    let rest: Vec<OsString> = args.iter().filter(|a| *a != "--json").cloned().collect();
+    let ([json], rest) = take_switches(args, ["--json"]);
     let config = match load_config("scrub", &rest) {
         Ok(c) => c,
         Err(code) => return code,

@@ -3,13 +3,12 @@
 
 use std::ffi::OsString;
 
-use super::store_access::{load_config, on_daemon_or_store, print_json};
+use super::store_access::{load_config, on_daemon_or_store, print_json, take_switches};
 use crate::admin::protocol::Request;
 use crate::admin::status;
 
 pub fn run(args: &[OsString]) -> i32 {
-    let json = args.iter().any(|a| a == "--json");
-    let rest: Vec<OsString> = args.iter().filter(|a| *a != "--json").cloned().collect();
+    let ([json], rest) = take_switches(args, ["--json"]);
     let config = match load_config("status", &rest) {
         Ok(c) => c,
         Err(code) => return code,

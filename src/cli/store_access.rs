@@ -12,6 +12,14 @@ use crate::admin::protocol::Request;
 use crate::config::{Config, Loaded};
 use crate::store::Store;
 
+/// Takes the switches `names` (e.g. `--json`) out of `args`: which were given, in the order of
+/// `names`, and the arguments left (for [`load_config`]).
+pub(super) fn take_switches<const N: usize>(args: &[OsString], names: [&str; N]) -> ([bool; N], Vec<OsString>) {
+    let given = names.map(|n| args.iter().any(|a| a == n));
+    let rest = args.iter().filter(|a| !names.iter().any(|n| *a == n)).cloned().collect();
+    (given, rest)
+}
+
 /// The configuration `pier serve` would use: `--config FILE` (or a bare `FILE`) among `args`,
 /// and the `REGISTRY_*` environment. `Err` is the exit code (the message is printed).
 pub(super) fn load_config(command: &str, args: &[OsString]) -> Result<Config, i32> {
