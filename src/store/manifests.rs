@@ -49,10 +49,6 @@ impl Store {
 
     /// Reads a stored manifest's bytes.
     pub fn manifest_bytes(&self, digest: &Digest) -> Result<Vec<u8>> {
-        // A quarantined manifest (`store::scrub`) is not served until a push heals it.
-        if Self::is_quarantined(&*self.db.begin_read()?, digest)? {
-            return Err(StoreError::ManifestUnknown);
-        }
         // A concurrent delete of the last link may have removed the file since the lookup.
         let path = self.paths.blob(digest);
         fs::read(&path).map_err(|e| gone_as(e, "read", &path, StoreError::ManifestUnknown))
@@ -66,11 +62,16 @@ impl Store {
         })
     }
 
+    /// The record of a manifest `repo` has; none for a quarantined one (`store::scrub`): it is
+    /// not served, by GET or HEAD, until a push heals it.
     fn manifest_record(
         txn: &redb::ReadTransaction,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<ManifestRecord>> {
+        if Self::is_quarantined(txn, digest)? {
+            return Ok(None);
+        }
         Ok(txn
             .open_table(MANIFESTS)?
             .get((repo.as_str(), digest.as_str()))?

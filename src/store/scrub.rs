@@ -3,7 +3,7 @@
 //!
 //! - Quarantine (`Store::quarantine`), under the write lock: first the `QUARANTINE` row (one
 //!   transaction: from then on every read of the blob answers unknown, see `Store::blob_size`
-//!   and `Store::manifest_bytes`), then the global file moves to `quarantine/<alg>/<hex>` and the
+//!   and the manifest lookups), then the global file moves to `quarantine/<alg>/<hex>` and the
 //!   repositories' hardlinks of it go. The `BLOBS` and `REPO_BLOBS` rows stay: they say which
 //!   repositories had it. A crash between the two steps leaves the row and the file in place:
 //!   still out of service, and the next scrub or heal moves the file.
