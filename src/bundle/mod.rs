@@ -1,0 +1,12 @@
+//! Air-gapped distribution: bundles of images written at a connected site and loaded at an
+//! air-gapped one (`pier export`, `pier import`, `pier inventory`).
+//!
+//! A bundle is one OCI image layout as a tar stream (optionally zstd-compressed as a whole,
+//! optionally split into volumes), with `pier-bundle.json` first (what it holds, what a delta
+//! leaves out) and a docker `manifest.json` for `docker load`; ARCHITECTURE.md ("Bundles") has
+//! the format. Blobs are streamed one at a time with fixed-size buffers: memory does not grow
+//! with the bundle or its layers.
+//!
+//! Where images come from is a [`source::BundleSource`]: the local store, or a remote registry.
+
+pub mod source;
