@@ -4,6 +4,7 @@
 //! (malformed input is an `Err`, never a panic), which makes the module a natural fuzz target.
 
 pub mod access;
+pub mod bundle;
 pub mod digest;
 pub mod duration;
 pub mod error;
