@@ -7,6 +7,7 @@
 //!   files + per-repository OCI image layouts); no path or file handle leaves it.
 //! - `http`: the OCI Distribution API on hyper; maps every error to OCI error JSON once.
 //! - `cli`: the `pier` subcommands.
+//! - `remote`: a remote registry read over its API (`pier export --from URL`), a `BundleSource`.
 //!
 //! Beside them: `config` (`config.yml` and `REGISTRY_*`), `htpasswd` (the password file's format,
 //! for `http` and `cli`), `logging`, `systemd`.
@@ -35,6 +36,8 @@ pub mod htpasswd;
 pub mod http;
 #[cfg(feature = "server")]
 pub mod logging;
+#[cfg(feature = "server")]
+pub mod remote;
 #[cfg(feature = "server")]
 pub mod store;
 #[cfg(feature = "server")]
