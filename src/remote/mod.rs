@@ -57,8 +57,8 @@ pub const MAX_JSON_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_REDIRECTS: usize = 5;
 /// Where Debian (and most distributions) keep the system's trusted roots.
 pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
-/// Entries asked for per catalog or tag-list page.
-const PAGE_SIZE: u32 = 1000;
+/// Entries asked for per catalog or tag-list page, unless configured otherwise.
+pub const DEFAULT_PAGE_SIZE: u32 = 1000;
 
 /// Every manifest type an export can carry.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -72,6 +72,22 @@ pub struct RemoteConfig {
     /// PEM files of more trusted roots (`--ca FILE`), besides the system's.
     pub ca_files: Vec<PathBuf>,
     pub timeouts: Timeouts,
+    /// Entries asked for per catalog or tag-list page (`n`); the registry may send fewer, and
+    /// `Link` headers lead to the rest.
+    pub page_size: u32,
+}
+
+impl RemoteConfig {
+    /// Anonymous, the system's roots only, default timeouts and pages.
+    pub fn new(url: &str) -> RemoteConfig {
+        RemoteConfig {
+            url: url.to_string(),
+            credentials: None,
+            ca_files: Vec::new(),
+            timeouts: Timeouts::default(),
+            page_size: DEFAULT_PAGE_SIZE,
+        }
+    }
 }
 
 /// The registry's base: scheme, authority and path prefix (before `/v2/`).
@@ -127,6 +143,7 @@ pub struct RemoteRegistry {
     origin: String,
     transport: Transport,
     auth: auth::Auth,
+    page_size: u32,
 }
 
 /// The TLS client configuration: the system's roots (if the file is there) and `ca_files`.
@@ -252,6 +269,7 @@ impl RemoteRegistry {
             auth: auth::Auth::new(config.credentials.clone(), base.scheme == "https"),
             base,
             transport,
+            page_size: config.page_size.max(1),
         })
     }
 
@@ -598,7 +616,8 @@ impl Read for BlobReader<'_> {
 impl BundleSource for RemoteRegistry {
     fn repositories(&self) -> Result<Vec<RepoName>, SourceError> {
         let what = "catalog";
-        let names = self.list_pages(what, &format!("/v2/_catalog?n={PAGE_SIZE}"), CATALOG_SCOPE, "repositories")?;
+        let names =
+            self.list_pages(what, &format!("/v2/_catalog?n={}", self.page_size), CATALOG_SCOPE, "repositories")?;
         let mut repos = names
             .iter()
             .map(|n| {
@@ -616,7 +635,7 @@ impl BundleSource for RemoteRegistry {
     fn tags(&self, repo: &RepoName) -> Result<Vec<Tag>, SourceError> {
         let what = format!("tags of {repo}");
         let names =
-            self.list_pages(&what, &format!("/v2/{repo}/tags/list?n={PAGE_SIZE}"), &pull_scope(repo), "tags")?;
+            self.list_pages(&what, &format!("/v2/{repo}/tags/list?n={}", self.page_size), &pull_scope(repo), "tags")?;
         let mut tags = names
             .iter()
             .map(|t| {

@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::path::PathBuf;
 
-use super::{Credentials, RemoteConfig, Secret, Timeouts};
+use super::{Credentials, RemoteConfig, Secret};
 
 /// The environment variable holding the password for `--username`.
 pub const PASSWORD_ENV: &str = "PIER_REMOTE_PASSWORD";
@@ -120,7 +120,7 @@ pub fn take_remote_options(
             Some(Credentials { username, password: Secret::new(password) })
         }
     };
-    Ok((Some(RemoteConfig { url, credentials, ca_files, timeouts: Timeouts::default() }), rest))
+    Ok((Some(RemoteConfig { credentials, ca_files, ..RemoteConfig::new(&url) }), rest))
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ mod names;
 mod policy;
 mod proxy;
 mod quota;
+mod remote;
 mod scrub;
 mod systemd;
 mod tls;

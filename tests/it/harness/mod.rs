@@ -2,6 +2,8 @@
 //!
 //! - `daemon`: [`Pier`], the one launcher for the real binary (config, environment, restarts,
 //!   signals, kill -9, graceful stop, its log and waits on log lines).
+//! - `distribution`: CNCF Distribution (Debian's `docker-registry`) as an upstream, with token
+//!   auth and its token service (`token_server.py`).
 //! - `dockerd`: a private Docker engine (one at a time), `docker` and `docker-compose` for it.
 //! - `http`: the one raw HTTP/1.1 client and response helpers.
 //! - `command`: the one runner for external tools, with failure messages that show the command,
@@ -18,6 +20,7 @@
 
 pub mod command;
 pub mod daemon;
+pub mod distribution;
 pub mod dockerd;
 pub mod http;
 pub mod image;
@@ -30,6 +33,7 @@ pub mod wait;
 
 pub use command::*;
 pub use daemon::*;
+pub use distribution::*;
 pub use dockerd::*;
 pub use http::*;
 pub use image::*;
