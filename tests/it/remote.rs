@@ -320,3 +320,46 @@ fn distribution_with_token_auth_is_read_through_the_bearer_flow() {
     let log = d.log_text() + &tokens.output();
     assert!(!log.contains(PASSWORD) && !log.contains(WRONG_PASSWORD), "a log shows a password");
 }
+
+// ---------------------------------------------------------------------------------------------
+// A hostile upstream
+
+/// What a broken or malicious registry answers ends in a precise error, never in a wrong
+/// result: a blob redirect to another origin is followed **without** the credentials (the
+/// storage host never sees them), a redirect loop stops, a short blob is an error at its end, a
+/// lying `Docker-Content-Digest` and an oversized manifest are refused, and pagination neither
+/// leaves the registry's origin nor loops.
+#[test]
+fn a_hostile_registry_gets_no_credentials_across_origins_and_no_wrong_result() {
+    let dir = tmpdir();
+    let blob = random_bytes(300_000, 77);
+    let h = HostileRegistry::start(dir.path(), "alice", PASSWORD, &blob);
+    let src = client(&h.url(), Some(("alice", PASSWORD)), None, 1000);
+
+    assert_blob(&src, "redirected", &blob);
+    let requests = h.requests();
+    let storage: Vec<_> = requests.iter().filter(|r| r["origin"] == "storage").collect();
+    assert_eq!(storage.len(), 1, "one GET of the storage URL: {requests:?}");
+    assert_eq!(storage[0]["authorization"], false, "credentials followed the redirect to another origin");
+    assert!(requests.iter().any(|r| r["origin"] == "registry" && r["authorization"] == true), "{requests:?}");
+
+    let d = digest(&sha256_digest(&blob));
+    let e = src.open_blob(&repo("looping"), &d).map(|b| b.size).expect_err("a redirect loop must end");
+    assert!(matches!(&e, SourceError::Invalid { detail, .. } if detail.contains("redirects")), "{e:?}");
+
+    let mut short = src.open_blob(&repo("short"), &d).expect("the head of a short blob is fine");
+    assert_eq!(short.size, blob.len() as u64);
+    let mut got = Vec::new();
+    let e = short.reader.read_to_end(&mut got).expect_err("a blob shorter than its Content-Length is an error");
+    assert!(got.len() < blob.len(), "{} bytes read of {}", got.len(), blob.len());
+    assert!(e.to_string().contains("short/blobs") || e.to_string().contains("blob short@"), "{e}");
+
+    let e = src.manifest_by_tag(&repo("lying"), &tag("v1")).expect_err("a lying Docker-Content-Digest");
+    assert!(matches!(&e, SourceError::Invalid { detail, .. } if detail.contains("Docker-Content-Digest")), "{e:?}");
+    let e = src.manifest_by_tag(&repo("huge"), &tag("v1")).expect_err("a manifest over 4 MiB");
+    assert!(matches!(&e, SourceError::Invalid { .. }), "{e:?}");
+    let e = src.tags(&repo("elsewhere")).expect_err("a next page on another host");
+    assert!(matches!(&e, SourceError::Invalid { detail, .. } if detail.contains("elsewhere")), "{e:?}");
+    let e = src.tags(&repo("circular")).expect_err("a next page that is this page");
+    assert!(matches!(&e, SourceError::Invalid { detail, .. } if detail.contains("loop")), "{e:?}");
+}

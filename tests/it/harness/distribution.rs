@@ -225,3 +225,68 @@ impl Drop for Distribution {
         let _ = self.child.wait();
     }
 }
+
+/// `hostile_registry.py` (see its docstring): broken and malicious answers on a registry origin,
+/// and a storage origin its blob redirects lead to.
+pub struct HostileRegistry {
+    child: Child,
+    pub registry_port: u16,
+    pub storage_port: u16,
+    requests_log: PathBuf,
+    output_log: PathBuf,
+}
+
+impl HostileRegistry {
+    /// Serves `blob`, requiring `user`:`password` on the registry origin.
+    pub fn start(dir: &Path, user: &str, password: &str, blob: &[u8]) -> HostileRegistry {
+        let script = dir.join("hostile_registry.py");
+        std::fs::write(&script, include_str!("hostile_registry.py")).unwrap();
+        let blob_file = dir.join("hostile-blob");
+        std::fs::write(&blob_file, blob).unwrap();
+        let requests_log = dir.join("hostile-requests.jsonl");
+        let output_log = dir.join("hostile.log");
+        let port_file = dir.join("hostile.ports");
+        let child = spawn_logged(
+            Command::new(SYSTEM_PYTHON)
+                .arg(&script)
+                .arg(user)
+                .arg(password)
+                .arg(&blob_file)
+                .arg(&requests_log)
+                .arg(&port_file),
+            &output_log,
+            "the hostile registry (python3)",
+        );
+        let mut h = HostileRegistry { child, registry_port: 0, storage_port: 0, requests_log, output_log };
+        let up = wait_until(Duration::from_secs(30), || port_file.exists());
+        assert!(
+            up,
+            "the hostile registry did not start:\n{}",
+            std::fs::read_to_string(&h.output_log).unwrap_or_default()
+        );
+        let ports = std::fs::read_to_string(&port_file).unwrap();
+        let mut it = ports.split_whitespace().map(|p| p.parse::<u16>().unwrap());
+        (h.registry_port, h.storage_port) = (it.next().unwrap(), it.next().unwrap());
+        h
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.registry_port)
+    }
+
+    /// Every request so far: origin (`registry`/`storage`), path, whether it was authorized.
+    pub fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.requests_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for HostileRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
