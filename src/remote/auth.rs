@@ -279,7 +279,7 @@ impl Auth {
         let what = format!("token for {scope}");
         let mut url = realm.to_string();
         let mut sep = if url.contains('?') { '&' } else { '?' };
-        for (key, value) in [("service", service), ("scope", Some(scope))] {
+        for (key, value) in [("service", service), ("scope", Some(scope).filter(|s| !s.is_empty()))] {
             if let Some(value) = value {
                 url.push(sep);
                 url.push_str(key);
