@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LINK, LOCATION};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LINK, LOCATION, RANGE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use rustls::pki_types::pem::PemObject;
@@ -279,7 +279,7 @@ impl RemoteRegistry {
         let what = "registry";
         let uri = self.base.uri(what, "/v2/")?;
         self.transport.block_on(async {
-            let response = self.get(what, &uri, "", None).await?;
+            let response = self.get(what, &uri, "", None, None).await?;
             let response = self.expect_ok(what, response).await?;
             drop(response);
             Ok(())
@@ -294,6 +294,7 @@ impl RemoteRegistry {
         uri: &Uri,
         scope: &str,
         accept: Option<&str>,
+        range_from: Option<u64>,
     ) -> Result<Response<Incoming>, RemoteError> {
         let mut current = uri.clone();
         let mut challenged = false;
@@ -304,6 +305,11 @@ impl RemoteRegistry {
             if let Some(accept) = accept {
                 if let Ok(value) = HeaderValue::from_str(accept) {
                     headers.insert(ACCEPT, value);
+                }
+            }
+            if let Some(from) = range_from {
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes={from}-")) {
+                    headers.insert(RANGE, value);
                 }
             }
             let mut sent_auth = false;
@@ -386,7 +392,7 @@ impl RemoteRegistry {
                         detail: format!("the pages loop back to {uri}"),
                     });
                 }
-                let response = self.get(what, &uri, scope, None).await?;
+                let response = self.get(what, &uri, scope, None, None).await?;
                 let response = self.expect_ok(what, response).await?;
                 if let Some(link) = next_link(response.headers()) {
                     let target = resolve(&uri, &link).filter(|t| origin(t) == self.origin).ok_or_else(|| {
@@ -437,7 +443,7 @@ impl RemoteRegistry {
         let uri = self.base.uri(&what, &format!("/v2/{repo}/manifests/{reference}"))?;
         let invalid = |detail: String| RemoteError::Invalid { what: what.clone(), detail };
         let (content_type, announced, bytes) = self.transport.block_on(async {
-            let response = self.get(&what, &uri, &pull_scope(repo), Some(MANIFEST_ACCEPT)).await?;
+            let response = self.get(&what, &uri, &pull_scope(repo), Some(MANIFEST_ACCEPT), None).await?;
             let response = self.expect_ok(&what, response).await?;
             let headers = response.headers();
             let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -519,7 +525,7 @@ impl RemoteRegistry {
                         detail: format!("the pages loop back to {uri}"),
                     });
                 }
-                let response = self.get(&what, &uri, &pull_scope(repo), Some(OCI_INDEX)).await?;
+                let response = self.get(&what, &uri, &pull_scope(repo), Some(OCI_INDEX), None).await?;
                 if response.status() == StatusCode::NOT_FOUND {
                     // No referrers API (Distribution 2.8): the tag schema instead.
                     return Ok(None);
@@ -553,7 +559,7 @@ impl RemoteRegistry {
         let what = format!("blob {repo}@{digest}");
         let uri = self.base.uri(&what, &format!("/v2/{repo}/blobs/{digest}"))?;
         let (size, body) = self.transport.block_on(async {
-            let response = self.get(&what, &uri, &pull_scope(repo), None).await?;
+            let response = self.get(&what, &uri, &pull_scope(repo), None, None).await?;
             let response = self.expect_ok(&what, response).await?;
             let size = content_length(response.headers()).ok_or_else(|| RemoteError::Invalid {
                 what: what.clone(),
@@ -561,8 +567,43 @@ impl RemoteRegistry {
             })?;
             Ok::<_, RemoteError>((size, response.into_body()))
         })?;
-        let reader = BlobReader { transport: &self.transport, body, chunk: Bytes::new(), remaining: size, what };
+        let reader = BlobReader {
+            registry: self,
+            uri,
+            scope: pull_scope(repo),
+            body,
+            chunk: Bytes::new(),
+            offset: 0,
+            size,
+            resumes_left: transport::RETRIES,
+            what,
+        };
         Ok(FetchedBlob { size, reader: Box::new(reader) })
+    }
+
+    /// The rest of a blob from byte `from` on (`Range`), after its download broke: the body of
+    /// a 206 whose `Content-Range` starts exactly there and names the same total size.
+    async fn resume(&self, what: &str, uri: &Uri, scope: &str, from: u64, size: u64) -> Result<Incoming, RemoteError> {
+        let response = self.get(what, uri, scope, None, Some(from)).await?;
+        if response.status() != StatusCode::PARTIAL_CONTENT {
+            let status = response.status();
+            let response = self.expect_ok(what, response).await?;
+            drop(response);
+            return Err(RemoteError::Invalid {
+                what: what.to_string(),
+                detail: format!("the registry answered {status}, not 206, to a range request"),
+            });
+        }
+        let range = response.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let wanted = format!("bytes {from}-{}/", size.saturating_sub(1));
+        let total_ok = range.strip_prefix(&wanted).is_some_and(|t| t == "*" || t == size.to_string());
+        if !total_ok {
+            return Err(RemoteError::Invalid {
+                what: what.to_string(),
+                detail: format!("Content-Range {range:?} is not the rest asked for ({wanted}{size})"),
+            });
+        }
+        Ok(response.into_body())
     }
 }
 
@@ -571,11 +612,18 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// A blob's body as `Read`: one frame at a time, exactly `Content-Length` bytes or an error.
+/// A download that breaks (connection reset, idle timeout) resumes where it stopped with a
+/// range request, at most [`transport::RETRIES`] times per blob.
 struct BlobReader<'a> {
-    transport: &'a Transport,
+    registry: &'a RemoteRegistry,
+    uri: Uri,
+    scope: String,
     body: Incoming,
     chunk: Bytes,
-    remaining: u64,
+    /// Bytes handed out so far.
+    offset: u64,
+    size: u64,
+    resumes_left: u32,
     what: String,
 }
 
@@ -584,7 +632,7 @@ impl Read for BlobReader<'_> {
         loop {
             if !self.chunk.is_empty() {
                 let n = buf.len().min(self.chunk.len());
-                if n as u64 > self.remaining {
+                if self.offset.saturating_add(n as u64) > self.size {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("{}: more bytes than its Content-Length", self.what),
@@ -592,22 +640,40 @@ impl Read for BlobReader<'_> {
                 }
                 buf[..n].copy_from_slice(&self.chunk[..n]);
                 self.chunk.advance(n);
-                self.remaining -= n as u64;
+                self.offset += n as u64;
                 return Ok(n);
             }
             if buf.is_empty() {
                 return Ok(0);
             }
-            match self.transport.block_on(self.transport.next_data(&mut self.body)) {
-                Ok(Some(data)) => self.chunk = data,
-                Ok(None) if self.remaining == 0 => return Ok(0),
-                Ok(None) => {
+            let transport = &self.registry.transport;
+            let broken = match transport.block_on(transport.next_data(&mut self.body)) {
+                Ok(Some(data)) => {
+                    self.chunk = data;
+                    continue;
+                }
+                Ok(None) if self.offset == self.size => return Ok(0),
+                Ok(None) => io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the registry ended it {} bytes short", self.size - self.offset),
+                ),
+                Err(e) => e,
+            };
+            if self.resumes_left == 0 {
+                return Err(io::Error::new(broken.kind(), format!("{}: {broken}", self.what)));
+            }
+            self.resumes_left -= 1;
+            log::debug!("{}: {broken}; resuming at byte {}", self.what, self.offset);
+            let resumed =
+                transport.block_on(self.registry.resume(&self.what, &self.uri, &self.scope, self.offset, self.size));
+            match resumed {
+                Ok(body) => self.body = body,
+                Err(e) => {
                     return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("{}: the registry ended it {} bytes short", self.what, self.remaining),
+                        broken.kind(),
+                        format!("{}: {broken}; resuming at byte {} failed: {e}", self.what, self.offset),
                     ))
                 }
-                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", self.what))),
             }
         }
     }

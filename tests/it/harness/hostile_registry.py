@@ -9,6 +9,8 @@ challenge otherwise). Routes (BLOB is the sha256 digest of BLOB_FILE's bytes):
 - /v2/                                  200
 - /v2/redirected/blobs/BLOB             307 to the storage origin (a pre-signed-URL style query)
 - /v2/short/blobs/BLOB                  Content-Length of the whole blob, half of it, then close
+                                        (a range request gets the same: no resumption)
+- /v2/flaky/blobs/BLOB                  the same, but a range request gets its 206
 - /v2/looping/blobs/BLOB                302 to itself, forever
 - /v2/lying/manifests/v1                a manifest whose Docker-Content-Digest is another one
 - /v2/huge/manifests/v1                 Content-Length 5 MiB (more than a manifest may have)
@@ -74,7 +76,10 @@ class Registry(Base):
             return self.send(200, b"{}")
         if p == f"/v2/redirected/blobs/{DIGEST}":
             return self.send(307, headers=[("Location", f"http://127.0.0.1:{PORTS['storage']}/storage/{DIGEST}?sig=x")])
-        if p == f"/v2/short/blobs/{DIGEST}":
+        if p == f"/v2/flaky/blobs/{DIGEST}" and self.headers.get("Range", "").startswith("bytes="):
+            start = int(self.headers["Range"][len("bytes="):].rstrip("-"))
+            return self.send(206, BLOB[start:], [("Content-Range", f"bytes {start}-{len(BLOB) - 1}/{len(BLOB)}")])
+        if p in (f"/v2/short/blobs/{DIGEST}", f"/v2/flaky/blobs/{DIGEST}"):
             self.send_response(200)
             self.send_header("Content-Length", str(len(BLOB)))
             self.end_headers()
