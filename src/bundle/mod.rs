@@ -10,3 +10,4 @@
 //! Where images come from is a [`source::BundleSource`]: the local store, or a remote registry.
 
 pub mod source;
+pub mod store_source;
