@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use super::protocol::{Event, Request, MAX_FDS, MAX_REQUEST};
 use super::status::{self, Daemon};
+use crate::bundle::export::{export_into, ExportEvent, ExportRequest};
 use crate::store::gc::{GcOptions, GcReport};
 use crate::store::Store;
 
@@ -208,7 +209,7 @@ async fn read_line_with_fds(stream: &UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd
 fn run(request: Request, fds: Vec<OwnedFd>, ctx: Arc<AdminContext>, events: tokio::sync::mpsc::UnboundedSender<Event>) {
     tokio::task::spawn_blocking(move || {
         // The command takes its descriptors from here, in order; what is left is closed below.
-        let fds = fds.into_iter();
+        let mut fds = fds.into_iter();
         let result = match request {
             Request::Status {} => {
                 let daemon = Daemon {
@@ -243,6 +244,39 @@ fn run(request: Request, fds: Vec<OwnedFd>, ctx: Arc<AdminContext>, events: toki
                     Err(e) => Err(e.to_string()),
                 }
             }
+            Request::Export { references, all, platforms, exclude_inventory } => {
+                let request = ExportRequest { references, all, platforms };
+                let pipe = fds.next();
+                let inventory = if exclude_inventory { fds.next() } else { None };
+                let mut progress = |event: ExportEvent| {
+                    let _ = events.send(match event {
+                        ExportEvent::Image(message) => Event::progress(message),
+                        ExportEvent::Planned { stream_bytes } => {
+                            Event::Progress { message: "writing".into(), done: Some(0), total: Some(stream_bytes) }
+                        }
+                    });
+                };
+                match export_into(&*ctx.store, &request, pipe, inventory, &mut progress) {
+                    Ok(report) => {
+                        log::info!(
+                            "admin: export: {} image(s), {} blob(s), {} bytes written; {} blob(s), {} bytes excluded",
+                            report.images.len(),
+                            report.blobs,
+                            report.bytes,
+                            report.excluded_blobs,
+                            report.excluded_bytes
+                        );
+                        to_value(report)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Request::Inventory {} => match fds.next() {
+                Some(pipe) => crate::bundle::inventory::write_inventory(&ctx.store, &mut std::fs::File::from(pipe))
+                    .map_err(|e| e.to_string())
+                    .and_then(to_value),
+                None => Err("inventory: no pipe passed".into()),
+            },
         };
         // The descriptors close before the last event: a client reading a pipe sees its end
         // before it hears the result.
