@@ -9,4 +9,9 @@
 //!
 //! Where images come from is a [`source::BundleSource`]: the local store, or a remote registry.
 
+pub mod export;
+pub mod inventory;
+pub mod plan;
 pub mod source;
+pub mod store_source;
+pub mod tar_out;
