@@ -25,11 +25,14 @@ use crate::admin::human_bytes;
 use crate::admin::protocol::Request;
 use crate::bundle::export::{export, Exclusion, ExportEvent, ExportReport, ExportRequest};
 use crate::bundle::source::BundleSource;
+use crate::remote::options::{take_remote_options, PASSWORD_ENV, USAGE as REMOTE_USAGE};
+use crate::remote::{RemoteConfig, RemoteRegistry};
 use crate::store::Store;
 
 pub const USAGE: &str = "\
 usage: pier export REF... -o FILE|- [--all] [--from-list FILE] [--platform OS/ARCH[/VARIANT]]...
                    [--exclude-inventory FILE] [--zstd] [--split SIZE] [--json] [--config FILE]
+                   [--from URL [--username USER] [--password-stdin] [--ca FILE]...]
 
 Writes one bundle (an OCI image layout as a tar stream, with pier-bundle.json and docker's
 manifest.json) holding the images named, their index children, and their referrers
@@ -68,10 +71,17 @@ struct Options {
 
 pub fn run(args: &[OsString]) -> i32 {
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        print!("{USAGE}");
+        print!("{USAGE}{REMOTE_USAGE}");
         return 0;
     }
-    let options = match parse(args) {
+    let (remote, args) = match take_remote_options(args, std::env::var_os(PASSWORD_ENV), &mut std::io::stdin().lock()) {
+        Ok(taken) => taken,
+        Err(message) => {
+            eprintln!("pier export: {message}\n\n{USAGE}{REMOTE_USAGE}");
+            return super::EXIT_USAGE;
+        }
+    };
+    let options = match parse(&args) {
         Ok(o) => o,
         Err(message) => {
             eprintln!("pier export: {message}\n\n{USAGE}");
@@ -81,6 +91,16 @@ pub fn run(args: &[OsString]) -> i32 {
     if options.request.references.is_empty() && !options.request.all {
         eprintln!("pier export: nothing to export: name references, --all or --from-list FILE\n\n{USAGE}");
         return super::EXIT_USAGE;
+    }
+    if let Some(remote) = remote {
+        if !options.config_args.is_empty() {
+            eprintln!("pier export: --config names a local store; --from reads a remote registry instead");
+            return super::EXIT_USAGE;
+        }
+        let display = ProgressDisplay::new("export", options.json);
+        let result = export_from_remote(&remote, &options, &display);
+        display.finish();
+        return report(result, &options);
     }
     let config = match load_config("export", &options.config_args) {
         Ok(c) => c,
@@ -146,6 +166,26 @@ fn parse(args: &[OsString]) -> Result<Options, String> {
         return Err("--split writes files: it needs -o FILE".into());
     }
     Ok(Options { request, output: OutputOptions { target, zstd, split }, inventory, json, config_args })
+}
+
+/// `--from URL`: the remote registry is the source, read on this process's export thread; its
+/// `GET /v2/` is asked first, so an unreachable registry or refused credentials stop the
+/// command before any output exists.
+fn export_from_remote(
+    remote: &RemoteConfig,
+    options: &Options,
+    display: &ProgressDisplay,
+) -> Result<ExportSummary, String> {
+    let exclusion = match &options.inventory {
+        Some(path) => {
+            let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(Exclusion::read(file).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let registry = RemoteRegistry::connect(remote).map_err(|e| e.to_string())?;
+    registry.check().map_err(|e| e.to_string())?;
+    export_from_source(&registry, &options.request, exclusion.as_ref(), &options.output, display)
 }
 
 /// Through the daemon's admin channel when one runs; else on the store opened here.

@@ -276,7 +276,7 @@ impl RemoteRegistry {
     /// `GET /v2/`: whether the registry answers and accepts the credentials (the version check
     /// of the API), so that a command fails before it starts writing.
     pub fn check(&self) -> Result<(), RemoteError> {
-        let what = "registry";
+        let what = &format!("registry {}{}", self.origin, self.base.prefix);
         let uri = self.base.uri(what, "/v2/")?;
         self.transport.block_on(async {
             let response = self.get(what, &uri, "", None, None).await?;

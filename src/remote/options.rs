@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::path::PathBuf;
 
-use super::{Credentials, RemoteConfig, RemoteError, RemoteRegistry, Secret};
+use super::{Credentials, RemoteConfig, Secret};
 
 /// The environment variable holding the password for `--username`.
 pub const PASSWORD_ENV: &str = "PIER_REMOTE_PASSWORD";
@@ -19,7 +19,7 @@ pub const PASSWORD_ENV: &str = "PIER_REMOTE_PASSWORD";
 /// Longest password read from standard input.
 const MAX_PASSWORD_BYTES: u64 = 64 * 1024;
 
-/// The options' lines for a command's usage text.
+/// The options' lines for a command's usage text (`pier export --help`).
 pub const USAGE: &str = "\
   --from URL          read from the registry at URL (https://HOST[:PORT][/PREFIX], or http://
                       for a plain-HTTP one) instead of the local store; no pier data needed
@@ -121,33 +121,6 @@ pub fn take_remote_options(
         }
     };
     Ok((Some(RemoteConfig { credentials, ca_files, ..RemoteConfig::new(&url) }), rest))
-}
-
-/// Why [`remote_source`] gave no client.
-#[derive(Debug, thiserror::Error)]
-pub enum RemoteSourceError {
-    /// The options are wrong (exit code 2, with the command's usage).
-    #[error("{0}")]
-    Usage(String),
-    /// The registry cannot be used: unreachable, untrusted, or the credentials refused.
-    #[error(transparent)]
-    Remote(#[from] RemoteError),
-}
-
-/// The glue for a command taking `--from` (`pier export`): takes the remote options out of
-/// `args` (the password from this process's standard input with `--password-stdin`, else from
-/// [`PASSWORD_ENV`]), builds the client and asks the registry's `GET /v2/`, so an unreachable
-/// registry, an untrusted certificate or refused credentials stop the command before it writes
-/// anything. `Ok((None, rest))`: no `--from`, the command reads the local store.
-pub fn remote_source(args: &[OsString]) -> Result<(Option<RemoteRegistry>, Vec<OsString>), RemoteSourceError> {
-    let (config, rest) = take_remote_options(args, std::env::var_os(PASSWORD_ENV), &mut std::io::stdin().lock())
-        .map_err(RemoteSourceError::Usage)?;
-    let Some(config) = config else {
-        return Ok((None, rest));
-    };
-    let registry = RemoteRegistry::connect(&config)?;
-    registry.check()?;
-    Ok((Some(registry), rest))
 }
 
 #[cfg(test)]

@@ -369,3 +369,233 @@ fn a_hostile_registry_gets_no_credentials_across_origins_and_no_wrong_result() {
     let e = src.tags(&repo("circular")).expect_err("a next page that is this page");
     assert!(matches!(&e, SourceError::Invalid { detail, .. } if detail.contains("loop")), "{e:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// `pier export --from URL`
+
+/// `pier export --from ARGS...` run in `cwd` (an empty directory: no config, no store), with
+/// `stdin` on its standard input and `env` added; its output.
+fn pier_export(cwd: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> std::process::Output {
+    use std::io::Write as _;
+    let mut cmd = Command::new(PIER);
+    cmd.current_dir(cwd).arg("export").args(args).env_remove(pier::remote::options::PASSWORD_ENV);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `pier export` expecting success; returns the bundle's files (name → bytes), after
+/// checking that every blob hashes to its name, that nothing but the bundle appeared in `cwd`
+/// (no store, no config), and that no password shows in the output.
+#[track_caller]
+fn export_ok(
+    cwd: &Path,
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &str)],
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let out = pier_export(cwd, args, stdin, env);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "pier export {args:?} failed ({}):\n{text}", out.status);
+    assert!(!text.contains(PASSWORD), "the output shows the password:\n{text}");
+    let entries: Vec<String> =
+        std::fs::read_dir(cwd).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(
+        entries,
+        vec!["bundle.tar".to_string()],
+        "pier export --from left more than the bundle in its directory"
+    );
+    let files = tar_files(&std::fs::read(cwd.join("bundle.tar")).unwrap());
+    for (name, data) in &files {
+        if let Some(hex) = name.strip_prefix("blobs/sha256/") {
+            assert_eq!(sha256_digest(data), format!("sha256:{hex}"), "{name} does not hash to its name");
+        }
+    }
+    files
+}
+
+/// The digests of the blobs in a bundle.
+fn bundle_blobs(files: &std::collections::BTreeMap<String, Vec<u8>>) -> std::collections::BTreeSet<String> {
+    files.keys().filter_map(|n| n.strip_prefix("blobs/sha256/")).map(|h| format!("sha256:{h}")).collect()
+}
+
+/// `pier-bundle.json`'s images as (repository, tag, digest).
+fn bundle_images(files: &std::collections::BTreeMap<String, Vec<u8>>) -> Vec<(String, String, String)> {
+    let meta: serde_json::Value = serde_json::from_slice(&files["pier-bundle.json"]).unwrap();
+    let mut images: Vec<(String, String, String)> = meta["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let field = |k: &str| i[k].as_str().unwrap_or("").to_string();
+            (field("repository"), field("tag"), field("digest"))
+        })
+        .collect();
+    images.sort();
+    images
+}
+
+fn all_blobs(images: &[&Image]) -> std::collections::BTreeSet<String> {
+    images.iter().flat_map(|i| i.blobs().into_iter().map(sha256_digest).chain([i.digest()])).collect()
+}
+
+/// The command end to end against pier over TLS with Basic auth (the password on standard
+/// input) and against Distribution with token auth (the password in `PIER_REMOTE_PASSWORD`):
+/// the bundle holds exactly the upstream's images, its blobs hash to their names and equal
+/// the upstream's digests, and nothing else is written (no store, no config). A wrong password
+/// fails with exit code 1 and "access denied" before any output exists, the password shown
+/// nowhere.
+#[test]
+fn pier_export_from_a_remote_registry_writes_the_upstream_images() {
+    let dir = tmpdir();
+    let ca = Ca::root(dir.path(), "ca", KeyType::EcP256);
+    let server = ca.issue("server", KeyType::EcP256, KeyFormat::Pkcs8, Usage::Server);
+    let htpasswd = htpasswd_file(dir.path(), "alice");
+    let p = Pier::start_with(Options {
+        extra_yaml: format!(
+            "{}auth:\n  htpasswd:\n    realm: pier\n    path: {}\n",
+            tls_yaml(&server.cert, &server.key, &[]),
+            htpasswd.display()
+        ),
+        ..Default::default()
+    });
+    let base = format!("https://127.0.0.1:{}", p.addr.port());
+    let creds = format!("alice:{PASSWORD}");
+    let tls: Vec<&str> = vec!["--cacert", s(&ca.cert), "-u", &creds];
+    let push = |repo_name: &str, tag_name: &str, img: &Image| {
+        for b in img.blobs() {
+            curl_push_blob(&tls, &base, repo_name, b, &sha256_digest(b), 1, &|_, _| {});
+        }
+        curl_put_manifest(&tls, &base, repo_name, tag_name, OCI_MANIFEST, &img.manifest);
+    };
+    let img = Image::new("cli-tls", "amd64", &[200_000, 1_200_000], 50);
+    push("team/app", "v1", &img);
+    let amd = Image::new("cli-amd", "amd64", &[80_000], 51);
+    let arm = Image::new("cli-arm", "arm64", &[90_000], 52);
+    push("team/app", &amd.digest(), &amd);
+    push("team/app", &arm.digest(), &arm);
+    let index = image_index(&[&amd, &arm]);
+    curl_put_manifest(&tls, &base, "team/app", "multi", OCI_INDEX, &index);
+
+    let out_dir = tmpdir();
+    let ca_path = s(&ca.cert);
+    let files = export_ok(
+        out_dir.path(),
+        &["--from", &base, "--ca", ca_path, "--username", "alice", "--password-stdin", "team/app", "-o", "bundle.tar"],
+        &format!("{PASSWORD}\n"),
+        &[],
+    );
+    let mut want = all_blobs(&[&img, &amd, &arm]);
+    want.insert(sha256_digest(&index));
+    assert_eq!(bundle_blobs(&files), want, "the bundle's blobs are the upstream's");
+    assert_eq!(
+        bundle_images(&files),
+        vec![
+            ("team/app".into(), "multi".into(), sha256_digest(&index)),
+            ("team/app".into(), "v1".into(), img.digest())
+        ]
+    );
+
+    let denied_dir = tmpdir();
+    let out = pier_export(
+        denied_dir.path(),
+        &["--from", &base, "--ca", ca_path, "--username", "alice", "team/app:v1", "-o", "bundle.tar"],
+        "",
+        &[(pier::remote::options::PASSWORD_ENV, WRONG_PASSWORD)],
+    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "a wrong password: {text}");
+    assert!(text.contains("access denied"), "a wrong password must say access denied: {text}");
+    assert!(!text.contains(WRONG_PASSWORD) && !text.contains(PASSWORD), "the output shows a password: {text}");
+    assert_eq!(std::fs::read_dir(denied_dir.path()).unwrap().count(), 0, "a denied export wrote something");
+    let out = pier_export(
+        denied_dir.path(),
+        &["--from", &base, "--username", "alice", "--password", PASSWORD, "team/app:v1", "-o", "bundle.tar"],
+        "",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "a password on the command line is a usage error");
+
+    // Distribution with token auth, the password from the environment; the referrer comes
+    // through the tag schema.
+    let tokens = TokenServer::start(dir.path(), &[("alice", PASSWORD)]);
+    let d = Distribution::start_with_tokens(dir.path(), &tokens);
+    let token = tokens.token("alice", PASSWORD, "repository:lab/app:pull,push");
+    for b in img.blobs() {
+        d.push_blob(Some(&token), "lab/app", b);
+    }
+    d.push_manifest(Some(&token), "lab/app", "v1", OCI_MANIFEST, &img.manifest);
+    let artifact = artifact_for(&img);
+    d.push_blob(Some(&token), "lab/app", &artifact.config);
+    d.push_blob(Some(&token), "lab/app", &artifact.layer);
+    d.push_manifest(Some(&token), "lab/app", &sha256_digest(&artifact.manifest), OCI_MANIFEST, &artifact.manifest);
+    let fallback_tag = format!("sha256-{}", img.digest().trim_start_matches("sha256:"));
+    let fallback = fallback_index(&artifact);
+    d.push_manifest(Some(&token), "lab/app", &fallback_tag, OCI_INDEX, &fallback);
+
+    let out_dir = tmpdir();
+    let files = export_ok(
+        out_dir.path(),
+        &["--from", &d.url(), "--username", "alice", "lab/app:v1", "-o", "bundle.tar"],
+        "",
+        &[(pier::remote::options::PASSWORD_ENV, PASSWORD)],
+    );
+    let blobs = bundle_blobs(&files);
+    let mut want = all_blobs(&[&img]);
+    want.extend([sha256_digest(&artifact.manifest), sha256_digest(&artifact.config), sha256_digest(&artifact.layer)]);
+    assert!(want.is_subset(&blobs), "missing from the bundle: {:?}", want.difference(&blobs).collect::<Vec<_>>());
+    assert_eq!(bundle_images(&files)[0], ("lab/app".into(), "v1".into(), img.digest()));
+
+    let denied_dir = tmpdir();
+    let out = pier_export(
+        denied_dir.path(),
+        &["--from", &d.url(), "--username", "alice", "--password-stdin", "lab/app:v1", "-o", "bundle.tar"],
+        WRONG_PASSWORD,
+        &[],
+    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "a wrong password: {text}");
+    assert!(text.contains("access denied") && text.contains("invalid username or password"), "{text}");
+    assert!(!text.contains(WRONG_PASSWORD), "the output shows the password: {text}");
+    assert_eq!(std::fs::read_dir(denied_dir.path()).unwrap().count(), 0, "a denied export wrote something");
+    let logs = d.log_text() + &tokens.output() + &p.log();
+    assert!(!logs.contains(PASSWORD) && !logs.contains(WRONG_PASSWORD), "a log shows a password");
+}
+
+/// `--all` from an anonymous plain-HTTP pier: every tag of every repository (catalog and tag
+/// lists paged by the registry), the referrers from the referrers API.
+#[test]
+fn pier_export_from_all_of_an_anonymous_registry() {
+    let p = Pier::start();
+    let a = Image::new("all-a", "amd64", &[150_000], 60);
+    let b = Image::new("all-b", "arm64", &[160_000, 10_000], 61);
+    push_image_raw(&p, "one/a", "1", &a);
+    push_image_raw(&p, "one/a", "2", &a);
+    push_image_raw(&p, "two/b", "latest", &b);
+    let artifact = artifact_for(&b);
+    push_blob(&p, "two/b", &artifact.config);
+    push_blob(&p, "two/b", &artifact.layer);
+    push_manifest(&p, "two/b", &sha256_digest(&artifact.manifest), OCI_MANIFEST, &artifact.manifest);
+    let out_dir = tmpdir();
+    let url = format!("http://{}", p.host());
+    let files = export_ok(out_dir.path(), &["--from", &url, "--all", "-o", "bundle.tar"], "", &[]);
+    let mut want = all_blobs(&[&a, &b]);
+    want.extend([sha256_digest(&artifact.manifest), sha256_digest(&artifact.config), sha256_digest(&artifact.layer)]);
+    assert_eq!(bundle_blobs(&files), want);
+    assert_eq!(
+        bundle_images(&files),
+        vec![
+            ("one/a".into(), "1".into(), a.digest()),
+            ("one/a".into(), "2".into(), a.digest()),
+            ("two/b".into(), "latest".into(), b.digest())
+        ]
+    );
+}
