@@ -324,12 +324,11 @@ impl RemoteRegistry {
             if status == StatusCode::UNAUTHORIZED && same_origin && !challenged {
                 challenged = true;
                 let challenges = auth::parse_challenges(response.headers());
-                drop(response);
                 if self.auth.on_challenge(&self.transport, &challenges, scope, sent_auth).await? {
                     continue;
                 }
-                // Nothing to try: send once more so that the caller sees the registry's answer.
-                return self.transport.get(what, &current, &headers).await;
+                // Nothing more to try: the caller reports the registry's 401.
+                return Ok(response);
             }
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 let location = response.headers().get(LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("").to_string();
