@@ -601,8 +601,8 @@ fn pier_export_from_all_of_an_anonymous_registry() {
 }
 
 /// Memory does not grow with the blobs: a 160 MiB layer goes from the registry into the bundle
-/// with the client's peak RSS far below it (`/usr/bin/time`; about 21 MiB measured in a debug build, the bound
-/// leaves a wide margin and still fails if a blob were held whole).
+/// with the client's peak RSS far below it (`/usr/bin/time`; about 21 MiB measured in a debug
+/// build: the bound leaves a wide margin and still fails if a blob were held whole).
 #[test]
 fn pier_export_from_streams_blobs_in_bounded_memory() {
     const LAYER: usize = 160 << 20;
