@@ -26,6 +26,9 @@ pub enum Request {
         untagged: bool,
         /// Report only.
         dry_run: bool,
+        /// Every repository, not only those changed since the last collection.
+        #[serde(default)]
+        full: bool,
     },
 }
 

@@ -157,8 +157,8 @@ fn run(request: Request, ctx: Arc<AdminContext>, events: tokio::sync::mpsc::Unbo
             Request::Du { repository } => {
                 super::du::du(&ctx.store, repository.as_deref()).map_err(|e| e.to_string()).and_then(to_value)
             }
-            Request::Gc { grace_secs, untagged, dry_run } => {
-                let options = GcOptions { grace_secs, untagged, dry_run };
+            Request::Gc { grace_secs, untagged, dry_run, full } => {
+                let options = GcOptions { grace_secs, untagged, dry_run, full };
                 let progress = |message: &str| {
                     let _ = events.send(Event::Progress { message: message.to_string() });
                 };
@@ -185,10 +185,11 @@ fn to_value(result: impl serde::Serialize) -> Result<serde_json::Value, String> 
 /// The one-line summary of a collection (log and `pier gc`).
 pub fn gc_summary(r: &GcReport) -> String {
     format!(
-        "garbage collection{}: {} repositories in {} ms; {} untagged manifest(s) and {} blob link(s) {}, \
+        "garbage collection{}: {} {} in {} ms; {} untagged manifest(s) and {} blob link(s) {}, \
          {} blob file(s) ({} bytes) {}; {} link(s) kept for the grace period",
         if r.dry_run { " (dry run)" } else { "" },
         r.repositories,
+        if r.full { "repositories (all)" } else { "changed repositories" },
         r.elapsed_ms,
         r.manifests,
         r.links,

@@ -27,7 +27,7 @@ usage:
   pier du [--config FILE] [--json] [REPO]
                                       disk usage per repository, deduplication, what gc
                                       would free
-  pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--json]
+  pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--full] [--json]
                                       remove what no manifest needs, while serving (see
                                       `pier gc --help`)
   pier retention [--config FILE] [--dry-run] [--json]

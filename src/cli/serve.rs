@@ -299,6 +299,7 @@ async fn collect_garbage_every(store: Arc<Store>, schedule: crate::config::GcSch
         grace_secs: schedule.grace.as_secs(),
         untagged: schedule.untagged,
         dry_run: false,
+        full: false,
     };
     loop {
         tokio::time::sleep(schedule.interval).await;

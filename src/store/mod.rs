@@ -58,8 +58,8 @@ use disk::Disk;
 use index::IndexWriter;
 use layout::Paths;
 use meta::{
-    BLOBS, INDEX_DIRTY, LINKED_AT, MANIFESTS, MANIFEST_TAGS, QUARANTINE, REFERRERS, REPOS, REPO_BLOBS, REPO_BYTES,
-    TAGGED_AT, TAGS, UPLOADS,
+    BLOBS, GC_DUE, GC_STATE, INDEX_DIRTY, LINKED_AT, MANIFESTS, MANIFEST_TAGS, QUARANTINE, REFERRERS, REPOS,
+    REPO_BLOBS, REPO_BYTES, TAGGED_AT, TAGS, UPLOADS,
 };
 use redb::{ReadableTable, TableHandle};
 use space::FreeSpace;
@@ -162,6 +162,8 @@ impl Store {
             txn.open_table(UPLOADS)?;
             txn.open_table(INDEX_DIRTY)?;
             txn.open_table(LINKED_AT)?;
+            txn.open_table(GC_DUE)?;
+            txn.open_table(GC_STATE)?;
             // A data directory from before `REPO_BYTES`: each repository's usage, summed once.
             if missing(REPO_BYTES.name()) {
                 let mut sums: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
