@@ -154,6 +154,12 @@ fn run(request: Request, ctx: Arc<AdminContext>, events: tokio::sync::mpsc::Unbo
                 };
                 ctx.store.scrub(progress).map_err(|e| e.to_string()).and_then(to_value)
             }
+            Request::Fsck { repair } => {
+                let progress = |message: &str| {
+                    let _ = events.send(Event::Progress { message: message.to_string() });
+                };
+                ctx.store.fsck(repair, progress).map_err(|e| e.to_string()).and_then(to_value)
+            }
             Request::Du { repository } => {
                 super::du::du(&ctx.store, repository.as_deref()).map_err(|e| e.to_string()).and_then(to_value)
             }

@@ -28,6 +28,7 @@ pub mod check;
 mod database;
 pub(crate) mod disk;
 pub mod error;
+pub mod fsck;
 pub mod gc;
 pub mod index;
 pub mod layout;

@@ -98,7 +98,7 @@ impl Store {
     /// Takes `digest` out of service (see the module doc) if it is still the file scrub looked
     /// at (`inode`; `None`: it was missing): a push may have healed or replaced it meanwhile, or
     /// a delete removed it. Returns whether it did.
-    fn quarantine(&self, digest: &Digest, inode: Option<(u64, u64)>, why: &str) -> Result<bool> {
+    pub(super) fn quarantine(&self, digest: &Digest, inode: Option<(u64, u64)>, why: &str) -> Result<bool> {
         let _guard = self.lock();
         let global = self.paths.blob(digest);
         let now = std::fs::metadata(&global).ok().map(|m| (m.dev(), m.ino()));
@@ -118,13 +118,13 @@ impl Store {
         for repo in repos {
             self.disk.remove_if_exists(&self.paths.repo_blob(&repo, digest))?;
         }
-        log::error!("scrub: {digest} is corrupt ({why}): quarantined; a push of the same content heals it");
+        log::error!("{digest} is corrupt ({why}): quarantined; a push of the same content heals it");
         Ok(!already || inode.is_some())
     }
 
     /// The repositories whose `REPO_BLOBS` has `digest` (a scan of every link: quarantines and
     /// heals are rare).
-    fn repos_linking(
+    pub(super) fn repos_linking(
         links: &impl ReadableTable<(&'static str, &'static str), u64>,
         digest: &Digest,
     ) -> Result<Vec<RepoName>> {

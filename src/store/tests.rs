@@ -991,3 +991,43 @@ fn incremental_collection_visits_what_changed() {
     let full = full.unwrap();
     assert_eq!((full.manifests, full.links), (0, 0), "{full:?}");
 }
+
+/// `fsck --repair` rebuilds the tables that restate others (`BLOBS`, `REPO_BYTES`,
+/// `MANIFEST_TAGS`, `REFERRERS`) from the primary ones, and a second run finds nothing.
+#[test]
+fn fsck_rebuilds_the_derived_tables() {
+    use super::meta::{BLOBS, MANIFEST_TAGS, REFERRERS, REPO_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), None).unwrap();
+    let r = repo("app");
+    let (config, layer) = (data(40, 40), data(500, 41));
+    let config_d = push(&s, &r, &config).unwrap();
+    push(&s, &r, &layer).unwrap();
+    let subject = put_manifest(&s, &r, &image_manifest(&config, &layer, None), Some("v1")).unwrap();
+    put_manifest(&s, &r, &image_manifest(&config, &layer, Some((&subject, 0))), None).unwrap();
+    s.flush_indexes().unwrap();
+    assert!(s.fsck(false, |_| {}).unwrap().is_clean());
+    {
+        let txn = s.db.begin_write().unwrap();
+        txn.open_table(BLOBS).unwrap().insert(config_d.as_str(), (40, 7)).unwrap();
+        txn.open_table(REPO_BYTES).unwrap().insert("app", 1).unwrap();
+        txn.open_table(MANIFEST_TAGS).unwrap().remove(("app", subject.as_str(), "v1")).unwrap();
+        txn.open_table(REFERRERS).unwrap().retain(|_, _| false).unwrap();
+        txn.open_table(REFERRERS).unwrap().insert(("app", "sha256:00", "sha256:11"), ()).unwrap();
+        txn.commit().unwrap();
+    }
+    let found = s.fsck(false, |_| {}).unwrap();
+    assert!(!found.is_clean() && found.problems.len() >= 4, "{found:?}");
+    let repair = s.fsck(true, |_| {}).unwrap();
+    assert!(repair.is_clean(), "{repair:?}");
+    let repaired = repair.repaired.join("\n");
+    for what in
+        ["BLOBS[", "REPO_BYTES[app]", "MANIFEST_TAGS[app", "REFERRERS[app, sha256:00, sha256:11] removed", "] added"]
+    {
+        assert!(repaired.contains(what), "{what} not repaired:\n{repaired}");
+    }
+    let again = s.fsck(false, |_| {}).unwrap();
+    assert!(again.problems.is_empty(), "{again:?}");
+    let listed = s.referrers(&r, &subject, None, None, usize::MAX, |_| 1).unwrap();
+    assert_eq!(listed.manifests.len(), 1, "the referrer edge is back");
+}

@@ -42,7 +42,7 @@ fn a_corrupt_blob_is_quarantined_and_a_push_heals_it_everywhere() {
     assert_eq!(corrupt.len(), 1, "{report}");
     assert_eq!(corrupt[0]["digest"], digest.as_str());
     assert!(corrupt[0]["why"].as_str().unwrap().contains("content hashes to"), "{report}");
-    assert!(p.log().contains(&format!("scrub: {digest} is corrupt")), "{}", p.log_tail());
+    assert!(p.log().contains(&format!("{digest} is corrupt")), "{}", p.log_tail());
     // Never served again as it is: unknown everywhere, its files out of the layouts.
     for repo in ["a", "b"] {
         let r = p.get(&format!("/v2/{repo}/blobs/{digest}"));
