@@ -191,11 +191,11 @@ fn to_value(result: impl serde::Serialize) -> Result<serde_json::Value, String> 
 /// The one-line summary of a collection (log and `pier gc`).
 pub fn gc_summary(r: &GcReport) -> String {
     format!(
-        "garbage collection{}: {} {} in {} ms; {} untagged manifest(s) and {} blob link(s) {}, \
+        "garbage collection{}: {} repositories ({}) in {} ms; {} untagged manifest(s) and {} blob link(s) {}, \
          {} blob file(s) ({} bytes) {}; {} link(s) kept for the grace period",
         if r.dry_run { " (dry run)" } else { "" },
         r.repositories,
-        if r.full { "repositories (all)" } else { "changed repositories" },
+        if r.full { "all" } else { "changed since the last collection" },
         r.elapsed_ms,
         r.manifests,
         r.links,

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blobs::Unlinked;
 use super::error::Result;
-use super::meta::{ManifestRecord, GC_DUE, GC_NOTHING_DUE, GC_STATE, LINKED_AT, MANIFESTS, REPOS, REPO_BLOBS, TAGS};
+use super::meta::{ManifestRecord, GC_DUE, GC_NOTHING_DUE, LINKED_AT, MAINTENANCE, MANIFESTS, REPOS, REPO_BLOBS, TAGS};
 use super::{now_unix, Store};
 use crate::core::{Digest, RepoName};
 
@@ -239,7 +239,7 @@ impl Store {
     /// whether that is a full collection.
     fn repositories_to_collect(&self, opts: &GcOptions, now: u64) -> Result<(Vec<String>, bool)> {
         let txn = self.db.begin_read()?;
-        let full = opts.full || txn.open_table(GC_STATE)?.get("full")?.is_none();
+        let full = opts.full || txn.open_table(MAINTENANCE)?.get("gc.full")?.is_none();
         if full {
             drop(txn);
             return Ok((self.keys(REPOS)?, true));
@@ -304,7 +304,7 @@ impl Store {
         }
         if full && !opts.dry_run {
             let txn = self.db.begin_write()?;
-            txn.open_table(GC_STATE)?.insert("full", now_unix())?;
+            txn.open_table(MAINTENANCE)?.insert("gc.full", now_unix())?;
             self.disk.commit(txn)?;
         }
         report.elapsed_ms = started.elapsed().as_millis() as u64;

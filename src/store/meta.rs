@@ -65,9 +65,9 @@ pub const TAGGED_AT: TableDefinition<(&str, &str), u64> = TableDefinition::new("
 pub const GC_DUE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("gc_due");
 /// No collection is due for this half of a `GC_DUE` row.
 pub const GC_NOTHING_DUE: u64 = u64::MAX;
-/// "full" → unix time the last full garbage collection finished (one that visited every
+/// "gc.full" → unix time the last full garbage collection finished (one that visited every
 /// repository). Without it (a store older than `GC_DUE`), the next collection is a full one.
-pub const GC_STATE: TableDefinition<&str, u64> = TableDefinition::new("gc_state");
+pub const MAINTENANCE: TableDefinition<&str, u64> = TableDefinition::new("maintenance");
 
 /// upload uuid → (repo, digest algorithm, start time in unix seconds).
 pub const UPLOADS: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::new("uploads");

@@ -23,6 +23,7 @@
 //! [`check`] (the invariant checker), [`migrate`] (importing a registry:2 data directory in
 //! place) and `migrate_source` (reading one).
 
+mod background;
 pub mod blobs;
 pub mod check;
 mod database;
@@ -59,7 +60,7 @@ use disk::Disk;
 use index::IndexWriter;
 use layout::Paths;
 use meta::{
-    BLOBS, GC_DUE, GC_STATE, INDEX_DIRTY, LINKED_AT, MANIFESTS, MANIFEST_TAGS, QUARANTINE, REFERRERS, REPOS,
+    BLOBS, GC_DUE, INDEX_DIRTY, LINKED_AT, MAINTENANCE, MANIFESTS, MANIFEST_TAGS, QUARANTINE, REFERRERS, REPOS,
     REPO_BLOBS, REPO_BYTES, TAGGED_AT, TAGS, UPLOADS,
 };
 use redb::{ReadableTable, TableHandle};
@@ -94,7 +95,9 @@ pub struct Store {
     /// The background writer of `index.json` files (see [`index`]); shared with its thread.
     indexes: Arc<IndexWriter>,
     /// The consistency walk's thread and its stop signal (see [`recovery`]).
-    walk: Arc<recovery::WalkControl>,
+    walk: Arc<background::BackgroundControl>,
+    /// The background scrub's thread and its stop signal (`store::scrub`).
+    scrubber: Arc<background::BackgroundControl>,
     /// The quota rules in force (see [`quota`]).
     quotas: quota::Quotas,
 }
@@ -164,7 +167,7 @@ impl Store {
             txn.open_table(INDEX_DIRTY)?;
             txn.open_table(LINKED_AT)?;
             txn.open_table(GC_DUE)?;
-            txn.open_table(GC_STATE)?;
+            txn.open_table(MAINTENANCE)?;
             // A data directory from before `REPO_BYTES`: each repository's usage, summed once.
             if missing(REPO_BYTES.name()) {
                 let mut sums: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
@@ -191,6 +194,7 @@ impl Store {
             write_lock: Mutex::new(()),
             indexes: Arc::new(IndexWriter::new()),
             walk: Arc::default(),
+            scrubber: Arc::default(),
             quotas: quota::Quotas::default(),
         };
         store.recover()?;
