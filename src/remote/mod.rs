@@ -276,7 +276,8 @@ impl RemoteRegistry {
     /// `GET /v2/`: whether the registry answers and accepts the credentials (the version check
     /// of the API), so that a command fails before it starts writing.
     pub fn check(&self) -> Result<(), RemoteError> {
-        let what = &format!("registry {}{}", self.origin, self.base.prefix);
+        // The origin follows in connection errors; a denial names the registry's own reason.
+        let what = "registry";
         let uri = self.base.uri(what, "/v2/")?;
         self.transport.block_on(async {
             let response = self.get(what, &uri, "", None, None).await?;

@@ -20,13 +20,12 @@ pub const PASSWORD_ENV: &str = "PIER_REMOTE_PASSWORD";
 const MAX_PASSWORD_BYTES: u64 = 64 * 1024;
 
 /// The options' lines for a command's usage text (`pier export --help`).
-pub const USAGE: &str = "\
-  --from URL          read from the registry at URL (https://HOST[:PORT][/PREFIX], or http://
-                      for a plain-HTTP one) instead of the local store; no pier data needed
-  --username USER     authenticate as USER (Basic, or for a token when the registry asks for
-                      one); the password comes from --password-stdin or PIER_REMOTE_PASSWORD
-  --password-stdin    read the password from standard input
-  --ca FILE           also trust the CA certificates in FILE (PEM), besides the system's
+pub const USAGE: &str = "  --from URL               read a remote registry instead of the local store (no pier data,
+                           no daemon, no config): https://HOST[:PORT][/PREFIX], or http://...
+  --username USER          authenticate as USER (Basic, or for a token where the registry asks
+                           for one); the password from --password-stdin or PIER_REMOTE_PASSWORD
+  --password-stdin         read the password from standard input
+  --ca FILE                also trust the CA certificates in FILE (PEM), besides the system's
 ";
 
 /// Takes the remote options out of `args`: the source's configuration (`None` without
