@@ -20,8 +20,9 @@
 //!   to the registry's own origin (and its token realm) only: a redirect to another origin is
 //!   followed without any `Authorization` header (a pre-signed storage URL needs none, and the
 //!   storage host must not learn the user's password or token).
-//! - Pagination links (`Link: <...>; rel="next"`) are followed on the registry's origin only,
-//!   and a page seen twice ends the listing with an error (no loop).
+//! - Pagination links (`Link: <...>; rel="next"`) are followed on the registry's origin only;
+//!   a page seen twice, or more than [`MAX_LIST_ENTRIES`] entries, end the listing with an
+//!   error (no loop, no unbounded growth).
 
 mod auth;
 mod error;
@@ -53,6 +54,9 @@ use transport::{origin, Transport};
 
 /// Largest JSON list page (catalog, tags, referrers) or token answer read.
 pub const MAX_JSON_BYTES: usize = 16 * 1024 * 1024;
+/// Most entries gathered from one paged list (repositories, tags, referrers): a registry that
+/// keeps sending new pages is refused rather than followed until memory runs out.
+pub const MAX_LIST_ENTRIES: usize = 1_000_000;
 /// Redirects followed for one request.
 pub const MAX_REDIRECTS: usize = 5;
 /// Where Debian (and most distributions) keep the system's trusted roots.
@@ -418,6 +422,9 @@ impl RemoteRegistry {
                             };
                             entries.push(text.to_string());
                         }
+                        if entries.len() > MAX_LIST_ENTRIES {
+                            return Err(too_many(what));
+                        }
                     }
                     other => {
                         return Err(RemoteError::Invalid {
@@ -539,6 +546,9 @@ impl RemoteRegistry {
                 }
                 let body = self.transport.read_capped(&what, response.into_body(), MAX_JSON_BYTES).await?;
                 digests.extend(Self::index_digests(&what, &body)?);
+                if digests.len() > MAX_LIST_ENTRIES {
+                    return Err(too_many(&what));
+                }
             }
             Ok(Some(digests))
         })?;
@@ -605,6 +615,10 @@ impl RemoteRegistry {
         }
         Ok(response.into_body())
     }
+}
+
+fn too_many(what: &str) -> RemoteError {
+    RemoteError::Invalid { what: what.to_string(), detail: format!("more than {MAX_LIST_ENTRIES} entries") }
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
