@@ -390,6 +390,15 @@ fn a_delta_against_an_inventory_carries_only_the_new_blobs() {
     assert_eq!(digests, expected, "every blob and manifest of the site, sorted");
     assert_eq!(inventory_report["blobs"], 4, "{inventory_report}");
     assert_eq!(inventory_report["output"]["files"], json!([inventory]));
+    // The same list from the stopped store.
+    let mut site = site;
+    site.stop();
+    let stopped = dir.path().join("stopped.json");
+    let out = output(&mut pier_cmd(&site, "inventory", &["-o", stopped.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("inventory: 4 blob(s)"), "{}", text(&out));
+    let again: Value = serde_json::from_slice(&std::fs::read(&stopped).unwrap()).unwrap();
+    assert_eq!(again["blobs"], listed["blobs"]);
 
     let p = Pier::start();
     push_image_raw(&p, "team/app", "v1", &v1);
@@ -526,6 +535,14 @@ fn unknown_references_are_refused_with_no_file_left() {
             assert!(left.is_empty(), "no file left: {left:?}");
         }
     }
+    // An export request must come with its pipe: without one the daemon refuses it.
+    p.serve(&[]);
+    let mut s = std::os::unix::net::UnixStream::connect(p.root.join("admin.sock")).unwrap();
+    use std::io::Write as _;
+    s.write_all(b"{\"command\":\"export\",\"references\":[\"team/app:v1\"],\"all\":false,\"platforms\":[],\"exclude_inventory\":false}\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("export takes 1 file descriptor(s), the request carried 0"), "{answer}");
     // Usage errors.
     for args in [vec!["team/app:v1"], vec!["-o", &t], vec!["team/app:v1", "-o", "-", "--split", "1M"]] {
         let out = export(&p, &args);
