@@ -36,8 +36,6 @@ pub struct AdminContext {
     pub store: Arc<Store>,
     pub started: Instant,
     pub listening: Vec<String>,
-    /// The configured retention policies (`pier retention` applies the daemon's).
-    pub retention: Vec<crate::core::retention::RetentionPolicy>,
 }
 
 /// The bound admin socket; its file is removed when this is dropped.
@@ -219,20 +217,28 @@ fn run(request: Request, fds: Vec<OwnedFd>, ctx: Arc<AdminContext>, events: toki
                 };
                 status::status(&ctx.store, Some(daemon)).map_err(|e| e.to_string()).and_then(to_value)
             }
-            Request::Retention { dry_run } => {
-                ctx.store.apply_retention(&ctx.retention, dry_run).map_err(|e| e.to_string()).and_then(to_value)
-            }
+            Request::Retention { dry_run } => ctx
+                .store
+                .apply_retention(&ctx.store.retention_policies(), dry_run)
+                .map_err(|e| e.to_string())
+                .and_then(to_value),
             Request::Scrub {} => {
                 let progress = |message: &str| {
                     let _ = events.send(Event::progress(message));
                 };
                 ctx.store.scrub(progress).map_err(|e| e.to_string()).and_then(to_value)
             }
+            Request::Fsck { repair } => {
+                let progress = |message: &str| {
+                    let _ = events.send(Event::progress(message));
+                };
+                ctx.store.fsck(repair, progress).map_err(|e| e.to_string()).and_then(to_value)
+            }
             Request::Du { repository } => {
                 super::du::du(&ctx.store, repository.as_deref()).map_err(|e| e.to_string()).and_then(to_value)
             }
-            Request::Gc { grace_secs, untagged, dry_run } => {
-                let options = GcOptions { grace_secs, untagged, dry_run };
+            Request::Gc { grace_secs, untagged, dry_run, full } => {
+                let options = GcOptions { grace_secs, untagged, dry_run, full };
                 let progress = |message: &str| {
                     let _ = events.send(Event::progress(message));
                 };
@@ -295,10 +301,11 @@ fn to_value(result: impl serde::Serialize) -> Result<serde_json::Value, String> 
 /// The one-line summary of a collection (log and `pier gc`).
 pub fn gc_summary(r: &GcReport) -> String {
     format!(
-        "garbage collection{}: {} repositories in {} ms; {} untagged manifest(s) and {} blob link(s) {}, \
+        "garbage collection{}: {} repositories ({}) in {} ms; {} untagged manifest(s) and {} blob link(s) {}, \
          {} blob file(s) ({} bytes) {}; {} link(s) kept for the grace period",
         if r.dry_run { " (dry run)" } else { "" },
         r.repositories,
+        if r.full { "all" } else { "changed since the last collection" },
         r.elapsed_ms,
         r.manifests,
         r.links,

@@ -5,6 +5,7 @@ use std::ffi::OsString;
 mod bundle_out;
 pub mod du;
 pub mod export;
+pub mod fsck;
 pub mod gc;
 pub mod htpasswd;
 pub mod inventory;
@@ -31,7 +32,7 @@ usage:
   pier du [--config FILE] [--json] [REPO]
                                       disk usage per repository, deduplication, what gc
                                       would free
-  pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--json]
+  pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--full] [--json]
                                       remove what no manifest needs, while serving (see
                                       `pier gc --help`)
   pier retention [--config FILE] [--dry-run] [--json]
@@ -43,6 +44,9 @@ usage:
                                       `pier export --help`)
   pier inventory -o FILE|- [--json] [--config FILE]
                                       list what this registry holds, for a delta export
+  pier fsck [--config FILE] [--repair] [--json]
+                                      check files, layouts and derived metadata against the
+                                      metadata; --repair rebuilds them (exit 1: still broken)
   pier status [--config FILE] [--json]
                                       what the running daemon serves and the store holds (read
                                       directly when no daemon runs)
@@ -71,6 +75,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Some("gc") => gc::run(&args[1..]),
         Some("du") => du::run(&args[1..]),
         Some("scrub") => scrub::run(&args[1..]),
+        Some("fsck") => fsck::run(&args[1..]),
         Some("retention") => retention::run(&args[1..]),
         Some("export") => export::run(&args[1..]),
         Some("inventory") => inventory::run(&args[1..]),

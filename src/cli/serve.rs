@@ -167,6 +167,7 @@ pub fn run(args: &[OsString]) -> i32 {
             log::info!("serving HTTPS (TLS 1.2/1.3, h2 and http/1.1)");
         }
         store.set_quotas(config.quotas.clone());
+        store.set_retention_policies(config.retention.clone());
         let store = Arc::new(store);
         // The local admin channel (`pier status`...): a Unix socket in the data directory.
         let admin_path = crate::admin::socket_path(&config.root);
@@ -176,7 +177,6 @@ pub fn run(args: &[OsString]) -> i32 {
                     store: store.clone(),
                     started: std::time::Instant::now(),
                     listening: addrs.clone(),
-                    retention: config.retention.clone(),
                 };
                 tokio::spawn(crate::admin::server::serve(socket, Arc::new(ctx)));
             }
@@ -187,6 +187,11 @@ pub fn run(args: &[OsString]) -> i32 {
         }
         if let Some(schedule) = config.gc_schedule {
             tokio::spawn(collect_garbage_every(store.clone(), schedule));
+        }
+        if let Some(scrub) = config.scrub_schedule {
+            if let Err(e) = store.start_background_scrub(scrub.interval, scrub.rate) {
+                log::warn!("background scrub not started: {e}");
+            }
         }
         // Signal handlers exist before READY=1: a `systemctl stop` or `reload` right after start
         // must find them.
@@ -299,6 +304,7 @@ async fn collect_garbage_every(store: Arc<Store>, schedule: crate::config::GcSch
         grace_secs: schedule.grace.as_secs(),
         untagged: schedule.untagged,
         dry_run: false,
+        full: false,
     };
     loop {
         tokio::time::sleep(schedule.interval).await;

@@ -31,6 +31,10 @@ pub struct LiveSettings {
     pub free_space_reserve: u64,
     /// `validation.manifests.urls`
     pub manifest_urls: super::ManifestUrls,
+    /// `quotas`
+    pub quotas: Vec<crate::core::quota::QuotaRule>,
+    /// `retention`
+    pub retention: Vec<crate::core::retention::RetentionPolicy>,
 }
 
 /// A re-read configuration compared with the running one.
@@ -66,6 +70,7 @@ impl Reload {
             blake3,
             upload_purging,
             gc_schedule,
+            scrub_schedule,
             quotas,
             retention,
             htpasswd,
@@ -100,8 +105,7 @@ impl Reload {
         restart_only("log.formatter", *log_format != running.log_format);
         restart_only("storage.maintenance.uploadpurging", *upload_purging != running.upload_purging);
         restart_only("storage.maintenance.gc", *gc_schedule != running.gc_schedule);
-        restart_only("quotas", *quotas != running.quotas);
-        restart_only("retention", *retention != running.retention);
+        restart_only("storage.maintenance.scrub", *scrub_schedule != running.scrub_schedule);
         // Connections and transfers in flight were admitted under the old bounds.
         restart_only("limits", *limits != running.limits);
         let mut refused = Vec::new();
@@ -128,6 +132,8 @@ impl Reload {
                 delete_enabled: *delete_enabled,
                 free_space_reserve: *free_space_reserve,
                 manifest_urls: manifest_urls.clone(),
+                quotas: quotas.clone(),
+                retention: retention.clone(),
             },
             restart_needed,
             refused,

@@ -23,11 +23,13 @@
 //! [`check`] (the invariant checker), [`migrate`] (importing a registry:2 data directory in
 //! place) and `migrate_source` (reading one).
 
+mod background;
 pub mod blobs;
 pub mod check;
 mod database;
 pub(crate) mod disk;
 pub mod error;
+pub mod fsck;
 pub mod gc;
 pub mod index;
 pub mod layout;
@@ -58,8 +60,8 @@ use disk::Disk;
 use index::IndexWriter;
 use layout::Paths;
 use meta::{
-    BLOBS, INDEX_DIRTY, LINKED_AT, MANIFESTS, MANIFEST_TAGS, QUARANTINE, REFERRERS, REPOS, REPO_BLOBS, REPO_BYTES,
-    TAGGED_AT, TAGS, UPLOADS,
+    BLOBS, GC_DUE, INDEX_DIRTY, LINKED_AT, MAINTENANCE, MANIFESTS, MANIFEST_TAGS, QUARANTINE, REFERRERS, REPOS,
+    REPO_BLOBS, REPO_BYTES, TAGGED_AT, TAGS, UPLOADS,
 };
 use redb::{ReadableTable, TableHandle};
 use space::FreeSpace;
@@ -93,9 +95,13 @@ pub struct Store {
     /// The background writer of `index.json` files (see [`index`]); shared with its thread.
     indexes: Arc<IndexWriter>,
     /// The consistency walk's thread and its stop signal (see [`recovery`]).
-    walk: Arc<recovery::WalkControl>,
+    walk: Arc<background::BackgroundControl>,
+    /// The background scrub's thread and its stop signal (`store::scrub`).
+    scrubber: Arc<background::BackgroundControl>,
     /// The quota rules in force (see [`quota`]).
     quotas: quota::Quotas,
+    /// The retention policies a daemon applies (`store::retention`).
+    retention: retention::RetentionPolicies,
 }
 
 impl Drop for Store {
@@ -162,6 +168,8 @@ impl Store {
             txn.open_table(UPLOADS)?;
             txn.open_table(INDEX_DIRTY)?;
             txn.open_table(LINKED_AT)?;
+            txn.open_table(GC_DUE)?;
+            txn.open_table(MAINTENANCE)?;
             // A data directory from before `REPO_BYTES`: each repository's usage, summed once.
             if missing(REPO_BYTES.name()) {
                 let mut sums: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
@@ -188,7 +196,9 @@ impl Store {
             write_lock: Mutex::new(()),
             indexes: Arc::new(IndexWriter::new()),
             walk: Arc::default(),
+            scrubber: Arc::default(),
             quotas: quota::Quotas::default(),
+            retention: retention::RetentionPolicies::default(),
         };
         store.recover()?;
         Ok(store)
