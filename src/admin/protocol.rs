@@ -83,9 +83,9 @@ impl Request {
             Request::Status {}
             | Request::Retention { .. }
             | Request::Scrub {}
-            | Request::Fsck { .. }
             | Request::Du { .. }
-            | Request::Gc { .. } => 0,
+            | Request::Gc { .. }
+            | Request::Fsck { .. } => 0,
             Request::Export { exclude_inventory, .. } => 1 + usize::from(*exclude_inventory),
             Request::Inventory {} => 1,
         }

@@ -309,7 +309,13 @@ pub(super) fn plan(
         let new_blobs = planner.layers.len() + planner.manifests.len();
         planner.visit(&repo, root, rewritten, 0)?;
         let added = planner.layers.len() + planner.manifests.len() - new_blobs;
-        progress(ExportEvent::Image(format!("{shown} {} ({added} new blob(s))", image.digest)));
+        let narrowed = if rewritten {
+            let kept = platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+            format!(", narrowed to {kept}: a new index")
+        } else {
+            String::new()
+        };
+        progress(ExportEvent::Image(format!("{shown} {} ({added} new blob(s){narrowed})", image.digest)));
         if let (Some(tag), None, Some(candidate)) = (&tag, exclusion, docker_candidate) {
             let repo_tag = format!("{repo}:{tag}");
             if let Some(entry) = docker.iter_mut().find(|e| e.manifest == candidate) {
