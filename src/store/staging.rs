@@ -101,6 +101,23 @@ impl Store {
         }
     }
 
+    /// The bytes of the blob `digest` the store holds, if it does and they are at most `max`
+    /// bytes (`None` otherwise: absent, or larger).
+    pub fn stored_blob_at_most(&self, digest: &Digest, max: usize) -> Result<Option<Vec<u8>>> {
+        if !self.has_blob(digest)? {
+            return Ok(None);
+        }
+        let path = self.paths.blob(digest);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).at("open", &path),
+        };
+        let mut bytes = Vec::new();
+        file.take(max as u64 + 1).read_to_end(&mut bytes).at("read", &path)?;
+        Ok((bytes.len() <= max).then_some(bytes))
+    }
+
     /// Whether the store holds the blob `digest` (in any repository; manifests are blobs too).
     pub fn has_blob(&self, digest: &Digest) -> Result<bool> {
         let txn = self.db.begin_read()?;
