@@ -1,9 +1,17 @@
 //! The admin channel's messages: a [`Request`] line from the client, [`Event`] lines back.
+//!
+//! A request line may travel with file descriptors (`SCM_RIGHTS`, at most [`MAX_FDS`]): the
+//! ends of pipes a bundle's bytes flow through, opened by the command with the invoking user's
+//! rights. Each request says how many it takes ([`Request::expected_fds`]); a request that
+//! arrives with another number is refused before it runs.
 
 use serde::{Deserialize, Serialize};
 
 /// Longest request line accepted (requests are small: a command and its options).
 pub const MAX_REQUEST: usize = 64 * 1024;
+/// Most file descriptors one request may carry; a request with more is refused (the kernel
+/// closes those beyond the receive buffer, the daemon the rest).
+pub const MAX_FDS: usize = 4;
 
 /// One request per connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,14 +50,34 @@ impl Request {
             Request::Gc { .. } => "gc",
         }
     }
+
+    /// How many file descriptors the request travels with (`SCM_RIGHTS`), in the order the
+    /// command uses them. Any other number is refused.
+    pub fn expected_fds(&self) -> usize {
+        match self {
+            Request::Status {}
+            | Request::Retention { .. }
+            | Request::Scrub {}
+            | Request::Du { .. }
+            | Request::Gc { .. } => 0,
+        }
+    }
 }
 
 /// One line of the answer: any number of `Progress`, then one `Done` or `Error`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Event {
-    /// A step of a long command, for a progress display.
-    Progress { message: String },
+    /// A step of a long command, for a progress display: a message (one item done, a phase
+    /// begun), and where a command counts bytes, how many are done of how many in all. Older
+    /// clients and commands that count nothing leave `done`/`total` out.
+    Progress {
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        done: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total: Option<u64>,
+    },
     /// The command's result (its shape depends on the command).
     Done { result: serde_json::Value },
     /// The command failed or was refused.
@@ -57,6 +85,11 @@ pub enum Event {
 }
 
 impl Event {
+    /// A progress message without byte counts.
+    pub fn progress(message: impl Into<String>) -> Event {
+        Event::Progress { message: message.into(), done: None, total: None }
+    }
+
     /// The event as one line of JSON, newline included.
     pub fn to_line(&self) -> Vec<u8> {
         let mut line = serde_json::to_vec(self).unwrap_or_else(|e| {
@@ -83,5 +116,15 @@ mod tests {
         let line = e.to_line();
         assert_eq!(line.last(), Some(&b'\n'));
         assert_eq!(serde_json::from_slice::<Event>(&line[..line.len() - 1]).unwrap(), e);
+        // Progress without counts reads and writes as before the counts existed.
+        let old: Event = serde_json::from_str(r#"{"event":"progress","message":"m"}"#).unwrap();
+        assert_eq!(old, Event::progress("m"));
+        assert_eq!(
+            String::from_utf8(Event::progress("m").to_line()).unwrap(),
+            "{\"event\":\"progress\",\"message\":\"m\"}\n"
+        );
+        let counted = Event::Progress { message: "m".into(), done: Some(5), total: Some(9) };
+        let line = counted.to_line();
+        assert_eq!(serde_json::from_slice::<Event>(&line[..line.len() - 1]).unwrap(), counted);
     }
 }

@@ -14,4 +14,5 @@
 pub mod archive_names;
 pub mod import;
 pub mod source;
+pub mod store_source;
 pub mod tar_in;

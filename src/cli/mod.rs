@@ -7,6 +7,7 @@ pub mod gc;
 pub mod htpasswd;
 pub mod migrate;
 mod privileges;
+pub mod progress;
 pub mod retention;
 pub mod scrub;
 pub mod serve;

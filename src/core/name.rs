@@ -186,6 +186,32 @@ impl fmt::Display for Reference {
     }
 }
 
+impl serde::Serialize for RepoName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RepoName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <alloc::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        RepoName::parse(&text).map_err(|e| serde::de::Error::custom(alloc::format!("repository name {text:?}: {e}")))
+    }
+}
+
+impl serde::Serialize for Tag {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Tag {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <alloc::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Tag::parse(&text).map_err(|e| serde::de::Error::custom(alloc::format!("tag {text:?}: {e}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,31 +292,5 @@ mod tests {
             Ok(Reference::Digest(_))
         ));
         assert!(matches!(Reference::parse("sha256:zz"), Err(ReferenceError::Digest(_))));
-    }
-}
-
-impl serde::Serialize for RepoName {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for RepoName {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <alloc::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        RepoName::parse(&text).map_err(|e| serde::de::Error::custom(alloc::format!("repository name {text:?}: {e}")))
-    }
-}
-
-impl serde::Serialize for Tag {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Tag {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <alloc::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        Tag::parse(&text).map_err(|e| serde::de::Error::custom(alloc::format!("tag {text:?}: {e}")))
     }
 }

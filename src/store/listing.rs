@@ -1,11 +1,12 @@
-//! Sorted, paginated listings: the catalog of repositories and a repository's tags.
+//! Sorted, paginated listings: the catalog of repositories and a repository's tags; every blob
+//! of the store (a site's inventory, `pier inventory`).
 
 use std::ops::Bound;
 
 use redb::ReadableTableMetadata;
 
 use super::error::{Result, StoreError};
-use super::meta::{REPOS, TAGS};
+use super::meta::{BLOBS, QUARANTINE, REPOS, TAGS};
 use super::Store;
 use crate::core::RepoName;
 
@@ -93,6 +94,30 @@ impl Store {
             }
         }
         Ok(page)
+    }
+}
+
+impl Store {
+    /// Calls `each` with every blob the store holds (manifests included) and its size, in
+    /// digest order, from one read snapshot: blobs some repository links, quarantined ones left
+    /// out (the store does not have their bytes). Stops at the first error `each` returns.
+    pub fn each_blob<E: From<StoreError>>(
+        &self,
+        mut each: impl FnMut(&str, u64) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        use redb::ReadableTable;
+        let txn = self.db.begin_read()?;
+        let blobs = txn.open_table(BLOBS).map_err(StoreError::from)?;
+        let quarantine = txn.open_table(QUARANTINE).map_err(StoreError::from)?;
+        for entry in blobs.iter().map_err(StoreError::from)? {
+            let (digest, value) = entry.map_err(StoreError::from)?;
+            let (size, links) = value.value();
+            if links == 0 || quarantine.get(digest.value()).map_err(StoreError::from)?.is_some() {
+                continue;
+            }
+            each(digest.value(), size)?;
+        }
+        Ok(())
     }
 }
 
