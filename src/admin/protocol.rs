@@ -35,6 +35,15 @@ pub enum Request {
         /// Report only.
         dry_run: bool,
     },
+    /// Import the images of the plain tar stream read from the one descriptor passed with
+    /// the request (the read end of a pipe the command writes the archive into; see
+    /// `bundle::import`).
+    Import {
+        /// `--repo NAME`: the repository of a single-repository archive.
+        repository: Option<String>,
+        /// `--repo OLD=NEW`, as `[OLD, NEW]`.
+        renames: Vec<[String; 2]>,
+    },
 }
 
 impl Request {
@@ -48,6 +57,7 @@ impl Request {
             Request::Retention { .. } => "retention",
             Request::Gc { dry_run: true, .. } => "gc --dry-run",
             Request::Gc { .. } => "gc",
+            Request::Import { .. } => "import",
         }
     }
 
@@ -60,6 +70,7 @@ impl Request {
             | Request::Scrub {}
             | Request::Du { .. }
             | Request::Gc { .. } => 0,
+            Request::Import { .. } => 1,
         }
     }
 }

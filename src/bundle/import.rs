@@ -70,6 +70,15 @@ pub struct ImportOptions {
     pub renames: Vec<(String, RepoName)>,
 }
 
+/// The options of `--repo NAME` and `--repo OLD=NEW` (as `[OLD, NEW]`), names validated.
+pub fn options(repository: Option<&str>, renames: &[[String; 2]]) -> Result<ImportOptions, String> {
+    let parse = |name: &str| RepoName::parse(name).map_err(|e| format!("--repo: {name:?} is not a repository name: {e}"));
+    Ok(ImportOptions {
+        repository: repository.map(parse).transpose()?,
+        renames: renames.iter().map(|[old, new]| Ok((old.clone(), parse(new)?))).collect::<Result<_, String>>()?,
+    })
+}
+
 /// Why an import was refused or failed. Except for `Store` and `Refused` during the commit,
 /// nothing of the import is visible when it returns one.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +136,7 @@ impl From<StageError> for ImportError {
 }
 
 /// One image (a named reference) the import committed.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImportedImage {
     pub repository: String,
     /// `None`: an untagged reference (`repository@digest`).
@@ -139,7 +148,7 @@ pub struct ImportedImage {
 }
 
 /// What an import did.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ImportReport {
     /// `pier bundle`, `OCI archive` or `docker save archive`.
     pub format: String,
