@@ -278,7 +278,7 @@ impl Received<'_> {
 }
 
 /// Imports the images of the plain tar stream `reader` into `store` (see the module doc).
-/// `progress` hears one message per phase and per image committed.
+/// `progress` hears one message per reference committed (`imported REPO:TAG (DIGEST)`).
 pub fn import(
     store: &Store,
     reader: impl Read,
@@ -287,13 +287,13 @@ pub fn import(
 ) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
     let mut report = ImportReport::default();
-    let mut received = read_stream(store, reader, &mut report, progress)?;
+    let mut received = read_stream(store, reader, &mut report)?;
     let (format, roots) = name_images(&mut received)?;
     report.blobs_imported = received.imported;
     report.bytes_imported = received.imported_bytes;
     report.blobs_skipped = received.skipped;
     report.format = format.to_string();
-    progress(&format!("{format}: {} image(s) read and verified; committing", roots.len()));
+    log::info!("import: {format}: {} reference(s) read and verified; committing", roots.len());
     let plans = plan(&received, roots, options)?;
     let files: Vec<&StagedFile> = received.files.iter().collect();
     store.sync_staged(&files)?;
@@ -330,12 +330,7 @@ fn blob_name(name: &str) -> Option<Digest> {
     Digest::parse(&format!("{alg}:{hex}")).ok()
 }
 
-fn read_stream<'s>(
-    store: &'s Store,
-    reader: impl Read,
-    report: &mut ImportReport,
-    progress: &mut dyn FnMut(&str),
-) -> Result<Received<'s>, ImportError> {
+fn read_stream<'s>(store: &'s Store, reader: impl Read, report: &mut ImportReport) -> Result<Received<'s>, ImportError> {
     let mut tar = TarReader::new(reader);
     let mut buf = vec![0u8; BUFFER];
     let mut r = Received {
@@ -351,8 +346,10 @@ fn read_stream<'s>(
         imported_bytes: 0,
         skipped: 0,
     };
-    progress("reading the archive");
     while let Some(entry) = tar.next_entry()? {
+        if matches!(entry.kind, EntryKind::Directory | EntryKind::Other(_)) {
+            continue;
+        }
         let Some(name) = std::str::from_utf8(&entry.path).ok().and_then(normalise) else {
             log::warn!("import: entry {:?} skipped: not a name inside the archive", String::from_utf8_lossy(&entry.path));
             continue;
