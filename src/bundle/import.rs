@@ -72,7 +72,8 @@ pub struct ImportOptions {
 
 /// The options of `--repo NAME` and `--repo OLD=NEW` (as `[OLD, NEW]`), names validated.
 pub fn options(repository: Option<&str>, renames: &[[String; 2]]) -> Result<ImportOptions, String> {
-    let parse = |name: &str| RepoName::parse(name).map_err(|e| format!("--repo: {name:?} is not a repository name: {e}"));
+    let parse =
+        |name: &str| RepoName::parse(name).map_err(|e| format!("--repo: {name:?} is not a repository name: {e}"));
     Ok(ImportOptions {
         repository: repository.map(parse).transpose()?,
         renames: renames.iter().map(|[old, new]| Ok((old.clone(), parse(new)?))).collect::<Result<_, String>>()?,
@@ -330,7 +331,11 @@ fn blob_name(name: &str) -> Option<Digest> {
     Digest::parse(&format!("{alg}:{hex}")).ok()
 }
 
-fn read_stream<'s>(store: &'s Store, reader: impl Read, report: &mut ImportReport) -> Result<Received<'s>, ImportError> {
+fn read_stream<'s>(
+    store: &'s Store,
+    reader: impl Read,
+    report: &mut ImportReport,
+) -> Result<Received<'s>, ImportError> {
     let mut tar = TarReader::new(reader);
     let mut buf = vec![0u8; BUFFER];
     let mut r = Received {
@@ -351,7 +356,10 @@ fn read_stream<'s>(store: &'s Store, reader: impl Read, report: &mut ImportRepor
             continue;
         }
         let Some(name) = std::str::from_utf8(&entry.path).ok().and_then(normalise) else {
-            log::warn!("import: entry {:?} skipped: not a name inside the archive", String::from_utf8_lossy(&entry.path));
+            log::warn!(
+                "import: entry {:?} skipped: not a name inside the archive",
+                String::from_utf8_lossy(&entry.path)
+            );
             continue;
         };
         match entry.kind {
@@ -661,11 +669,7 @@ fn looks_like_json_object(bytes: &[u8]) -> bool {
 }
 
 /// Repository plans for the named references, with their referrers.
-fn plan(
-    r: &Received,
-    roots: Vec<Root>,
-    options: &ImportOptions,
-) -> Result<BTreeMap<RepoName, RepoPlan>, ImportError> {
+fn plan(r: &Received, roots: Vec<Root>, options: &ImportOptions) -> Result<BTreeMap<RepoName, RepoPlan>, ImportError> {
     let sources: BTreeSet<String> = roots.iter().filter_map(|root| root.name.repository.clone()).collect();
     if options.repository.is_some() && sources.len() > 1 {
         return Err(ImportError::AmbiguousRepository { repositories: sources.into_iter().collect() });
@@ -705,7 +709,11 @@ fn plan(
             .tag
             .as_deref()
             .map(|t| {
-                Tag::parse(t).map_err(|e| ImportError::InvalidName { what: "tag", name: t.to_string(), why: e.to_string() })
+                Tag::parse(t).map_err(|e| ImportError::InvalidName {
+                    what: "tag",
+                    name: t.to_string(),
+                    why: e.to_string(),
+                })
             })
             .transpose()?;
         let plan = plans.entry(target).or_default();
@@ -740,7 +748,9 @@ fn plan(
     // signature of an SBOM follows the SBOM).
     let mut candidates: Vec<(Digest, Manifest)> = Vec::new();
     for (digest, (_, size)) in &r.blobs {
-        if *size > MAX_MANIFEST_BYTES as u64 || plans.values().any(|p| p.manifests.contains_key(digest) || p.blobs.contains(digest)) {
+        if *size > MAX_MANIFEST_BYTES as u64
+            || plans.values().any(|p| p.manifests.contains_key(digest) || p.blobs.contains(digest))
+        {
             continue;
         }
         let Some(bytes) = r.small_blob(digest, MAX_MANIFEST_BYTES)? else { continue };
@@ -806,7 +816,9 @@ fn commit(
     while !pending.is_empty() {
         let (ready, waiting): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(_, m)| {
             m.children.iter().all(|c| done.contains(&c.digest))
-                && m.subject.as_ref().map_or(true, |s| !plan.manifests.contains_key(&s.digest) || done.contains(&s.digest))
+                && m.subject
+                    .as_ref()
+                    .map_or(true, |s| !plan.manifests.contains_key(&s.digest) || done.contains(&s.digest))
         });
         if ready.is_empty() {
             let d = waiting.first().map(|(d, _)| d.to_string()).unwrap_or_default();

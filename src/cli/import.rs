@@ -202,7 +202,11 @@ fn group_inputs(files: &[PathBuf]) -> Result<Vec<Input>, String> {
             if let Some((base, n)) = volume(f) {
                 let first = volume_path(&base, 0, width_of(f));
                 if first.exists() {
-                    return Err(format!("{} is volume {n} of {}: give the first volume first", f.display(), base.display()));
+                    return Err(format!(
+                        "{} is volume {n} of {}: give the first volume first",
+                        f.display(),
+                        base.display()
+                    ));
                 }
             }
             inputs.push(Input::Files(vec![f.clone()]));
@@ -249,7 +253,8 @@ impl Read for Volumes {
         loop {
             if self.current.is_none() {
                 let Some(path) = self.files.next() else { return Ok(0) };
-                let file = File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                let file =
+                    File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
                 self.current = Some((path, file));
             }
             let Some((path, file)) = self.current.as_mut() else { return Ok(0) };
@@ -273,7 +278,8 @@ fn plain_tar(input: &Input, display: &ProgressDisplay) -> io::Result<Box<dyn Rea
         Input::Files(files) => {
             let mut total = 0;
             for f in files {
-                total += std::fs::metadata(f).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.display())))?.len();
+                total +=
+                    std::fs::metadata(f).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.display())))?.len();
             }
             display.set_total(total);
             let raw = Volumes { files: files.clone().into_iter(), current: None, display: display.clone() };
@@ -375,7 +381,9 @@ fn through_daemon(
     drop(pipe);
     let answered = answer.join().map_err(|_| String::from("the thread reading the daemon's answer panicked"))?;
     match (answered, copied) {
-        (Ok(result), _) => serde_json::from_value(result).map_err(|e| format!("unexpected answer from the daemon: {e}")),
+        (Ok(result), _) => {
+            serde_json::from_value(result).map_err(|e| format!("unexpected answer from the daemon: {e}"))
+        }
         (Err(e), Err(copy)) if copy.kind() != io::ErrorKind::BrokenPipe => Err(format!("{copy} (the daemon: {e})")),
         (Err(e), _) => Err(e.to_string()),
     }
@@ -422,10 +430,7 @@ mod tests {
         for n in ["b.000", "b.001", "b.002", "c.tar"] {
             std::fs::write(p(n), b"x").unwrap();
         }
-        assert_eq!(
-            group_inputs(&[p("b.000")]).unwrap(),
-            vec![Input::Files(vec![p("b.000"), p("b.001"), p("b.002")])]
-        );
+        assert_eq!(group_inputs(&[p("b.000")]).unwrap(), vec![Input::Files(vec![p("b.000"), p("b.001"), p("b.002")])]);
         assert_eq!(
             group_inputs(&[p("b.000"), p("b.001"), p("c.tar")]).unwrap(),
             vec![Input::Files(vec![p("b.000"), p("b.001")]), Input::Files(vec![p("c.tar")])]

@@ -340,7 +340,9 @@ impl Store {
                     staged.push((i, Staged { path: f.path.clone(), origin: Origin::Imported, size: f.size() }))
                 }
                 Some(f) => outcomes[i] = Some(Err(format!("its staged bytes hash to {}", f.digest()))),
-                None => outcomes[i] = Some(Err(String::from("not in the bundle, and no longer in the store; run again"))),
+                None => {
+                    outcomes[i] = Some(Err(String::from("not in the bundle, and no longer in the store; run again")))
+                }
             }
         }
         self.commit_adopted(repo, &digests, &staged, &shared, &mut outcomes)?;

@@ -199,8 +199,14 @@ fn an_oci_layout_directory_imports_with_its_referrers_on_a_stopped_store() {
     let (img_sig, img_sig_blobs) =
         referrer(&images[0].digest(), images[0].manifest.len(), OCI_MANIFEST, b"signature of amd64");
     let (sig_sig, sig_sig_blobs) = referrer(&sha256_digest(&sig), sig.len(), OCI_MANIFEST, b"countersignature");
-    for b in [&sig, &img_sig, &sig_sig].into_iter().chain(sig_blobs.iter()).chain(img_sig_blobs.iter()).chain(sig_sig_blobs.iter()) {
-        std::fs::write(dir.path().join("blobs/sha256").join(sha256_digest(b).trim_start_matches("sha256:")), b).unwrap();
+    for b in [&sig, &img_sig, &sig_sig]
+        .into_iter()
+        .chain(sig_blobs.iter())
+        .chain(img_sig_blobs.iter())
+        .chain(sig_sig_blobs.iter())
+    {
+        std::fs::write(dir.path().join("blobs/sha256").join(sha256_digest(b).trim_start_matches("sha256:")), b)
+            .unwrap();
     }
 
     let mut target = Pier::new(Options { delete_enabled: true, ..Default::default() });
@@ -256,7 +262,8 @@ fn pier_bundle(images: &[(&str, &str, &str, &[u8])], blobs: &[&[u8]], excluded: 
             },
         })).collect::<Vec<_>>(),
     });
-    let names: Vec<String> = all.iter().map(|b| format!("blobs/sha256/{}", sha256_digest(b).trim_start_matches("sha256:"))).collect();
+    let names: Vec<String> =
+        all.iter().map(|b| format!("blobs/sha256/{}", sha256_digest(b).trim_start_matches("sha256:"))).collect();
     let bundle_bytes = serde_json::to_vec(&bundle).unwrap();
     let index_bytes = serde_json::to_vec(&index).unwrap();
     let mut entries: Vec<(&str, &[u8])> =
@@ -269,15 +276,24 @@ fn pier_bundle(images: &[(&str, &str, &str, &[u8])], blobs: &[&[u8]], excluded: 
 #[test]
 fn a_pier_bundle_and_a_delta_on_top_import_and_a_delta_without_its_base_is_refused_listing_it() {
     let base = Image::new("base", "amd64", &[20_000, 3000], 5);
-    let next = Image::from_layers("next", "amd64", vec![base.layers[0].clone(), tar_archive(&[("new.txt", nonce().as_bytes())])]);
+    let next = Image::from_layers(
+        "next",
+        "amd64",
+        vec![base.layers[0].clone(), tar_archive(&[("new.txt", nonce().as_bytes())])],
+    );
     let work = tmpdir();
     let full = work.path().join("full.tar");
-    std::fs::write(&full, pier_bundle(&[("team/base", "1", OCI_MANIFEST, &base.manifest)], &base.blobs(), &[])).unwrap();
+    std::fs::write(&full, pier_bundle(&[("team/base", "1", OCI_MANIFEST, &base.manifest)], &base.blobs(), &[]))
+        .unwrap();
     // The delta leaves out the layer the site has from the first bundle.
     let shared = &base.layers[0];
     let delta_blobs: Vec<&[u8]> = next.blobs().into_iter().filter(|b| *b != shared.as_slice()).collect();
     let delta = work.path().join("delta.tar.zst");
-    let delta_tar = pier_bundle(&[("team/next", "1", OCI_MANIFEST, &next.manifest)], &delta_blobs, &[(&sha256_digest(shared), shared.len())]);
+    let delta_tar = pier_bundle(
+        &[("team/next", "1", OCI_MANIFEST, &next.manifest)],
+        &delta_blobs,
+        &[(&sha256_digest(shared), shared.len())],
+    );
     std::fs::write(&delta, zstd::encode_all(delta_tar.as_slice(), 3).unwrap()).unwrap();
 
     let p = Pier::start();
@@ -286,7 +302,10 @@ fn a_pier_bundle_and_a_delta_on_top_import_and_a_delta_without_its_base_is_refus
     assert!(err.contains("delta") && err.contains(&sha256_digest(shared)), "{err}");
     assert_nothing_visible(&p);
     // The base, then the delta (zstd, recognised by its magic bytes), in one command.
-    let out = run_logged(&p, Command::new(PIER).arg("import").arg("--config").arg(&p.config).arg("--json").arg(&full).arg(&delta));
+    let out = run_logged(
+        &p,
+        Command::new(PIER).arg("import").arg("--config").arg(&p.config).arg("--json").arg(&full).arg(&delta),
+    );
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["imports"][0]["format"], "pier bundle", "{v}");
     assert_eq!(v["imports"][1]["blobs_imported"], 3, "config, new layer, manifest: {v}");
@@ -310,7 +329,8 @@ fn corrupt_and_truncated_archives_are_refused_with_nothing_visible() {
         .map(|(d, b)| (format!("blobs/sha256/{}", d.trim_start_matches("sha256:")), b.clone()))
         .collect();
     let index = std::fs::read(dir.path().join("index.json")).unwrap();
-    let mut entries: Vec<(&str, &[u8])> = vec![("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#), ("index.json", &index)];
+    let mut entries: Vec<(&str, &[u8])> =
+        vec![("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#), ("index.json", &index)];
     entries.extend(names.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
     std::fs::write(&good, tar_archive(&entries)).unwrap();
     let bytes = std::fs::read(&good).unwrap();
@@ -330,11 +350,18 @@ fn corrupt_and_truncated_archives_are_refused_with_nothing_visible() {
 
     let p = Pier::start();
     let err = import_refused(&p, &["--repo", "x/y", s(&corrupt)]);
-    assert!(err.contains(&format!("blobs/sha256/{} is corrupt", img.layer_digests()[0].trim_start_matches("sha256:"))), "{err}");
+    assert!(
+        err.contains(&format!("blobs/sha256/{} is corrupt", img.layer_digests()[0].trim_start_matches("sha256:"))),
+        "{err}"
+    );
     assert_nothing_visible(&p);
     for t in [&truncated, &cut_at_entry, &gz] {
         let err = import_refused(&p, &["--repo", "x/y", s(t)]);
-        assert!(err.contains("truncated") || err.contains("ends early") || err.contains("unexpected end"), "{}: {err}", t.display());
+        assert!(
+            err.contains("truncated") || err.contains("ends early") || err.contains("unexpected end"),
+            "{}: {err}",
+            t.display()
+        );
         assert_nothing_visible(&p);
     }
     // Not an archive at all.
@@ -373,7 +400,12 @@ fn hostile_tar_entries_are_never_unpacked() {
     add("evil-dev", tar::EntryType::Char, None, b"");
     add("oci-layout", tar::EntryType::Regular, None, br#"{"imageLayoutVersion":"1.0.0"}"#);
     for blob in img.blobs().into_iter().chain([img.manifest.as_slice()]) {
-        add(&format!("blobs/sha256/{}", sha256_digest(blob).trim_start_matches("sha256:")), tar::EntryType::Regular, None, blob);
+        add(
+            &format!("blobs/sha256/{}", sha256_digest(blob).trim_start_matches("sha256:")),
+            tar::EntryType::Regular,
+            None,
+            blob,
+        );
     }
     let index = json!({"schemaVersion": 2, "manifests": [{"mediaType": OCI_MANIFEST, "digest": img.digest(), "size": img.manifest.len(), "annotations": {REF_NAME: "h/x:1"}}]});
     add("index.json", tar::EntryType::Regular, None, &serde_json::to_vec(&index).unwrap());
@@ -418,18 +450,26 @@ fn a_docker_save_archive_of_the_real_engine_imports_and_pulls_with_the_same_root
     engine.d(&["rmi", &name]);
     engine.d(&["pull", &pulled]);
     assert_eq!(engine.inspect(&pulled, "{{.Id}}"), id, "the engine pulled another image");
-    // skopeo: the layers it pulls hash to the config's diff_ids (the same rootfs as pushed).
+    // skopeo (to `dir:`, which keeps manifest and blobs as they are): the layers hash to the
+    // config's diff_ids, the same rootfs as pushed.
     let back = tmpdir();
     skopeo_p(
         &target,
-        &["copy", "--src-tls-verify=false", &format!("docker://{pulled}"), &format!("oci:{}:1", back.path().display())],
+        &["copy", "--src-tls-verify=false", &format!("docker://{pulled}"), &format!("dir:{}", back.path().display())],
     );
-    let layout = read_layout(back.path());
-    let manifest: Value = serde_json::from_slice(&layout.tagged("1").1).unwrap();
-    let config: Value = serde_json::from_slice(layout.blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
-    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect();
+    let manifest: Value = serde_json::from_slice(&std::fs::read(back.path().join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["mediaType"], "application/vnd.docker.distribution.manifest.v2+json", "{manifest}");
+    let blob = |d: &str| std::fs::read(back.path().join(d.trim_start_matches("sha256:"))).unwrap();
+    let config: Value = serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    let diff_ids: Vec<String> =
+        config["rootfs"]["diff_ids"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect();
     assert_eq!(diff_ids, img.layer_digests(), "diff_ids of the imported image");
-    let layers: Vec<String> = manifest["layers"].as_array().unwrap().iter().map(|l| sha256_digest(layout.blob(l["digest"].as_str().unwrap()))).collect();
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| sha256_digest(&blob(l["digest"].as_str().unwrap())))
+        .collect();
     assert_eq!(layers, img.layer_digests(), "the layers skopeo pulled");
     assert_store_links_consistent(&target.root);
 }
@@ -472,7 +512,10 @@ fn write_large_layout(dir: &Path, size: u64) -> String {
     let layer_digest = format!("sha256:{}", hex(&hasher.finalize()));
     let layer_size = std::fs::metadata(&tmp).unwrap().len();
     std::fs::rename(&tmp, bdir.join(layer_digest.trim_start_matches("sha256:"))).unwrap();
-    let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer_digest]}})).unwrap();
+    let config = serde_json::to_vec(
+        &json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}),
+    )
+    .unwrap();
     let manifest = image_manifest((&sha256_digest(&config), config.len()), &[(&layer_digest, layer_size as usize)]);
     for b in [&config, &manifest] {
         std::fs::write(bdir.join(sha256_digest(b).trim_start_matches("sha256:")), b).unwrap();
@@ -501,7 +544,8 @@ fn kill9_of_the_daemon_in_the_middle_of_an_import_leaves_nothing_and_the_rerun_c
     let uploads = p.root.join("uploads");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let staged: u64 = files_under(&uploads).iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).max().unwrap_or(0);
+        let staged: u64 =
+            files_under(&uploads).iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).max().unwrap_or(0);
         if staged > 32 << 20 {
             break;
         }
@@ -517,8 +561,20 @@ fn kill9_of_the_daemon_in_the_middle_of_an_import_leaves_nothing_and_the_rerun_c
     let report = import_json(&p, &[s(dir.path())]);
     assert_eq!(report["images"][0]["digest"], manifest, "{report}");
     let back = tmpdir();
-    skopeo_p(&p, &["copy", "--src-tls-verify=false", &format!("docker://{}/big/one:1", p.host()), &format!("oci:{}:1", back.path().display())]);
-    assert!(read_layout(back.path()).tagged("1").1 == std::fs::read(dir.path().join("blobs/sha256").join(manifest.trim_start_matches("sha256:"))).unwrap());
+    skopeo_p(
+        &p,
+        &[
+            "copy",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            &format!("docker://{}/big/one:1", p.host()),
+            &format!("oci:{}:1", back.path().display()),
+        ],
+    );
+    assert!(
+        read_layout(back.path()).tagged("1").1
+            == std::fs::read(dir.path().join("blobs/sha256").join(manifest.trim_start_matches("sha256:"))).unwrap()
+    );
     assert!(files_under(&p.root.join("uploads")).is_empty());
 }
 
