@@ -249,7 +249,7 @@ pub struct EntryData<'a, R> {
 
 impl<R: Read> Read for EntryData<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reader.read_data(buf).map_err(|e| io::Error::other(e))
+        self.reader.read_data(buf).map_err(io::Error::other)
     }
 }
 

@@ -237,6 +237,9 @@ pub enum TagAdoption {
 /// The outcome of taking one item from the source: `Err(reason)` skips it.
 type Taken<T> = std::result::Result<T, String>;
 
+/// One outcome per blob of a batch, `None` while undecided.
+type Outcomes = Vec<Option<Taken<Adopted>>>;
+
 impl Store {
     /// Whether the registry:2 tree in `dir` was migrated to the end once.
     pub fn registry2_migrated(&self, dir: &Path) -> Result<bool> {
@@ -355,7 +358,7 @@ impl Store {
         &self,
         repo: &RepoName,
         digests: &[&Digest],
-    ) -> Result<(Vec<Option<Taken<Adopted>>>, Vec<usize>)> {
+    ) -> Result<(Outcomes, Vec<usize>)> {
         let mut outcomes: Vec<Option<Taken<Adopted>>> = vec![None; digests.len()];
         let mut shared = Vec::new();
         let txn = self.db.begin_read()?;
