@@ -354,11 +354,7 @@ impl Store {
 
     /// Which of `digests` `repo` has (their outcome set to `Present`), and the indexes of those
     /// the store has in another repository (shared: linked without reading).
-    fn classify_adopted(
-        &self,
-        repo: &RepoName,
-        digests: &[&Digest],
-    ) -> Result<(Outcomes, Vec<usize>)> {
+    fn classify_adopted(&self, repo: &RepoName, digests: &[&Digest]) -> Result<(Outcomes, Vec<usize>)> {
         let mut outcomes: Vec<Option<Taken<Adopted>>> = vec![None; digests.len()];
         let mut shared = Vec::new();
         let txn = self.db.begin_read()?;

@@ -471,6 +471,26 @@ fn a_docker_save_archive_of_the_real_engine_imports_and_pulls_with_the_same_root
         .map(|l| sha256_digest(&blob(l["digest"].as_str().unwrap())))
         .collect();
     assert_eq!(layers, img.layer_digests(), "the layers skopeo pulled");
+    // podman (private storage) pulls it as the same image too.
+    let podman_dir = tmpdir();
+    let d = podman_dir.path();
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--storage-driver=vfs")
+            .arg("--root")
+            .arg(d.join("root"))
+            .arg("--runroot")
+            .arg(d.join("runroot"))
+            .arg("--tmpdir")
+            .arg(d.join("tmp"))
+            .args(["--cgroup-manager=cgroupfs", "--events-backend=file"])
+            .args(args)
+            .env("TMPDIR", d);
+        run_logged(&target, &mut c)
+    };
+    podman(&["pull", "--tls-verify=false", &pulled]);
+    let podman_id = podman(&["image", "inspect", "--format", "{{.Id}}", &pulled]);
+    assert_eq!(format!("sha256:{}", podman_id.trim()), id, "podman pulled another image");
     assert_store_links_consistent(&target.root);
 }
 
