@@ -6,7 +6,7 @@
 //! larger than [`MAX_EXTENDED_HEADER`] is refused, data is never buffered here); every header's
 //! checksum is verified; an entry's data is exactly its size (an archive that ends early is
 //! [`TarError::Truncated`], never a short file); the archive must end with its end-of-archive
-//! block (an archive cut at an entry boundary is truncated too). Names are returned as the
+//! blocks (an archive cut at an entry boundary is truncated too). Names are returned as the
 //! archive spells them; making sense of them (and refusing `..`) is the caller's business.
 
 use std::io::{self, Read};
@@ -68,16 +68,17 @@ impl<R: Read> TarReader<R> {
     }
 
     /// The next entry, after skipping what is left of the current one; `None` at the
-    /// end-of-archive block.
+    /// end-of-archive marker (two zero blocks).
     pub fn next_entry(&mut self) -> Result<Option<Entry>, TarError> {
         if self.done {
             return Ok(None);
         }
-        self.skip_rest()?;
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
         let mut pax: Option<Pax> = None;
         loop {
+            // The rest of the previous entry (or extended header) and its padding.
+            self.skip_rest()?;
             let mut header = [0u8; BLOCK as usize];
             if !self.read_block(&mut header)? {
                 return Err(TarError::Truncated(String::from("no end-of-archive block")));
@@ -85,6 +86,13 @@ impl<R: Read> TarReader<R> {
             if header.iter().all(|&b| b == 0) {
                 if long_name.is_some() || long_link.is_some() || pax.is_some() {
                     return Err(TarError::Malformed(String::from("an extended header describes no entry")));
+                }
+                // The end-of-archive marker is two zero blocks.
+                if !self.read_block(&mut header)? {
+                    return Err(TarError::Truncated(String::from("the end-of-archive marker is cut short")));
+                }
+                if header.iter().any(|&b| b != 0) {
+                    return Err(TarError::Malformed(String::from("an entry after a zero block")));
                 }
                 self.done = true;
                 return Ok(None);
