@@ -77,6 +77,10 @@ struct Output<'a> {
 }
 
 pub fn run(args: &[OsString]) -> i32 {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return 0;
+    }
     let cmd = match parse(args) {
         Ok(c) => c,
         Err(e) => {
@@ -155,7 +159,6 @@ fn parse(args: &[OsString]) -> Result<Command, String> {
                     None => cmd.repository = Some(value.to_string()),
                 }
             }
-            Some("--help" | "-h") => return Err(String::from("help")),
             Some(s) if s.starts_with("--") => return Err(format!("unknown option {s}")),
             _ => cmd.files.push(PathBuf::from(arg)),
         }
@@ -313,7 +316,7 @@ fn layout_as_tar(dir: &Path) -> io::Result<Box<dyn Read + Send>> {
             ));
         }
     }
-    let (read, write) = nix::unistd::pipe().map_err(io::Error::from)?;
+    let (read, write) = pipe()?;
     let dir = dir.to_path_buf();
     std::thread::Builder::new().name("pier-layout-tar".into()).spawn(move || {
         if let Err(e) = write_layout_tar(&dir, File::from(write)) {
@@ -350,6 +353,14 @@ fn write_layout_tar(dir: &Path, out: File) -> io::Result<()> {
     tar.into_inner()?.flush()
 }
 
+/// A pipe with a 1 MiB buffer where the kernel allows it (fewer wake-ups per byte than the
+/// default 64 KiB; the default is kept otherwise).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe().map_err(io::Error::from)?;
+    let _ = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(COPY_BUFFER as nix::libc::c_int));
+    Ok((read, write))
+}
+
 /// One input, through the daemon or on the store.
 fn import_one(root: &Path, cmd: &Command, input: &Input, display: &ProgressDisplay) -> Result<ImportReport, String> {
     let stream = plain_tar(input, display).map_err(|e| e.to_string())?;
@@ -369,7 +380,7 @@ fn through_daemon(
     mut stream: Box<dyn Read + Send>,
     display: &ProgressDisplay,
 ) -> Result<ImportReport, String> {
-    let (read, write): (OwnedFd, OwnedFd) = nix::unistd::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
+    let (read, write) = pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
     connection.send(request, &[read.as_fd()]).map_err(|e| e.to_string())?;
     drop(read);
     let answer_display = display.clone();

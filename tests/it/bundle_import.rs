@@ -546,32 +546,45 @@ fn write_large_layout(dir: &Path, size: u64) -> String {
     sha256_digest(&manifest)
 }
 
-#[test]
-fn kill9_of_the_daemon_in_the_middle_of_an_import_leaves_nothing_and_the_rerun_completes() {
-    let dir = tmpdir();
-    let manifest = write_large_layout(dir.path(), 400 << 20);
-    let mut p = Pier::start();
-    let import = Command::new(PIER)
+/// Spawns `pier import DIR` and waits until one of its staging files under `uploads/` holds
+/// more than 32 MiB.
+fn spawn_import_and_wait_for_staging(p: &Pier, dir: &Path) -> std::process::Child {
+    let child = Command::new(PIER)
         .arg("import")
         .arg("--config")
         .arg(&p.config)
-        .arg(dir.path())
+        .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Kill the daemon once a staging file holds some of the layer.
     let uploads = p.root.join("uploads");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let staged: u64 =
-            files_under(&uploads).iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).max().unwrap_or(0);
-        if staged > 32 << 20 {
-            break;
+        let staged = files_under(&uploads).iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).max();
+        if staged.unwrap_or(0) > 32 << 20 {
+            return child;
         }
         assert!(Instant::now() < deadline, "no staging file grew within 120 s\n{}", p.log_tail());
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn kill9_in_the_middle_of_an_import_leaves_nothing_and_the_rerun_completes() {
+    let dir = tmpdir();
+    let manifest = write_large_layout(dir.path(), 400 << 20);
+    let mut p = Pier::start();
+    p.stop();
+    // No daemon: the command itself is killed; its staging file stays until the next open.
+    let mut import = spawn_import_and_wait_for_staging(&p, dir.path());
+    import.kill().unwrap();
+    import.wait().unwrap();
+    assert!(!files_under(&p.root.join("uploads")).is_empty(), "the killed import left no staging file");
+    p.serve(&[]);
+    assert_nothing_visible(&p);
+    // Through the daemon: the daemon is killed.
+    let import = spawn_import_and_wait_for_staging(&p, dir.path());
     p.kill9();
     let out = import.wait_with_output().unwrap();
     assert!(!out.status.success(), "the import succeeded although the daemon was killed");
@@ -591,10 +604,8 @@ fn kill9_of_the_daemon_in_the_middle_of_an_import_leaves_nothing_and_the_rerun_c
             &format!("oci:{}:1", back.path().display()),
         ],
     );
-    assert!(
-        read_layout(back.path()).tagged("1").1
-            == std::fs::read(dir.path().join("blobs/sha256").join(manifest.trim_start_matches("sha256:"))).unwrap()
-    );
+    let stored = std::fs::read(dir.path().join("blobs/sha256").join(manifest.trim_start_matches("sha256:"))).unwrap();
+    assert!(read_layout(back.path()).tagged("1").1 == stored);
     assert!(files_under(&p.root.join("uploads")).is_empty());
 }
 
