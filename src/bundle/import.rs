@@ -157,8 +157,8 @@ pub struct ImportReport {
     /// Manifests stored now (in some repository), and those the repositories had.
     pub manifests: u64,
     pub manifests_present: u64,
-    /// Blobs (manifests included) of the stream new to the store, and those it had (read
-    /// past, not staged).
+    /// Blobs (manifests included) of the stream that the images use: new to the store, and
+    /// those it had already (read past, not staged). Files the images do not use are neither.
     pub blobs_imported: u64,
     pub blobs_skipped: u64,
     /// Bytes of the new blobs, and of the whole tar stream.
@@ -211,10 +211,6 @@ struct Received<'s> {
     links: HashMap<String, String>,
     /// The staging files; removed when this is dropped.
     files: Vec<StagedFile>,
-    /// Blobs new to the store (staged) and their bytes; blobs the store had.
-    imported: u64,
-    imported_bytes: u64,
-    skipped: u64,
 }
 
 impl Drop for Received<'_> {
@@ -267,10 +263,7 @@ impl Received<'_> {
             let size = file.size();
             self.store.discard_staged(file);
             self.blobs.insert(digest.clone(), (Held::InStore, size));
-            self.skipped += 1;
         } else {
-            self.imported += 1;
-            self.imported_bytes += file.size();
             self.blobs.insert(digest.clone(), (Held::Staged(self.files.len()), file.size()));
             self.files.push(file);
         }
@@ -290,12 +283,22 @@ pub fn import(
     let mut report = ImportReport::default();
     let mut received = read_stream(store, reader, &mut report)?;
     let (format, roots) = name_images(&mut received)?;
-    report.blobs_imported = received.imported;
-    report.bytes_imported = received.imported_bytes;
-    report.blobs_skipped = received.skipped;
     report.format = format.to_string();
     log::info!("import: {format}: {} reference(s) read and verified; committing", roots.len());
     let plans = plan(&received, roots, options)?;
+    // What the images use of the stream: new to the store, or read past (a delta's excluded
+    // blobs are in neither).
+    let used: BTreeSet<&Digest> = plans.values().flat_map(|p| p.blobs.iter().chain(p.manifests.keys())).collect();
+    for d in used {
+        match received.blobs.get(d) {
+            Some((Held::Staged(_), size)) => {
+                report.blobs_imported += 1;
+                report.bytes_imported += size;
+            }
+            Some((Held::InStore, _)) => report.blobs_skipped += 1,
+            None => {}
+        }
+    }
     let files: Vec<&StagedFile> = received.files.iter().collect();
     store.sync_staged(&files)?;
     for (repo, plan) in &plans {
@@ -347,9 +350,6 @@ fn read_stream<'s>(
         named: HashMap::new(),
         links: HashMap::new(),
         files: Vec::new(),
-        imported: 0,
-        imported_bytes: 0,
-        skipped: 0,
     };
     while let Some(entry) = tar.next_entry()? {
         if matches!(entry.kind, EntryKind::Directory | EntryKind::Other(_)) {
@@ -403,10 +403,7 @@ fn read_stream<'s>(
         } else if let Some(digest) = blob_name(&name) {
             if r.blobs.contains_key(&digest) || store.has_blob(&digest)? {
                 // Read past (the next entry skips its data).
-                if !r.blobs.contains_key(&digest) {
-                    r.blobs.insert(digest.clone(), (Held::InStore, entry.size));
-                    r.skipped += 1;
-                }
+                r.blobs.entry(digest.clone()).or_insert((Held::InStore, entry.size));
             } else {
                 let file = store.stage_stream(&mut tar.data(), entry.size, digest.algorithm(), &mut buf)?;
                 if *file.digest() != digest {
