@@ -20,7 +20,8 @@ pub struct DiskUsage {
 /// The usage of `store` (every repository, or only `only`).
 pub fn du(store: &Store, only: Option<&str>) -> crate::store::Result<DiskUsage> {
     let usage = store.usage(only)?;
-    let options = GcOptions { grace_secs: GcOptions::DEFAULT_GRACE.as_secs(), untagged: false, dry_run: true };
+    let options =
+        GcOptions { grace_secs: GcOptions::DEFAULT_GRACE.as_secs(), untagged: false, dry_run: true, full: true };
     let gc_would_free = store.collect_garbage(options, |_| {})?;
     Ok(DiskUsage { usage, gc_would_free })
 }

@@ -24,6 +24,9 @@ pub enum Request {
     Retention { dry_run: bool },
     /// Re-hash every blob; quarantine the corrupt ones (`store::scrub`).
     Scrub {},
+    /// Check the derived data (files, layouts, derived tables) against the metadata; with
+    /// `repair`, rebuild it (`store::fsck`).
+    Fsck { repair: bool },
     /// Disk usage per repository (or of one) and of the store.
     Du { repository: Option<String> },
     /// Garbage collection (`store::gc`): what no live manifest needs leaves each repository.
@@ -34,6 +37,9 @@ pub enum Request {
         untagged: bool,
         /// Report only.
         dry_run: bool,
+        /// Every repository, not only those changed since the last collection.
+        #[serde(default)]
+        full: bool,
     },
     /// Import the images of the plain tar stream read from the one descriptor passed with
     /// the request (the read end of a pipe the command writes the archive into; see
@@ -53,6 +59,8 @@ impl Request {
             Request::Status {} => "status",
             Request::Du { .. } => "du",
             Request::Scrub {} => "scrub",
+            Request::Fsck { repair: true } => "fsck --repair",
+            Request::Fsck { .. } => "fsck",
             Request::Retention { dry_run: true } => "retention --dry-run",
             Request::Retention { .. } => "retention",
             Request::Gc { dry_run: true, .. } => "gc --dry-run",

@@ -227,11 +227,17 @@ fn run(request: Request, fds: Vec<OwnedFd>, ctx: Arc<AdminContext>, events: toki
                 };
                 ctx.store.scrub(progress).map_err(|e| e.to_string()).and_then(to_value)
             }
+            Request::Fsck { repair } => {
+                let progress = |message: &str| {
+                    let _ = events.send(Event::Progress { message: message.to_string() });
+                };
+                ctx.store.fsck(repair, progress).map_err(|e| e.to_string()).and_then(to_value)
+            }
             Request::Du { repository } => {
                 super::du::du(&ctx.store, repository.as_deref()).map_err(|e| e.to_string()).and_then(to_value)
             }
-            Request::Gc { grace_secs, untagged, dry_run } => {
-                let options = GcOptions { grace_secs, untagged, dry_run };
+            Request::Gc { grace_secs, untagged, dry_run, full } => {
+                let options = GcOptions { grace_secs, untagged, dry_run, full };
                 let progress = |message: &str| {
                     let _ = events.send(Event::progress(message));
                 };
@@ -289,10 +295,11 @@ fn to_value(result: impl serde::Serialize) -> Result<serde_json::Value, String> 
 /// The one-line summary of a collection (log and `pier gc`).
 pub fn gc_summary(r: &GcReport) -> String {
     format!(
-        "garbage collection{}: {} repositories in {} ms; {} untagged manifest(s) and {} blob link(s) {}, \
+        "garbage collection{}: {} repositories ({}) in {} ms; {} untagged manifest(s) and {} blob link(s) {}, \
          {} blob file(s) ({} bytes) {}; {} link(s) kept for the grace period",
         if r.dry_run { " (dry run)" } else { "" },
         r.repositories,
+        if r.full { "all" } else { "changed since the last collection" },
         r.elapsed_ms,
         r.manifests,
         r.links,

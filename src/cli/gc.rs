@@ -1,4 +1,4 @@
-//! `pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--json]`: garbage
+//! `pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--full] [--json]`: garbage
 //! collection (`store::gc`) by the running daemon while it serves, or on the store itself when
 //! no daemon runs.
 
@@ -11,7 +11,7 @@ use crate::admin::server::gc_summary;
 use crate::store::gc::GcOptions;
 
 pub const USAGE: &str = "\
-usage: pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--json]
+usage: pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--full] [--json]
 
 Removes from each repository the blobs no manifest of it references (and, with --untagged, the
 untagged manifests nothing tagged needs: not children of a tagged index, not referrers of a kept
@@ -21,11 +21,14 @@ serves, or on the store when no daemon runs.
   --grace DURATION   keep blob links younger than this (default 1h; a push in progress uploads
                      its blobs before its manifest): e.g. 0s, 30m, 2h
   --untagged         also remove untagged manifests
+  --full             visit every repository (by default only those changed since the last
+                     collection: its cost follows the change, not the store's size)
   --json             the report as JSON
 ";
 
 pub fn run(args: &[OsString]) -> i32 {
-    let mut options = GcOptions { grace_secs: GcOptions::DEFAULT_GRACE.as_secs(), untagged: false, dry_run: false };
+    let mut options =
+        GcOptions { grace_secs: GcOptions::DEFAULT_GRACE.as_secs(), untagged: false, dry_run: false, full: false };
     let mut json = false;
     let mut config_args = Vec::new();
     let mut it = args.iter();
@@ -33,6 +36,7 @@ pub fn run(args: &[OsString]) -> i32 {
         match arg.to_str() {
             Some("--dry-run") => options.dry_run = true,
             Some("--untagged") => options.untagged = true,
+            Some("--full") => options.full = true,
             Some("--json") => json = true,
             Some("--grace") => {
                 let Some(grace) = it.next().and_then(|g| g.to_str()).and_then(|g| humantime::parse_duration(g).ok())
@@ -54,7 +58,12 @@ pub fn run(args: &[OsString]) -> i32 {
         Err(code) => return code,
     };
     let terminal = std::io::stderr().is_terminal() && !json;
-    let request = Request::Gc { grace_secs: options.grace_secs, untagged: options.untagged, dry_run: options.dry_run };
+    let request = Request::Gc {
+        grace_secs: options.grace_secs,
+        untagged: options.untagged,
+        dry_run: options.dry_run,
+        full: options.full,
+    };
     let report = on_daemon_or_store(
         &config.root,
         &request,

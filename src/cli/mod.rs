@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 
 pub mod du;
+pub mod fsck;
 pub mod gc;
 pub mod htpasswd;
 pub mod import;
@@ -32,12 +33,15 @@ usage:
   pier du [--config FILE] [--json] [REPO]
                                       disk usage per repository, deduplication, what gc
                                       would free
-  pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--json]
+  pier gc [--config FILE] [--dry-run] [--grace DURATION] [--untagged] [--full] [--json]
                                       remove what no manifest needs, while serving (see
                                       `pier gc --help`)
   pier retention [--config FILE] [--dry-run] [--json]
                                       drop the tags the retention: policies name
   pier scrub [--config FILE] [--json]  re-hash every blob; quarantine corrupt ones (exit 1)
+  pier fsck [--config FILE] [--repair] [--json]
+                                      check files, layouts and derived metadata against the
+                                      metadata; --repair rebuilds them (exit 1: still broken)
   pier status [--config FILE] [--json]
                                       what the running daemon serves and the store holds (read
                                       directly when no daemon runs)
@@ -67,6 +71,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Some("gc") => gc::run(&args[1..]),
         Some("du") => du::run(&args[1..]),
         Some("scrub") => scrub::run(&args[1..]),
+        Some("fsck") => fsck::run(&args[1..]),
         Some("retention") => retention::run(&args[1..]),
         Some("--version") | Some("-V") | Some("version") => {
             println!("pier {}", env!("CARGO_PKG_VERSION"));

@@ -188,6 +188,11 @@ pub fn run(args: &[OsString]) -> i32 {
         if let Some(schedule) = config.gc_schedule {
             tokio::spawn(collect_garbage_every(store.clone(), schedule));
         }
+        if let Some(scrub) = config.scrub_schedule {
+            if let Err(e) = store.start_background_scrub(scrub.interval, scrub.rate) {
+                log::warn!("background scrub not started: {e}");
+            }
+        }
         // Signal handlers exist before READY=1: a `systemctl stop` or `reload` right after start
         // must find them.
         let signals = match Signals::install() {
@@ -299,6 +304,7 @@ async fn collect_garbage_every(store: Arc<Store>, schedule: crate::config::GcSch
         grace_secs: schedule.grace.as_secs(),
         untagged: schedule.untagged,
         dry_run: false,
+        full: false,
     };
     loop {
         tokio::time::sleep(schedule.interval).await;

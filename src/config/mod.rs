@@ -71,6 +71,8 @@ pub struct Config {
     /// `storage.maintenance.gc` (pier): garbage collection every `interval` (`None`: only on
     /// demand, `pier gc`).
     pub gc_schedule: Option<GcSchedule>,
+    /// `storage.maintenance.scrub` (pier): the background scrub (`None`: only `pier scrub`).
+    pub scrub_schedule: Option<ScrubSchedule>,
     /// `auth.htpasswd`: basic authentication against an htpasswd file of bcrypt entries (and
     /// legacy ones where allowed).
     pub htpasswd: Option<HtpasswdConfig>,
@@ -119,6 +121,7 @@ impl Default for Config {
             blake3: false,
             upload_purging: Some(DEFAULT_UPLOAD_PURGING),
             gc_schedule: None,
+            scrub_schedule: None,
             quotas: Vec::new(),
             retention: Vec::new(),
             htpasswd: None,
@@ -176,6 +179,19 @@ pub struct GcSchedule {
 /// Daily, with an hour's grace, tagged manifests only (when enabled; it is off by default).
 pub const DEFAULT_GC_SCHEDULE: GcSchedule =
     GcSchedule { interval: Duration::from_secs(24 * 3600), grace: Duration::from_secs(3600), untagged: false };
+
+/// The background scrub (`storage.maintenance.scrub`, pier; see `store::scrub`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScrubSchedule {
+    /// A scrub starts when the last complete one finished this long ago.
+    pub interval: Duration,
+    /// Bytes read per second, at most.
+    pub rate: u64,
+}
+
+/// Weekly, at 8 MiB/s (when enabled; it is off by default).
+pub const DEFAULT_SCRUB_SCHEDULE: ScrubSchedule =
+    ScrubSchedule { interval: Duration::from_secs(7 * 24 * 3600), rate: 8 * 1024 * 1024 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HtpasswdConfig {

@@ -66,6 +66,7 @@ impl Reload {
             blake3,
             upload_purging,
             gc_schedule,
+            scrub_schedule,
             quotas,
             retention,
             htpasswd,
@@ -100,6 +101,7 @@ impl Reload {
         restart_only("log.formatter", *log_format != running.log_format);
         restart_only("storage.maintenance.uploadpurging", *upload_purging != running.upload_purging);
         restart_only("storage.maintenance.gc", *gc_schedule != running.gc_schedule);
+        restart_only("storage.maintenance.scrub", *scrub_schedule != running.scrub_schedule);
         restart_only("quotas", *quotas != running.quotas);
         restart_only("retention", *retention != running.retention);
         // Connections and transfers in flight were admitted under the old bounds.

@@ -15,7 +15,7 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::tree::KeyError;
-use super::{Config, GcSchedule, HtpasswdConfig, Limits, ManifestUrls, TlsConfig, UploadPurging};
+use super::{Config, GcSchedule, HtpasswdConfig, Limits, ManifestUrls, ScrubSchedule, TlsConfig, UploadPurging};
 use crate::core::access::{AccessRule, Action};
 use crate::core::duration;
 use crate::core::quota::QuotaRule;
@@ -104,6 +104,16 @@ struct Maintenance {
     readonly: Option<Switch>,
     /// pier: scheduled garbage collection.
     gc: Option<GcSection>,
+    /// pier: the background scrub.
+    scrub: Option<ScrubSection>,
+}
+
+/// `storage.maintenance.scrub` (pier).
+#[derive(Deserialize, Default)]
+struct ScrubSection {
+    enabled: Option<bool>,
+    interval: Option<String>,
+    rate: Option<String>,
 }
 
 /// `storage.maintenance.gc` (pier).
@@ -224,7 +234,7 @@ impl Document {
         let Storage { filesystem, delete, maintenance, digests } = storage.unwrap_or_default();
         let Filesystem { rootdirectory, reserve, migrate } = filesystem.unwrap_or_default();
         let Switch { enabled: delete_enabled } = delete.unwrap_or_default();
-        let Maintenance { uploadpurging, readonly, gc } = maintenance.unwrap_or_default();
+        let Maintenance { uploadpurging, readonly, gc, scrub } = maintenance.unwrap_or_default();
         let UploadPurgingSection { enabled: purging_enabled, age: purging_age, interval: purging_interval } =
             uploadpurging.unwrap_or_default();
         let Switch { enabled: read_only } = readonly.unwrap_or_default();
@@ -293,6 +303,22 @@ impl Document {
                 untagged: untagged.unwrap_or(default.untagged),
             })
         };
+        let scrub_schedule = {
+            let ScrubSection { enabled, interval, rate } = scrub.unwrap_or_default();
+            let default = super::DEFAULT_SCRUB_SCHEDULE;
+            let interval = interval
+                .map(|i| go_duration("storage.maintenance.scrub.interval", &i, warnings))
+                .transpose()?
+                .unwrap_or(default.interval);
+            if interval.is_zero() {
+                return Err(KeyError::new("storage.maintenance.scrub.interval", "must be longer than zero"));
+            }
+            let rate = rate.map(|r| size("storage.maintenance.scrub.rate", &r)).transpose()?.unwrap_or(default.rate);
+            if rate == 0 {
+                return Err(KeyError::new("storage.maintenance.scrub.rate", "must be more than zero bytes per second"));
+            }
+            enabled.unwrap_or(false).then_some(ScrubSchedule { interval, rate })
+        };
         let tls = tls.map(|Tls { certificate, key, clientcas }| {
             let given = certificate.is_some() || key.is_some() || clientcas.is_some();
             given.then(|| TlsConfig {
@@ -346,6 +372,7 @@ impl Document {
             blake3: blake3.unwrap_or(defaults.blake3),
             upload_purging,
             gc_schedule,
+            scrub_schedule,
             htpasswd,
             access: access.map(access_rules).transpose()?,
             quotas: quotas.map(quota_rules).transpose()?.unwrap_or_default(),

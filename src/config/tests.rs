@@ -52,6 +52,12 @@ const SCALAR_KEYS: &[(&str, &str, Field, &str)] = &[
         "Some(GcSchedule { interval: 86400s, grace: 3600s, untagged: false })",
     ),
     (
+        "storage.maintenance.scrub.enabled",
+        "true",
+        |c| format!("{:?}", c.scrub_schedule),
+        "Some(ScrubSchedule { interval: 604800s, rate: 8388608 })",
+    ),
+    (
         "storage.maintenance.uploadpurging.age",
         "2h",
         |c| format!("{:?}", c.upload_purging),
@@ -564,4 +570,23 @@ fn limits_and_url_patterns_are_checked() {
     // A pattern that does not compile stops pier: URL rules never fail open.
     let e = yaml("validation:\n  manifests:\n    urls:\n      deny: ['(']\n").unwrap_err().to_string();
     assert!(e.contains("validation.manifests.urls.deny") && e.contains("not a valid regular expression"), "{e}");
+}
+
+#[test]
+fn the_background_scrub_takes_an_interval_and_a_rate() {
+    let c = yaml("storage:\n  maintenance:\n    scrub:\n      enabled: true\n      interval: 24h\n      rate: 1MiB\n")
+        .unwrap()
+        .config;
+    assert_eq!(
+        c.scrub_schedule,
+        Some(super::ScrubSchedule { interval: std::time::Duration::from_secs(86400), rate: 1 << 20 })
+    );
+    for (text, key) in [
+        ("scrub:\n      enabled: true\n      rate: 0\n", "storage.maintenance.scrub.rate"),
+        ("scrub:\n      enabled: true\n      rate: fast\n", "storage.maintenance.scrub.rate"),
+        ("scrub:\n      interval: 0s\n", "storage.maintenance.scrub.interval"),
+    ] {
+        let err = yaml(&format!("storage:\n  maintenance:\n    {text}")).err().unwrap().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
 }

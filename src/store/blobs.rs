@@ -151,7 +151,9 @@ impl Store {
         digest: &Digest,
         size: u64,
     ) -> Result<()> {
-        txn.open_table(LINKED_AT)?.insert((repo.as_str(), digest.as_str()), now_unix())?;
+        let now = now_unix();
+        txn.open_table(LINKED_AT)?.insert((repo.as_str(), digest.as_str()), now)?;
+        Self::note_gc_change(txn, repo, super::gc::GcChange::Linked(now))?;
         let mut links = txn.open_table(REPO_BLOBS)?;
         if links.insert((repo.as_str(), digest.as_str()), size)?.is_none() {
             let mut bytes = txn.open_table(REPO_BYTES)?;

@@ -22,6 +22,15 @@
 //! never a manifest pointing at a missing file). Pushes to other repositories wait at most for
 //! one repository's plan (linear in that repository's manifests and links).
 //!
+//! Cost proportional to change: every transaction that can leave something collectable notes it
+//! in `GC_DUE` (a blob linked: from when its grace period ends; a manifest removed, manifests or
+//! tags changed: at once), and a collection visits only the repositories whose row is due,
+//! rewriting each row from what it left (the oldest unreferenced link it kept for its grace
+//! period). A collection of an unchanged store reads one table. A full collection (`--full`,
+//! and the first one of a store older than `GC_DUE`) visits every repository. Invariant: a
+//! repository without a due row has nothing collectable but links younger than the grace
+//! period (whose row says when) and, for a tagged-only collection, untagged manifests.
+//!
 //! Crash safety: records first, files after, as every delete: a crash in between leaves files
 //! without records, which the consistency walk removes at the next start.
 
@@ -33,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blobs::Unlinked;
 use super::error::Result;
-use super::meta::{ManifestRecord, LINKED_AT, MANIFESTS, REPOS, REPO_BLOBS, TAGS};
+use super::meta::{ManifestRecord, GC_DUE, GC_NOTHING_DUE, LINKED_AT, MAINTENANCE, MANIFESTS, REPOS, REPO_BLOBS, TAGS};
 use super::{now_unix, Store};
 use crate::core::{Digest, RepoName};
 
@@ -46,6 +55,9 @@ pub struct GcOptions {
     pub untagged: bool,
     /// Report what would go; change nothing.
     pub dry_run: bool,
+    /// Visit every repository, not only those changed since the last collection.
+    #[serde(default)]
+    pub full: bool,
 }
 
 impl GcOptions {
@@ -58,6 +70,10 @@ impl GcOptions {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcReport {
     pub dry_run: bool,
+    /// Whether every repository was visited (else only those changed since the last run).
+    #[serde(default)]
+    pub full: bool,
+    /// Repositories visited.
     pub repositories: u64,
     /// Untagged manifests removed.
     pub manifests: u64,
@@ -83,6 +99,8 @@ struct RepoPlan {
     in_grace: u64,
     /// Unreferenced links without a time: they get one now.
     untimed: Vec<String>,
+    /// The oldest time among the unreferenced links kept for their grace period.
+    oldest_in_grace: Option<u64>,
 }
 
 impl RepoPlan {
@@ -135,7 +153,10 @@ fn plan_repo(
         }
         match linked_at.get((repo, d))?.map(|v| v.value()) {
             None => plan.untimed.push(d.to_string()),
-            Some(t) if now.saturating_sub(t) < opts.grace_secs => plan.in_grace += 1,
+            Some(t) if now.saturating_sub(t) < opts.grace_secs => {
+                plan.in_grace += 1;
+                plan.oldest_in_grace = Some(plan.oldest_in_grace.map_or(t, |o| o.min(t)));
+            }
             Some(_) => plan.links.push(d.to_string()),
         }
     }
@@ -179,13 +200,67 @@ fn live_manifests(
     Ok(live)
 }
 
+/// A change that may leave something for garbage collection (`Store::note_gc_change`).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum GcChange {
+    /// A blob was linked at this time (collectable, if nothing references it, once it is older
+    /// than the grace period).
+    Linked(u64),
+    /// Manifests or tags changed: an untagged manifest may be collectable.
+    ManifestsOrTags,
+    /// A manifest went: its links may be collectable now.
+    ManifestRemoved,
+}
+
+/// Whether a `GC_DUE` row `(links, untagged)` asks a collection with `opts` to visit at `now`.
+fn is_due((links, untagged): (u64, u64), opts: &GcOptions, now: u64) -> bool {
+    let links_due = links != GC_NOTHING_DUE && now.saturating_sub(links) >= opts.grace_secs;
+    links_due || (opts.untagged && untagged != GC_NOTHING_DUE)
+}
+
 impl Store {
-    /// Collects what no live manifest needs, repository by repository, while the registry
-    /// serves (see the module doc). `progress` hears about every 100 repositories.
+    /// Notes `change` in `repo`'s `GC_DUE` row, in the transaction that makes it (O(1)).
+    pub(super) fn note_gc_change(txn: &redb::WriteTransaction, repo: &RepoName, change: GcChange) -> Result<()> {
+        let mut due = txn.open_table(GC_DUE)?;
+        let old = due.get(repo.as_str())?.map_or((GC_NOTHING_DUE, GC_NOTHING_DUE), |v| v.value());
+        let new = match change {
+            GcChange::Linked(at) => (old.0.min(at), old.1),
+            GcChange::ManifestsOrTags => (old.0, 0),
+            GcChange::ManifestRemoved => (0, 0),
+        };
+        if new != old {
+            due.insert(repo.as_str(), new)?;
+        }
+        Ok(())
+    }
+
+    /// The repositories a collection with `opts` visits: every one for a full collection (or
+    /// when no full collection ever finished), else those whose `GC_DUE` row is due. And
+    /// whether that is a full collection.
+    fn repositories_to_collect(&self, opts: &GcOptions, now: u64) -> Result<(Vec<String>, bool)> {
+        let txn = self.db.begin_read()?;
+        let full = opts.full || txn.open_table(MAINTENANCE)?.get("gc.full")?.is_none();
+        if full {
+            drop(txn);
+            return Ok((self.keys(REPOS)?, true));
+        }
+        let mut repos = Vec::new();
+        for e in txn.open_table(GC_DUE)?.iter()? {
+            let (k, v) = e?;
+            if is_due(v.value(), opts, now) {
+                repos.push(k.value().to_string());
+            }
+        }
+        Ok((repos, false))
+    }
+
+    /// Collects what no live manifest needs, in the repositories changed since the last
+    /// collection (or in every one: `opts.full`), while the registry serves (see the module
+    /// doc). `progress` hears about every 100 repositories.
     pub fn collect_garbage(&self, opts: GcOptions, mut progress: impl FnMut(&str)) -> Result<GcReport> {
         let started = std::time::Instant::now();
-        let mut report = GcReport { dry_run: opts.dry_run, ..GcReport::default() };
-        let repos = self.keys(REPOS)?;
+        let (repos, full) = self.repositories_to_collect(&opts, now_unix())?;
+        let mut report = GcReport { dry_run: opts.dry_run, full, ..GcReport::default() };
         let total = repos.len();
         for (i, name) in repos.iter().enumerate() {
             if i % 100 == 0 && i > 0 {
@@ -194,9 +269,9 @@ impl Store {
             let Ok(repo) = RepoName::parse(name) else { continue };
             report.repositories += 1;
             let now = now_unix();
-            let plan = {
+            let (plan, marked) = {
                 let txn = self.db.begin_read()?;
-                plan_repo(
+                let plan = plan_repo(
                     name,
                     &txn.open_table(MANIFESTS)?,
                     &txn.open_table(TAGS)?,
@@ -204,7 +279,8 @@ impl Store {
                     &txn.open_table(LINKED_AT)?,
                     &opts,
                     now,
-                )?
+                )?;
+                (plan, txn.open_table(GC_DUE)?.get(name.as_str())?.is_some())
             };
             if opts.dry_run {
                 report.manifests += plan.manifests.len() as u64;
@@ -220,11 +296,16 @@ impl Store {
                 }
                 continue;
             }
-            if plan.is_empty() {
-                report.in_grace += plan.in_grace;
+            // Nothing to collect, no grace period to note and no row to rewrite: no lock.
+            if plan.is_empty() && plan.in_grace == 0 && !marked {
                 continue;
             }
             self.collect_repo(&repo, &opts, &mut report)?;
+        }
+        if full && !opts.dry_run {
+            let txn = self.db.begin_write()?;
+            txn.open_table(MAINTENANCE)?.insert("gc.full", now_unix())?;
+            self.disk.commit(txn)?;
         }
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(report)
@@ -250,6 +331,24 @@ impl Store {
             let mut linked_at = txn.open_table(LINKED_AT)?;
             for d in &plan.untimed {
                 linked_at.insert((repo.as_str(), d.as_str()), now)?;
+            }
+        }
+        {
+            // What this visit leaves due: the links kept for their grace period; for a
+            // tagged-only collection, whatever an untagged one would still find.
+            let mut due = txn.open_table(GC_DUE)?;
+            let old = due.get(repo.as_str())?.map_or((GC_NOTHING_DUE, GC_NOTHING_DUE), |v| v.value());
+            let links = match (plan.oldest_in_grace, plan.untimed.is_empty()) {
+                (Some(t), true) => t,
+                (Some(t), false) => t.min(now),
+                (None, false) => now,
+                (None, true) => GC_NOTHING_DUE,
+            };
+            let untagged = if opts.untagged { GC_NOTHING_DUE } else { old.1 };
+            if (links, untagged) == (GC_NOTHING_DUE, GC_NOTHING_DUE) {
+                due.remove(repo.as_str())?;
+            } else {
+                due.insert(repo.as_str(), (links, untagged))?;
             }
         }
         let mut files: Vec<(Digest, Unlinked, u64)> = Vec::new();

@@ -230,7 +230,8 @@ impl Store {
         let mut marks = txn.open_table(INDEX_DIRTY)?;
         let count = marks.get(repo.as_str())?.map_or(0, |v| v.value());
         marks.insert(repo.as_str(), count.wrapping_add(1))?;
-        Ok(())
+        // The same changes may leave an untagged manifest for garbage collection.
+        Self::note_gc_change(txn, repo, super::gc::GcChange::ManifestsOrTags)
     }
 
     /// Starts the background writer of `index.json` files (see the module doc). It holds no

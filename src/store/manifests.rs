@@ -225,6 +225,7 @@ impl Store {
             Some(v) => ManifestRecord::decode(v.value()),
             None => return Ok(false),
         };
+        Self::note_gc_change(txn, repo, super::gc::GcChange::ManifestRemoved)?;
         {
             // The manifest's own tags, found by key: no scan of the repository's tags.
             let (r, d) = (repo.as_str(), digest.as_str());

@@ -55,6 +55,20 @@ pub const REPO_BYTES: TableDefinition<&str, u64> = TableDefinition::new("repo_by
 /// (repo, tag) → unix seconds when the tag was last set (for retention, `store::retention`).
 /// A tag without a row (set before this table existed) gets one at the first retention run.
 pub const TAGGED_AT: TableDefinition<(&str, &str), u64> = TableDefinition::new("tagged_at");
+/// repo → (links, untagged): from when a garbage collection may find something in the
+/// repository (`store::gc`), so that a collection visits only what changed. `links`: the unix
+/// time of the oldest blob link no manifest references (collectable once it is older than the
+/// grace period; 0 after a manifest went, whose links are old); `untagged`: 0 once manifests or
+/// tags changed (an untagged manifest may be collectable). [`GC_NOTHING_DUE`] for neither; a
+/// repository with nothing due has no row. Set in the transaction of every change
+/// (`Store::note_gc_change`), rewritten by the collection that visits the repository.
+pub const GC_DUE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("gc_due");
+/// No collection is due for this half of a `GC_DUE` row.
+pub const GC_NOTHING_DUE: u64 = u64::MAX;
+/// "gc.full" → unix time the last full garbage collection finished (one that visited every
+/// repository). Without it (a store older than `GC_DUE`), the next collection is a full one.
+pub const MAINTENANCE: TableDefinition<&str, u64> = TableDefinition::new("maintenance");
+
 /// upload uuid → (repo, digest algorithm, start time in unix seconds).
 pub const UPLOADS: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::new("uploads");
 /// repo → change count: the repository's `index.json` lags its metadata and is due for a

@@ -24,11 +24,13 @@
 //! place, and the commit of foreign files it shares with imports), `migrate_source` (reading
 //! one) and [`staging`] (an import's files, streamed in and hashed before they are committed).
 
+mod background;
 pub mod blobs;
 pub mod check;
 mod database;
 pub(crate) mod disk;
 pub mod error;
+pub mod fsck;
 pub mod gc;
 pub mod index;
 pub mod layout;
@@ -60,8 +62,8 @@ use disk::Disk;
 use index::IndexWriter;
 use layout::Paths;
 use meta::{
-    BLOBS, INDEX_DIRTY, LINKED_AT, MANIFESTS, MANIFEST_TAGS, QUARANTINE, REFERRERS, REPOS, REPO_BLOBS, REPO_BYTES,
-    TAGGED_AT, TAGS, UPLOADS,
+    BLOBS, GC_DUE, INDEX_DIRTY, LINKED_AT, MAINTENANCE, MANIFESTS, MANIFEST_TAGS, QUARANTINE, REFERRERS, REPOS,
+    REPO_BLOBS, REPO_BYTES, TAGGED_AT, TAGS, UPLOADS,
 };
 use redb::{ReadableTable, TableHandle};
 use space::FreeSpace;
@@ -95,7 +97,9 @@ pub struct Store {
     /// The background writer of `index.json` files (see [`index`]); shared with its thread.
     indexes: Arc<IndexWriter>,
     /// The consistency walk's thread and its stop signal (see [`recovery`]).
-    walk: Arc<recovery::WalkControl>,
+    walk: Arc<background::BackgroundControl>,
+    /// The background scrub's thread and its stop signal (`store::scrub`).
+    scrubber: Arc<background::BackgroundControl>,
     /// The quota rules in force (see [`quota`]).
     quotas: quota::Quotas,
 }
@@ -164,6 +168,8 @@ impl Store {
             txn.open_table(UPLOADS)?;
             txn.open_table(INDEX_DIRTY)?;
             txn.open_table(LINKED_AT)?;
+            txn.open_table(GC_DUE)?;
+            txn.open_table(MAINTENANCE)?;
             // A data directory from before `REPO_BYTES`: each repository's usage, summed once.
             if missing(REPO_BYTES.name()) {
                 let mut sums: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
@@ -190,6 +196,7 @@ impl Store {
             write_lock: Mutex::new(()),
             indexes: Arc::new(IndexWriter::new()),
             walk: Arc::default(),
+            scrubber: Arc::default(),
             quotas: quota::Quotas::default(),
         };
         store.recover()?;

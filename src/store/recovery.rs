@@ -22,8 +22,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::error::{IoContext, Result};
@@ -44,42 +43,6 @@ pub(super) fn stray_index_files(dir: &std::path::Path) -> Vec<std::path::PathBuf
 /// Whether `name` is the temporary name `disk::replace_file` gives `index.json` or `oci-layout`.
 fn is_stray_layout_file(name: &str) -> bool {
     (name.starts_with(".index.json.") || name.starts_with(".oci-layout.")) && name.ends_with(".tmp")
-}
-
-/// The consistency walk's thread and the signal that stops it: at shutdown the walk gives up
-/// between two steps (a repository, a batch of global files), so that [`Store::close`] can close
-/// the database cleanly; what it did not reach it does at the next start.
-#[derive(Default)]
-pub(super) struct WalkControl {
-    stopping: Mutex<bool>,
-    wake: Condvar,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl WalkControl {
-    fn stopping(&self) -> bool {
-        *self.stopping.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Waits `delay` unless a stop comes first; true if stopped.
-    fn sleep(&self, delay: Duration) -> bool {
-        let stopping = self.stopping.lock().unwrap_or_else(|p| p.into_inner());
-        let (stopping, _) =
-            self.wake.wait_timeout_while(stopping, delay, |stop| !*stop).unwrap_or_else(|p| p.into_inner());
-        *stopping
-    }
-
-    /// Stops the walk and waits for its thread.
-    pub(super) fn stop(&self) {
-        *self.stopping.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.wake.notify_all();
-        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(thread) = thread {
-            if thread.join().is_err() {
-                log::error!("the consistency walk thread panicked");
-            }
-        }
-    }
 }
 
 impl Store {
@@ -107,7 +70,7 @@ impl Store {
                 path: self.paths.repositories(),
                 source,
             })?;
-        *self.walk.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        self.walk.adopt(thread);
         Ok(())
     }
 
@@ -116,6 +79,7 @@ impl Store {
     /// repair. Call after [`Store::stop_index_writer`]; every later operation fails.
     pub fn close(&self) -> Result<()> {
         self.walk.stop();
+        self.scrubber.stop();
         self.indexes.stop();
         self.db.close()
     }

@@ -15,14 +15,19 @@
 //! - Reads never serve a quarantined blob's bytes: a client that asks `HEAD` first (all do)
 //!   pushes the blob again, which heals it.
 
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
+use super::background::BackgroundControl;
+use super::error::IoContext;
 use super::error::Result;
-use super::meta::{BLOBS, QUARANTINE, REPO_BLOBS};
-use super::upload::hash_file;
+use super::meta::{BLOBS, MAINTENANCE, QUARANTINE, REPO_BLOBS};
 use super::{now_unix, Store};
 use crate::core::{Digest, RepoName};
 
@@ -42,13 +47,23 @@ pub struct ScrubReport {
     pub corrupt: Vec<CorruptBlob>,
     /// Quarantined before, still waiting for a push to heal them.
     pub still_quarantined: u64,
+    /// The scrub was stopped (a shutdown) before it checked every blob.
+    #[serde(default)]
+    pub stopped: bool,
     pub elapsed_ms: u64,
 }
 
 impl Store {
     /// Re-hashes every blob file (outside the lock; reads only), quarantining each that is
     /// missing, of the wrong size or of the wrong content. `progress` hears every 1,000 blobs.
-    pub fn scrub(&self, mut progress: impl FnMut(&str)) -> Result<ScrubReport> {
+    pub fn scrub(&self, progress: impl FnMut(&str)) -> Result<ScrubReport> {
+        self.scrub_paced(None, progress)
+    }
+
+    /// [`Store::scrub`] reading at most `pacer`'s rate, stoppable by its control (the
+    /// background scrub); unpaced with `None`. A complete scrub is recorded
+    /// (`MAINTENANCE["scrub.finished"]`) for the background scrub's schedule.
+    fn scrub_paced(&self, mut pacer: Option<Pacer<'_>>, mut progress: impl FnMut(&str)) -> Result<ScrubReport> {
         let started = std::time::Instant::now();
         let mut report = ScrubReport::default();
         let (blobs, quarantined) = {
@@ -66,6 +81,10 @@ impl Store {
                 progress(&format!("{i} of {total} blobs"));
             }
             let Ok(digest) = Digest::parse(&name) else { continue };
+            if pacer.as_ref().is_some_and(|p| p.control.stopping()) {
+                report.stopped = true;
+                break;
+            }
             let path = self.paths.blob(&digest);
             let found = match std::fs::metadata(&path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((None, "file missing".to_string())),
@@ -73,8 +92,12 @@ impl Store {
                 Ok(meta) if meta.len() != size => {
                     Some((Some((meta.dev(), meta.ino())), format!("{} bytes, {size} expected", meta.len())))
                 }
-                Ok(meta) => match hash_file(&path, digest.algorithm()) {
-                    Ok((hasher, _)) => {
+                Ok(meta) => match hash_paced(&path, digest.algorithm(), pacer.as_mut()) {
+                    Ok(None) => {
+                        report.stopped = true;
+                        break;
+                    }
+                    Ok(Some(hasher)) => {
                         report.bytes += size;
                         let actual = hasher.finish();
                         (actual != digest)
@@ -92,13 +115,69 @@ impl Store {
         }
         report.still_quarantined = quarantined;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
+        if !report.stopped {
+            let txn = self.db.begin_write()?;
+            txn.open_table(MAINTENANCE)?.insert("scrub.finished", now_unix())?;
+            self.disk.commit(txn)?;
+        }
         Ok(report)
+    }
+
+    /// Starts the background scrub on a thread of its own: a scrub at most `rate` bytes per
+    /// second whenever the last complete one finished `interval` ago or more (checked at start
+    /// and every hour; a restart does not postpone it). [`Store::close`] stops it between two
+    /// chunks; the next start begins the scrub again.
+    pub fn start_background_scrub(self: &Arc<Self>, interval: Duration, rate: u64) -> Result<()> {
+        let store: Weak<Store> = Arc::downgrade(self);
+        let control = self.scrubber.clone();
+        let thread = std::thread::Builder::new()
+            .name("pier-scrub".into())
+            .spawn(move || loop {
+                // First moments of a start belong to the requests (as the consistency walk's).
+                if control.sleep(BACKGROUND_CHECK.min(interval)) {
+                    return;
+                }
+                let Some(store) = store.upgrade() else { return };
+                let due = match store.last_scrub() {
+                    Ok(last) => last.is_none_or(|t| now_unix().saturating_sub(t) >= interval.as_secs()),
+                    Err(e) => {
+                        log::warn!("background scrub: {e}");
+                        false
+                    }
+                };
+                if !due {
+                    continue;
+                }
+                log::info!("background scrub started ({} MiB/s at most)", rate / (1024 * 1024));
+                let pacer = Pacer { rate: rate.max(1), started: Instant::now(), bytes: 0, control: &control };
+                match store.scrub_paced(Some(pacer), |_| {}) {
+                    Ok(r) if r.stopped => return,
+                    Ok(r) => log::info!(
+                        "background scrub: {} blobs ({} bytes) checked in {} s; {} corrupt (quarantined); {} still quarantined",
+                        r.blobs,
+                        r.bytes,
+                        r.elapsed_ms / 1000,
+                        r.corrupt.len(),
+                        r.still_quarantined
+                    ),
+                    Err(e) => log::warn!("background scrub failed: {e} (tried again within the hour)"),
+                }
+            })
+            .map_err(|source| super::error::StoreError::Io { op: "start the background scrub", path: self.paths.blobs(), source })?;
+        self.scrubber.adopt(thread);
+        Ok(())
+    }
+
+    /// When the last complete scrub finished (unix seconds), if one ever did.
+    pub fn last_scrub(&self) -> Result<Option<u64>> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(MAINTENANCE)?.get("scrub.finished")?.map(|v| v.value()))
     }
 
     /// Takes `digest` out of service (see the module doc) if it is still the file scrub looked
     /// at (`inode`; `None`: it was missing): a push may have healed or replaced it meanwhile, or
     /// a delete removed it. Returns whether it did.
-    fn quarantine(&self, digest: &Digest, inode: Option<(u64, u64)>, why: &str) -> Result<bool> {
+    pub(super) fn quarantine(&self, digest: &Digest, inode: Option<(u64, u64)>, why: &str) -> Result<bool> {
         let _guard = self.lock();
         let global = self.paths.blob(digest);
         let now = std::fs::metadata(&global).ok().map(|m| (m.dev(), m.ino()));
@@ -118,13 +197,13 @@ impl Store {
         for repo in repos {
             self.disk.remove_if_exists(&self.paths.repo_blob(&repo, digest))?;
         }
-        log::error!("scrub: {digest} is corrupt ({why}): quarantined; a push of the same content heals it");
+        log::error!("{digest} is corrupt ({why}): quarantined; a push of the same content heals it");
         Ok(!already || inode.is_some())
     }
 
     /// The repositories whose `REPO_BLOBS` has `digest` (a scan of every link: quarantines and
     /// heals are rare).
-    fn repos_linking(
+    pub(super) fn repos_linking(
         links: &impl ReadableTable<(&'static str, &'static str), u64>,
         digest: &Digest,
     ) -> Result<Vec<RepoName>> {
@@ -179,5 +258,56 @@ impl Store {
         }
         log::warn!("{digest}: healed by a push of the same content (was quarantined)");
         Ok(())
+    }
+}
+
+/// How often the background scrub looks whether a scrub is due.
+const BACKGROUND_CHECK: Duration = Duration::from_secs(3600);
+/// Bytes read per step of a scrub (and between two looks at the pace).
+const SCRUB_CHUNK: usize = 1 << 20;
+
+/// The background scrub's pace: at most `rate` bytes per second on average since `started`,
+/// stopped when its control says so.
+struct Pacer<'a> {
+    rate: u64,
+    started: Instant,
+    bytes: u64,
+    control: &'a BackgroundControl,
+}
+
+impl Pacer<'_> {
+    /// Counts `n` bytes read and sleeps until the average is back at the rate; false if the
+    /// scrub is to stop.
+    fn pace(&mut self, n: usize) -> bool {
+        self.bytes += n as u64;
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+        match due.checked_sub(self.started.elapsed()) {
+            Some(ahead) if !ahead.is_zero() => !self.control.sleep(ahead),
+            _ => !self.control.stopping(),
+        }
+    }
+}
+
+/// The digest of the file at `path`, read in chunks at `pacer`'s pace (as fast as the disk
+/// goes without one); `None` when the pacer stopped the read.
+fn hash_paced(
+    path: &Path,
+    algorithm: crate::core::Algorithm,
+    mut pacer: Option<&mut Pacer<'_>>,
+) -> Result<Option<crate::core::Hasher>> {
+    let mut f = std::fs::File::open(path).at("open", path)?;
+    let mut h = algorithm.hasher();
+    let mut buf = vec![0u8; SCRUB_CHUNK];
+    loop {
+        let n = f.read(&mut buf).at("read", path)?;
+        if n == 0 {
+            return Ok(Some(h));
+        }
+        h.update(&buf[..n]);
+        if let Some(p) = pacer.as_deref_mut() {
+            if !p.pace(n) {
+                return Ok(None);
+            }
+        }
     }
 }

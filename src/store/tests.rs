@@ -847,6 +847,8 @@ fn garbage_collection_every_step() {
     let steps = every_step(
         "garbage collection",
         |s| {
+            // A full collection first: the faulted one below is incremental (`GC_DUE`).
+            s.collect_garbage(GcOptions { grace_secs: 0, untagged: true, dry_run: false, full: true }, |_| {}).unwrap();
             let r = repo("app");
             for blob in [&config, &shared, &only_a, &orphan_layer] {
                 push(s, &r, blob).unwrap();
@@ -859,10 +861,173 @@ fn garbage_collection_every_step() {
             s.delete_blob(&repo("other"), &sha256(&only_a)).unwrap();
         },
         |s, ()| {
-            let options = GcOptions { grace_secs: 0, untagged: true, dry_run: false };
+            let options = GcOptions { grace_secs: 0, untagged: true, dry_run: false, full: false };
             s.collect_garbage(options, |_| {}).map(drop)
         },
         retry,
     );
     assert!(steps >= 5, "{steps} steps");
+}
+
+/// Incremental garbage collection (`GC_DUE`) visits only changed repositories and leaves
+/// nothing a full collection would find: after every step of a random history of pushes,
+/// tags, deletes and collections (tagged-only or untagged, with and without grace), a full
+/// collection that follows an incremental one of the same kind collects nothing more.
+#[test]
+fn incremental_collection_leaves_nothing_for_a_full_one() {
+    use super::gc::GcOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), None).unwrap();
+    let repos = [repo("a"), repo("b"), repo("c/d")];
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let full_first =
+        s.collect_garbage(GcOptions { grace_secs: 0, untagged: false, dry_run: false, full: false }, |_| {});
+    assert!(full_first.unwrap().full, "a store without a full collection gets one first");
+    let mut manifests: Vec<(RepoName, Digest)> = Vec::new();
+    for round in 0..200u32 {
+        let r = &repos[next(3) as usize];
+        match next(6) {
+            0 | 1 => {
+                let (config, layer) =
+                    (data(30 + next(5) as usize, next(4) as u8), data(100 + next(400) as usize, round as u8));
+                push(&s, r, &config).unwrap();
+                push(&s, r, &layer).unwrap();
+                let tag = ["x", "y", "z"][next(3) as usize];
+                let body = image_manifest(&config, &layer, None);
+                let d = put_manifest(&s, r, &body, (next(3) > 0).then_some(tag)).unwrap();
+                manifests.push((r.clone(), d));
+            }
+            2 => {
+                push(&s, r, &data(64, round as u8)).unwrap();
+            }
+            3 if !manifests.is_empty() => {
+                let (r, d) = manifests.swap_remove(next(manifests.len() as u64) as usize);
+                let _ = s.delete_manifest(&r, &d);
+            }
+            4 => {
+                let _ = s.delete_tag(r, &crate::core::Tag::parse(["x", "y", "z"][next(3) as usize]).unwrap());
+            }
+            _ => {
+                let untagged = next(2) == 0;
+                let grace_secs = [0, 3600][next(2) as usize];
+                let base = GcOptions { grace_secs, untagged, dry_run: false, full: false };
+                let incremental = s.collect_garbage(base, |_| {}).unwrap();
+                assert!(!incremental.full);
+                assert!(incremental.repositories <= 3);
+                let full = s.collect_garbage(GcOptions { full: true, ..base }, |_| {}).unwrap();
+                assert!(full.full);
+                assert_eq!(
+                    (full.manifests, full.links, full.blobs_freed),
+                    (0, 0, 0),
+                    "round {round}: a full collection after an incremental one ({base:?}) found more: {full:?}"
+                );
+                let again = s.collect_garbage(base, |_| {}).unwrap();
+                assert_eq!((again.manifests, again.links), (0, 0), "round {round}: {again:?}");
+                if grace_secs == 3600 {
+                    assert_eq!(again.repositories, 0, "round {round}: links in grace are not due yet: {again:?}");
+                }
+            }
+        }
+    }
+    let problems = s.check(true).unwrap();
+    assert!(broken(&problems).is_empty(), "{problems:?}");
+}
+
+/// The changes that make a repository due (`GC_DUE`), one at a time: a manifest deleted, a blob
+/// linked (due once its grace period ends), a tag moved (due for an untagged collection); an
+/// unchanged store costs a collection no visit.
+#[test]
+fn incremental_collection_visits_what_changed() {
+    use super::gc::{GcOptions, GcReport};
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), None).unwrap();
+    let gc = |grace_secs: u64, untagged: bool| -> GcReport {
+        s.collect_garbage(GcOptions { grace_secs, untagged, dry_run: false, full: false }, |_| {}).unwrap()
+    };
+    let (a, b) = (repo("a"), repo("b"));
+    let (config, layer, layer2) = (data(40, 1), data(300, 2), data(310, 3));
+    for blob in [&config, &layer, &layer2] {
+        push(&s, &a, blob).unwrap();
+    }
+    let first = put_manifest(&s, &a, &image_manifest(&config, &layer, None), Some("t")).unwrap();
+    push(&s, &b, &config).unwrap();
+    put_manifest(&s, &b, &image_manifest(&config, &layer2, None), Some("t")).unwrap_err();
+    assert!(gc(0, true).full, "the first collection of a store is a full one");
+    let quiet = gc(0, true);
+    assert_eq!((quiet.full, quiet.repositories), (false, 0), "nothing changed: {quiet:?}");
+
+    // A deleted manifest: its layer goes.
+    s.delete_manifest(&a, &first).unwrap();
+    let r = gc(0, false);
+    assert_eq!((r.repositories, r.links), (1, 2), "config and layer: {r:?}");
+    let r = gc(0, true);
+    assert_eq!((r.repositories, r.manifests, r.links), (1, 0, 0), "still due for an untagged one: {r:?}");
+    assert_eq!(gc(0, true).repositories, 0);
+
+    // A stray blob: not due during its grace period, collected after it.
+    push(&s, &b, &data(64, 9)).unwrap();
+    assert_eq!(gc(3600, false).repositories, 0, "in its grace period");
+    let r = gc(0, false);
+    assert_eq!((r.repositories, r.links), (1, 1), "{r:?}");
+
+    // A moved tag: the old manifest is due for an untagged collection only.
+    for blob in [&config, &layer, &layer2] {
+        push(&s, &a, blob).unwrap();
+    }
+    let old = put_manifest(&s, &a, &image_manifest(&config, &layer, None), Some("t")).unwrap();
+    let _ = gc(3600, false);
+    let new = put_manifest(&s, &a, &image_manifest(&config, &layer2, None), Some("t")).unwrap();
+    assert_ne!(old, new);
+    assert_eq!(gc(0, false).manifests, 0, "a tagged-only collection keeps untagged manifests");
+    let r = gc(0, true);
+    assert_eq!((r.repositories, r.manifests, r.links), (1, 1, 1), "{r:?}");
+    let full = s.collect_garbage(GcOptions { grace_secs: 0, untagged: true, dry_run: false, full: true }, |_| {});
+    let full = full.unwrap();
+    assert_eq!((full.manifests, full.links), (0, 0), "{full:?}");
+}
+
+/// `fsck --repair` rebuilds the tables that restate others (`BLOBS`, `REPO_BYTES`,
+/// `MANIFEST_TAGS`, `REFERRERS`) from the primary ones, and a second run finds nothing.
+#[test]
+fn fsck_rebuilds_the_derived_tables() {
+    use super::meta::{BLOBS, MANIFEST_TAGS, REFERRERS, REPO_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), None).unwrap();
+    let r = repo("app");
+    let (config, layer) = (data(40, 40), data(500, 41));
+    let config_d = push(&s, &r, &config).unwrap();
+    push(&s, &r, &layer).unwrap();
+    let subject = put_manifest(&s, &r, &image_manifest(&config, &layer, None), Some("v1")).unwrap();
+    put_manifest(&s, &r, &image_manifest(&config, &layer, Some((&subject, 0))), None).unwrap();
+    s.flush_indexes().unwrap();
+    assert!(s.fsck(false, |_| {}).unwrap().is_clean());
+    {
+        let txn = s.db.begin_write().unwrap();
+        txn.open_table(BLOBS).unwrap().insert(config_d.as_str(), (40, 7)).unwrap();
+        txn.open_table(REPO_BYTES).unwrap().insert("app", 1).unwrap();
+        txn.open_table(MANIFEST_TAGS).unwrap().remove(("app", subject.as_str(), "v1")).unwrap();
+        txn.open_table(REFERRERS).unwrap().retain(|_, _| false).unwrap();
+        txn.open_table(REFERRERS).unwrap().insert(("app", "sha256:00", "sha256:11"), ()).unwrap();
+        txn.commit().unwrap();
+    }
+    let found = s.fsck(false, |_| {}).unwrap();
+    assert!(!found.is_clean() && found.problems.len() >= 4, "{found:?}");
+    let repair = s.fsck(true, |_| {}).unwrap();
+    assert!(repair.is_clean(), "{repair:?}");
+    let repaired = repair.repaired.join("\n");
+    for what in
+        ["BLOBS[", "REPO_BYTES[app]", "MANIFEST_TAGS[app", "REFERRERS[app, sha256:00, sha256:11] removed", "] added"]
+    {
+        assert!(repaired.contains(what), "{what} not repaired:\n{repaired}");
+    }
+    let again = s.fsck(false, |_| {}).unwrap();
+    assert!(again.problems.is_empty(), "{again:?}");
+    let listed = s.referrers(&r, &subject, None, None, usize::MAX, |_| 1).unwrap();
+    assert_eq!(listed.manifests.len(), 1, "the referrer edge is back");
 }

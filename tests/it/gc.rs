@@ -424,3 +424,31 @@ fn retention_drops_the_old_tags_and_gc_frees_them() {
     assert_eq!(p.req("HEAD", &format!("/v2/app/blobs/{}", sha256_digest(b"layer of t00")), &[], b"").status, 404);
     assert_store_links_consistent(&p.root);
 }
+
+/// After a full collection, the next ones visit only the repositories changed since (pushes,
+/// deletes), and still free what a deleted image used; `--full` visits every repository.
+#[test]
+fn a_collection_visits_only_what_changed_since_the_last() {
+    let p = Pier::start();
+    for i in 0..12 {
+        push(&p, &format!("team/r{i}"), "v1", &[&random_bytes(20_000, i)]);
+    }
+    let first = gc_report(&p, &["--grace", "0s"]);
+    assert_eq!((first["full"].clone(), first["repositories"].clone()), (json!(true), json!(12)), "{first}");
+    let quiet = gc_report(&p, &["--grace", "0s"]);
+    assert_eq!((quiet["full"].clone(), quiet["repositories"].clone()), (json!(false), json!(0)), "{quiet}");
+
+    let only = random_bytes(50_000, 99);
+    let (doomed, _) = push(&p, "team/r3", "v2", &[&only]);
+    assert_eq!(p.req("DELETE", &format!("/v2/team/r3/manifests/{doomed}"), &[], b"").status, 202);
+    let r = gc_report(&p, &["--grace", "0s"]);
+    assert_eq!((r["full"].clone(), r["repositories"].clone()), (json!(false), json!(1)), "{r}");
+    assert_eq!(r["links"], json!(2), "the deleted image's layer and config: {r}");
+    assert!(!global_exists(&p, &sha256_digest(&only)));
+    let full = gc_report(&p, &["--grace", "0s", "--full"]);
+    assert_eq!(
+        (full["full"].clone(), full["repositories"].clone(), full["links"].clone()),
+        (json!(true), json!(12), json!(0)),
+        "{full}"
+    );
+}

@@ -25,6 +25,7 @@ mod crash;
 mod disk;
 mod e2e;
 mod engine;
+mod fsck;
 mod gc;
 mod hostile;
 mod migrate;

@@ -42,7 +42,7 @@ fn a_corrupt_blob_is_quarantined_and_a_push_heals_it_everywhere() {
     assert_eq!(corrupt.len(), 1, "{report}");
     assert_eq!(corrupt[0]["digest"], digest.as_str());
     assert!(corrupt[0]["why"].as_str().unwrap().contains("content hashes to"), "{report}");
-    assert!(p.log().contains(&format!("scrub: {digest} is corrupt")), "{}", p.log_tail());
+    assert!(p.log().contains(&format!("{digest} is corrupt")), "{}", p.log_tail());
     // Never served again as it is: unknown everywhere, its files out of the layouts.
     for repo in ["a", "b"] {
         let r = p.get(&format!("/v2/{repo}/blobs/{digest}"));
@@ -75,4 +75,58 @@ fn a_corrupt_blob_is_quarantined_and_a_push_heals_it_everywhere() {
     let (code, report) = scrub(&p);
     assert_eq!(code, 0, "{report}");
     assert!(report["blobs"].as_u64().unwrap() >= 5, "{report}");
+}
+
+/// `storage.maintenance.scrub`: the daemon scrubs by itself at the configured rate, finds a
+/// blob corrupted on disk and takes it out of service, and a stop interrupts a scrub at once.
+#[test]
+fn the_background_scrub_finds_corruption_at_its_rate() {
+    let env = [
+        ("REGISTRY_STORAGE_MAINTENANCE_SCRUB_ENABLED", "true"),
+        ("REGISTRY_STORAGE_MAINTENANCE_SCRUB_INTERVAL", "2s"),
+        ("REGISTRY_STORAGE_MAINTENANCE_SCRUB_RATE", "1MiB"),
+    ];
+    let mut p = Pier::start_with(Options {
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Options::default()
+    });
+    // 3 MiB of blobs: at 1 MiB/s a scrub takes about 3 s.
+    let (a, b, c) = (random_bytes(1 << 20, 80), random_bytes(1 << 20, 81), random_bytes(1 << 20, 82));
+    push_image(&p, "bg", "v1", &[&a, &b, &c]);
+    let digest = sha256_digest(&b);
+    let global = store_blob_path(&p.root, &digest);
+    std::fs::set_permissions(&global, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = std::fs::read(&global).unwrap();
+    bytes[77] ^= 1;
+    std::fs::write(&global, &bytes).unwrap();
+
+    let finished =
+        |p: &Pier| p.log().lines().filter(|l| l.contains("background scrub:") && l.contains("checked in")).count();
+    wait_until(std::time::Duration::from_secs(60), || finished(&p) >= 1);
+    let line =
+        p.log().lines().find(|l| l.contains("background scrub:") && l.contains("checked in")).unwrap().to_string();
+    assert!(line.contains("1 corrupt"), "{line}");
+    // Paced: 3 MiB (and the small config) at 1 MiB/s cannot take less than about 2 s.
+    let secs: u64 =
+        line.split(" checked in ").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    assert!(secs >= 2, "a scrub at 1 MiB/s of 3 MiB took {secs} s: {line}");
+    assert!(p.log().contains(&format!("{digest} is corrupt")), "{}", p.log_tail());
+    let r = p.get(&format!("/v2/bg/blobs/{digest}"));
+    assert_eq!((r.status, r.error_code()), (404, "BLOB_UNKNOWN".to_string()));
+    assert_eq!(p.get(&format!("/v2/bg/blobs/{}", sha256_digest(&a))).body, a);
+
+    // A push heals it; the next scrubs (every 2 s here) find nothing.
+    push_blob(&p, "bg", &b);
+    let before = finished(&p);
+    wait_until(std::time::Duration::from_secs(60), || finished(&p) > before);
+    let last = p
+        .log()
+        .lines()
+        .filter(|l| l.contains("background scrub:") && l.contains("checked in"))
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(last.contains(" 0 corrupt"), "{last}");
+    p.stop();
+    assert!(!p.log().contains("panicked"), "{}", p.log_tail());
 }
