@@ -76,6 +76,7 @@ impl Request {
             Request::Status {}
             | Request::Retention { .. }
             | Request::Scrub {}
+            | Request::Fsck { .. }
             | Request::Du { .. }
             | Request::Gc { .. } => 0,
             Request::Import { .. } => 1,

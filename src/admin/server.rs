@@ -229,7 +229,7 @@ fn run(request: Request, fds: Vec<OwnedFd>, ctx: Arc<AdminContext>, events: toki
             }
             Request::Fsck { repair } => {
                 let progress = |message: &str| {
-                    let _ = events.send(Event::Progress { message: message.to_string() });
+                    let _ = events.send(Event::progress(message));
                 };
                 ctx.store.fsck(repair, progress).map_err(|e| e.to_string()).and_then(to_value)
             }
