@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -549,7 +549,7 @@ fn write_large_layout(dir: &Path, size: u64) -> String {
 /// Spawns `pier import DIR` and waits until one of its staging files under `uploads/` holds
 /// more than 32 MiB.
 fn spawn_import_and_wait_for_staging(p: &Pier, dir: &Path) -> std::process::Child {
-    let child = Command::new(PIER)
+    let mut child = Command::new(PIER)
         .arg("import")
         .arg("--config")
         .arg(&p.config)
@@ -559,15 +559,16 @@ fn spawn_import_and_wait_for_staging(p: &Pier, dir: &Path) -> std::process::Chil
         .spawn()
         .unwrap();
     let uploads = p.root.join("uploads");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    let grew = wait_until(Duration::from_secs(120), || {
         let staged = files_under(&uploads).iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).max();
-        if staged.unwrap_or(0) > 32 << 20 {
-            return child;
-        }
-        assert!(Instant::now() < deadline, "no staging file grew within 120 s\n{}", p.log_tail());
-        std::thread::sleep(Duration::from_millis(20));
+        staged.unwrap_or(0) > 32 << 20
+    });
+    if !grew {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no staging file grew within 120 s\n{}", p.log_tail());
     }
+    child
 }
 
 #[test]
