@@ -312,6 +312,73 @@ fn a_pier_bundle_and_a_delta_on_top_import_and_a_delta_without_its_base_is_refus
     assert_image(&p, "team/base", "1", &base);
     assert_image(&p, "team/next", "1", &next);
     assert_store_links_consistent(&p.root);
+
+    // A bundle of two repositories: --repo NAME is ambiguous, --repo OLD=NEW must name one of
+    // them; both refused before anything is written.
+    let other = Image::new("other", "amd64", &[1000], 6);
+    let mut blobs = base.blobs();
+    blobs.extend(other.blobs());
+    let two = work.path().join("two.tar");
+    std::fs::write(
+        &two,
+        pier_bundle(
+            &[("a/one", "1", OCI_MANIFEST, &base.manifest), ("b/two", "1", OCI_MANIFEST, &other.manifest)],
+            &blobs,
+            &[],
+        ),
+    )
+    .unwrap();
+    let empty = Pier::start();
+    let err = import_refused(&empty, &["--repo", "x/y", s(&two)]);
+    assert!(err.contains("several repositories") && err.contains("a/one") && err.contains("b/two"), "{err}");
+    let err = import_refused(&empty, &["--repo", "c/three=x/y", s(&two)]);
+    assert!(err.contains("no repository c/three"), "{err}");
+    assert_nothing_visible(&empty);
+    let renamed = import_json(&empty, &["--repo", "a/one=site/one", s(&two)]);
+    let repos: Vec<&str> =
+        renamed["images"].as_array().unwrap().iter().map(|i| i["repository"].as_str().unwrap()).collect();
+    assert_eq!(repos, vec!["b/two", "site/one"], "{renamed}");
+    assert_image(&empty, "site/one", "1", &base);
+    assert_image(&empty, "b/two", "1", &other);
+}
+
+/// Docker 25's `docker save` writes an OCI layout (content-addressed blobs, index.json with
+/// containerd's names) plus its `manifest.json`: read as an OCI archive, named as docker does.
+#[test]
+fn a_docker_save_archive_in_the_oci_form_of_newer_engines_imports_by_its_docker_names() {
+    let img = Image::new("docker25", "amd64", &[4000], 8);
+    let blob_name = |b: &[u8]| format!("blobs/sha256/{}", sha256_digest(b).trim_start_matches("sha256:"));
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": img.digest(), "size": img.manifest.len(), "annotations": {
+            "io.containerd.image.name": "docker.io/library/alpine:3.20",
+            REF_NAME: "3.20",
+        }}],
+    }))
+    .unwrap();
+    let manifest_json = serde_json::to_vec(&json!([{
+        "Config": blob_name(&img.config),
+        "RepoTags": ["alpine:3.20"],
+        "Layers": img.layers.iter().map(|l| blob_name(l)).collect::<Vec<_>>(),
+    }]))
+    .unwrap();
+    let names: Vec<(String, &[u8])> =
+        img.blobs().into_iter().chain([img.manifest.as_slice()]).map(|b| (blob_name(b), b)).collect();
+    let mut entries: Vec<(&str, &[u8])> = vec![("blobs/", b""), ("blobs/sha256/", b"")];
+    entries.extend(names.iter().map(|(n, b)| (n.as_str(), *b)));
+    entries.extend([
+        ("index.json", index.as_slice()),
+        ("manifest.json", manifest_json.as_slice()),
+        ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.as_slice()),
+    ]);
+    let work = tmpdir();
+    let path = work.path().join("docker25.tar");
+    std::fs::write(&path, tar_archive(&entries)).unwrap();
+    let p = Pier::start();
+    let report = import_json(&p, &[s(&path)]);
+    assert_eq!(report["images"][0]["repository"], "alpine", "{report}");
+    assert_image(&p, "alpine", "3.20", &img);
 }
 
 #[test]
