@@ -24,7 +24,9 @@
 //!    so that every blob it needs is in the stream or the store ([`ImportError::Missing`]
 //!    otherwise). Manifests of the stream that name a walked manifest as their `subject`
 //!    (signatures, SBOMs) join their subject's repository: referrers stay with what they
-//!    refer to. Then, per repository, through the commit protocol of `store::migrate`: blobs
+//!    refer to. A repository the import would take past its quota refuses the whole import
+//!    before anything is committed. Then, per repository, through the commit protocol of
+//!    `store::migrate`: blobs
 //!    (batches), manifests (children before indexes, subjects before referrers), tags last
 //!    (moved if they named another manifest, as a push would).
 //!
@@ -298,6 +300,16 @@ pub fn import(
             Some((Held::InStore, _)) => report.blobs_skipped += 1,
             None => {}
         }
+    }
+    // A repository the import would take past its quota gets nothing (checked for all first).
+    for (repo, plan) in &plans {
+        let sizes: Vec<(&Digest, u64)> = plan
+            .blobs
+            .iter()
+            .chain(plan.manifests.keys())
+            .map(|d| (d, received.blobs.get(d).map_or(0, |b| b.1)))
+            .collect();
+        store.check_quota_for(repo, &sizes)?;
     }
     let files: Vec<&StagedFile> = received.files.iter().collect();
     store.sync_staged(&files)?;

@@ -23,6 +23,7 @@ use super::progress::ProgressDisplay;
 use crate::admin::client::{ClientError, Connection};
 use crate::admin::protocol::Request;
 use crate::bundle::import::{self as importer, ImportReport};
+use crate::config::Config;
 use crate::store::Store;
 
 const USAGE: &str = "\
@@ -111,7 +112,7 @@ pub fn run(args: &[OsString]) -> i32 {
     let display = ProgressDisplay::new("import", cmd.json);
     let mut reports = Vec::new();
     for input in &inputs {
-        match import_one(&config.root, &cmd, input, &display) {
+        match import_one(&config, &cmd, input, &display) {
             Ok(report) => {
                 display.finish();
                 if !cmd.json {
@@ -362,12 +363,18 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// One input, through the daemon or on the store.
-fn import_one(root: &Path, cmd: &Command, input: &Input, display: &ProgressDisplay) -> Result<ImportReport, String> {
+fn import_one(
+    config: &Config,
+    cmd: &Command,
+    input: &Input,
+    display: &ProgressDisplay,
+) -> Result<ImportReport, String> {
+    let root = config.root.as_path();
     let stream = plain_tar(input, display).map_err(|e| e.to_string())?;
     let request = Request::Import { repository: cmd.repository.clone(), renames: cmd.renames.clone() };
     match Connection::open(&crate::admin::socket_path(root)) {
         Ok(connection) => through_daemon(connection, &request, stream, display),
-        Err(ClientError::NoDaemon { .. }) => on_store(root, cmd, stream, display),
+        Err(ClientError::NoDaemon { .. }) => on_store(config, cmd, stream, display),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -400,17 +407,21 @@ fn through_daemon(
     }
 }
 
-/// No daemon runs: the store is opened here, and closed cleanly after.
+/// No daemon runs: the store is opened here (with the configuration's quotas and free-space
+/// reserve, as `pier serve` would), and closed cleanly after.
 fn on_store(
-    root: &Path,
+    config: &Config,
     cmd: &Command,
     stream: Box<dyn Read + Send>,
     display: &ProgressDisplay,
 ) -> Result<ImportReport, String> {
     let options = importer::options(cmd.repository.as_deref(), &cmd.renames)?;
+    let root = &config.root;
     let store = Store::open(root).map_err(|e| {
         format!("cannot open the store in {} (a daemon that does not answer on its admin socket?): {e}", root.display())
     })?;
+    store.set_quotas(config.quotas.clone());
+    store.set_free_space_reserve(config.free_space_reserve);
     let mut progress = |message: &str| {
         if message.starts_with("imported ") {
             display.item(message);

@@ -705,3 +705,27 @@ fn split_volumes_import_given_all_or_the_first_alone() {
     assert_image(&p, "v/ol", "1", &img);
     assert_image(&p, "v/again", "1", &img);
 }
+
+/// An import that would take a repository past its quota is refused before anything is
+/// committed, through the daemon and on the stopped store alike.
+#[test]
+fn an_import_past_a_quota_is_refused_with_nothing_visible() {
+    let img = Image::new("quota", "amd64", &[400_000], 12);
+    let dir = tmpdir();
+    write_image_layout(dir.path(), "1", &img);
+    let mut p = Pier::start_with(Options {
+        delete_enabled: true,
+        extra_yaml: String::from("quotas:\n  - repos: \"small/*\"\n    size: 300KB\n"),
+        ..Options::default()
+    });
+    let err = import_refused(&p, &["--repo", "small/app", s(dir.path())]);
+    assert!(err.contains("quota"), "{err}");
+    assert_nothing_visible(&p);
+    p.stop();
+    let err = import_refused(&p, &["--repo", "small/app", s(dir.path())]);
+    assert!(err.contains("quota"), "{err}");
+    assert_nothing_on_disk(&p.root);
+    import_json(&p, &["--repo", "large/app", s(dir.path())]);
+    p.serve(&[]);
+    assert_image(&p, "large/app", "1", &img);
+}
