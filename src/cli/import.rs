@@ -278,7 +278,7 @@ impl Read for Volumes {
 /// layout directory written as a tar by a thread of its own.
 fn plain_tar(input: &Input, display: &ProgressDisplay) -> io::Result<Box<dyn Read + Send>> {
     match input {
-        Input::Layout(dir) => layout_as_tar(dir),
+        Input::Layout(dir) => layout_as_tar(dir, display),
         Input::Files(files) => {
             let mut total = 0;
             for f in files {
@@ -308,7 +308,7 @@ fn decompressed<R: BufRead + Send + 'static>(mut reader: R) -> io::Result<Box<dy
 /// file under `blobs/`, written into a pipe by a thread (its read end is returned). A failure
 /// of that thread ends the stream early, which the import refuses as truncated (and the
 /// thread says why on stderr).
-fn layout_as_tar(dir: &Path) -> io::Result<Box<dyn Read + Send>> {
+fn layout_as_tar(dir: &Path, display: &ProgressDisplay) -> io::Result<Box<dyn Read + Send>> {
     for required in ["oci-layout", "index.json"] {
         if !dir.join(required).is_file() {
             return Err(io::Error::new(
@@ -319,8 +319,10 @@ fn layout_as_tar(dir: &Path) -> io::Result<Box<dyn Read + Send>> {
     }
     let (read, write) = pipe()?;
     let dir = dir.to_path_buf();
+    let display = display.clone();
     std::thread::Builder::new().name("pier-layout-tar".into()).spawn(move || {
-        if let Err(e) = write_layout_tar(&dir, File::from(write)) {
+        let out = Counted { inner: File::from(write), display };
+        if let Err(e) = write_layout_tar(&dir, out) {
             if e.kind() != io::ErrorKind::BrokenPipe {
                 eprintln!("pier import: reading the layout {}: {e}", dir.display());
             }
@@ -329,7 +331,25 @@ fn layout_as_tar(dir: &Path) -> io::Result<Box<dyn Read + Send>> {
     Ok(Box::new(File::from(read)))
 }
 
-fn write_layout_tar(dir: &Path, out: File) -> io::Result<()> {
+/// A writer that counts its bytes on the progress display.
+struct Counted<W> {
+    inner: W,
+    display: ProgressDisplay,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.display.advance(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn write_layout_tar(dir: &Path, out: impl Write) -> io::Result<()> {
     let mut tar = tar::Builder::new(io::BufWriter::with_capacity(COPY_BUFFER, out));
     tar.mode(tar::HeaderMode::Deterministic);
     tar.follow_symlinks(false);
