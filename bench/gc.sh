@@ -161,6 +161,16 @@ for k in ("repositories", "manifests", "links", "in_grace", "blobs_freed", "byte
         gc_read "$name" "$LOGS/$name.gc-report.tsv"
         R[$name.gc.blobs_freed]=${R[$name.gc.report_blobs_freed]}
         log "$name: gc: online GC ${R[$name.gc.gc_ms]} ms wall (report: ${R[$name.gc.report_elapsed_ms]} ms, ${R[$name.gc.report_links]} links, ${R[$name.gc.report_blobs_freed]} blobs, ${R[$name.gc.report_bytes_freed]} bytes freed, ${R[$name.gc.report_in_grace]} in grace), daemon peak RSS ${PEAK_KB} kB, daemon CPU ${R[$name.gc.gc_cpu_s]} s; loop during it: push p99 ${R[$name.gc.during_push_p99_ms]:-?} ms (${R[$name.gc.during_push_n]} pushes, ${R[$name.gc.during_push_err]} errors), pull p99 ${R[$name.gc.during_pull_p99_ms]:-?} ms (${R[$name.gc.during_pull_n]}, ${R[$name.gc.during_pull_err]} errors)"
+        # The next collection visits only what changed since (the loop's pushes): its cost
+        # follows the change, not the store (GC_DUE).
+        t0=$(now)
+        "$PIER_BIN" gc --config "$cfg" --grace "$GC_GRACE" --json >"$LOGS/$name.gc-report2.json" \
+            2>"$LOGS/$name.gc-cli2.err" || die "$name: second pier gc failed: $(cat "$LOGS/$name.gc-cli2.err")"
+        t1=$(now)
+        R[$name.gc.gc2_ms]=$(calc "($t1 - $t0) * 1000")
+        R[$name.gc.gc2_repositories]=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["repositories"])' \
+            "$LOGS/$name.gc-report2.json")
+        log "$name: gc: second online GC (changes since the first only) ${R[$name.gc.gc2_ms]} ms wall, ${R[$name.gc.gc2_repositories]} repositories visited"
         [[ ${R[$name.gc.report_blobs_freed]} == "${R[$name.gc.expect_blobs_freed]}" ]] \
             || note "$name: gc freed ${R[$name.gc.report_blobs_freed]} blob files, the deleted images had ${R[$name.gc.expect_blobs_freed]} blobs of their own (more: blobs of the loop's pushes in progress, unprotected with --grace $GC_GRACE, whose manifest PUT then failed; see the loop's push errors)"
     else

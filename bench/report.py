@@ -298,6 +298,8 @@ GC_METRICS = [
     ("before_files", "files in it", "files", 1, "low", 0),
     ("gc_ms", "GC wall time (pier: online, `pier gc`; Distribution: offline `garbage-collect`)",
      "ms", 1, "low", 0),
+    ("gc2_ms", "the next GC right after (pier: visits only what changed since)", "ms", 1, "low", 0),
+    ("gc2_repositories", "  repositories it visited", "repos", 1, "low", 0),
     ("downtime_ms", "downtime: no push or pull possible (Distribution: stop + GC + start)", "ms", 1, "low", 0),
     ("gc_peak_kb", "peak RSS of the process doing the GC (pier: the daemon, serving too)", "MiB", MiB, "low", 1),
     ("gc_cpu_s", "CPU time (user+sys) of that process during the GC (pier: serving the loop too)", "s", 1,
@@ -317,7 +319,7 @@ GC_METRICS = [
     ("during_pull_p99_ms", "  p99", "ms", 1, "low", 1),
     ("during_pull_max_ms", "  max", "ms", 1, "low", 1),
 ]
-GC_NO_RATIO = {"blobs_freed", "before_files", "after_files", "downtime_ms"}
+GC_NO_RATIO = {"blobs_freed", "before_files", "after_files", "downtime_ms", "gc2_ms", "gc2_repositories"}
 
 
 def gc_table(vals, m):

@@ -35,8 +35,6 @@ pub struct AdminContext {
     pub store: Arc<Store>,
     pub started: Instant,
     pub listening: Vec<String>,
-    /// The configured retention policies (`pier retention` applies the daemon's).
-    pub retention: Vec<crate::core::retention::RetentionPolicy>,
 }
 
 /// The bound admin socket; its file is removed when this is dropped.
@@ -218,9 +216,11 @@ fn run(request: Request, fds: Vec<OwnedFd>, ctx: Arc<AdminContext>, events: toki
                 };
                 status::status(&ctx.store, Some(daemon)).map_err(|e| e.to_string()).and_then(to_value)
             }
-            Request::Retention { dry_run } => {
-                ctx.store.apply_retention(&ctx.retention, dry_run).map_err(|e| e.to_string()).and_then(to_value)
-            }
+            Request::Retention { dry_run } => ctx
+                .store
+                .apply_retention(&ctx.store.retention_policies(), dry_run)
+                .map_err(|e| e.to_string())
+                .and_then(to_value),
             Request::Scrub {} => {
                 let progress = |message: &str| {
                     let _ = events.send(Event::progress(message));

@@ -167,6 +167,7 @@ pub fn run(args: &[OsString]) -> i32 {
             log::info!("serving HTTPS (TLS 1.2/1.3, h2 and http/1.1)");
         }
         store.set_quotas(config.quotas.clone());
+        store.set_retention_policies(config.retention.clone());
         let store = Arc::new(store);
         // The local admin channel (`pier status`...): a Unix socket in the data directory.
         let admin_path = crate::admin::socket_path(&config.root);
@@ -176,7 +177,6 @@ pub fn run(args: &[OsString]) -> i32 {
                     store: store.clone(),
                     started: std::time::Instant::now(),
                     listening: addrs.clone(),
-                    retention: config.retention.clone(),
                 };
                 tokio::spawn(crate::admin::server::serve(socket, Arc::new(ctx)));
             }

@@ -31,6 +31,10 @@ pub struct LiveSettings {
     pub free_space_reserve: u64,
     /// `validation.manifests.urls`
     pub manifest_urls: super::ManifestUrls,
+    /// `quotas`
+    pub quotas: Vec<crate::core::quota::QuotaRule>,
+    /// `retention`
+    pub retention: Vec<crate::core::retention::RetentionPolicy>,
 }
 
 /// A re-read configuration compared with the running one.
@@ -102,8 +106,6 @@ impl Reload {
         restart_only("storage.maintenance.uploadpurging", *upload_purging != running.upload_purging);
         restart_only("storage.maintenance.gc", *gc_schedule != running.gc_schedule);
         restart_only("storage.maintenance.scrub", *scrub_schedule != running.scrub_schedule);
-        restart_only("quotas", *quotas != running.quotas);
-        restart_only("retention", *retention != running.retention);
         // Connections and transfers in flight were admitted under the old bounds.
         restart_only("limits", *limits != running.limits);
         let mut refused = Vec::new();
@@ -130,6 +132,8 @@ impl Reload {
                 delete_enabled: *delete_enabled,
                 free_space_reserve: *free_space_reserve,
                 manifest_urls: manifest_urls.clone(),
+                quotas: quotas.clone(),
+                retention: retention.clone(),
             },
             restart_needed,
             refused,

@@ -491,7 +491,7 @@ mod reload {
 
     #[test]
     fn live_keys_apply_without_restart() {
-        let text = "storage:\n  filesystem:\n    reserve: 64MiB\n  delete:\n    enabled: true\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  headers:\n    X-A: [b]\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nvalidation:\n  manifests:\n    urls:\n      allow: ['^https://mcr\\.microsoft\\.com/']\n";
+        let text = "storage:\n  filesystem:\n    reserve: 64MiB\n  delete:\n    enabled: true\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  headers:\n    X-A: [b]\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nvalidation:\n  manifests:\n    urls:\n      allow: ['^https://mcr\\.microsoft\\.com/']\nquotas:\n  - {repos: 'team/*', size: 1GiB}\nretention:\n  - {repos: '*', keep: 3}\n";
         let new = yaml(text).unwrap().config;
         let plan = Reload::plan(&Config::default(), &None, &new);
         assert!(plan.restart_needed.is_empty(), "{:?}", plan.restart_needed);
@@ -509,8 +509,11 @@ mod reload {
                     allow: vec![String::from("^https://mcr\\.microsoft\\.com/")],
                     deny: vec![],
                 },
+                quotas: new.quotas.clone(),
+                retention: new.retention.clone(),
             }
         );
+        assert_eq!((plan.live.quotas.len(), plan.live.retention.len()), (1, 1));
         // Access rules too (with the same authentication as the running configuration).
         let auth = "auth:\n  htpasswd:\n    path: /h\n";
         let running = yaml(auth).unwrap().config;

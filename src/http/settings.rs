@@ -108,6 +108,8 @@ impl State {
         }
         log::set_max_level(live.log_level);
         self.store.set_free_space_reserve(live.free_space_reserve);
+        self.store.set_quotas(live.quotas.clone());
+        self.store.set_retention_policies(live.retention.clone());
         let settings = Settings::new(&live, accepted_algorithms(&self.config), self.auth.is_some());
         if let Ok(mut s) = self.settings.write() {
             *s = Arc::new(settings);

@@ -261,6 +261,7 @@ impl Store {
         let started = std::time::Instant::now();
         let (repos, full) = self.repositories_to_collect(&opts, now_unix())?;
         let mut report = GcReport { dry_run: opts.dry_run, full, ..GcReport::default() };
+        let mut would_unlink: BTreeMap<String, u64> = BTreeMap::new();
         let total = repos.len();
         for (i, name) in repos.iter().enumerate() {
             if i % 100 == 0 && i > 0 {
@@ -286,13 +287,8 @@ impl Store {
                 report.manifests += plan.manifests.len() as u64;
                 report.links += plan.links.len() as u64;
                 report.in_grace += plan.in_grace + plan.untimed.len() as u64;
-                let txn = self.db.begin_read()?;
-                let blobs = txn.open_table(super::meta::BLOBS)?;
-                for d in plan.links.iter().chain(&plan.manifests) {
-                    if let Some((size, 1)) = blobs.get(d.as_str())?.map(|v| v.value()) {
-                        report.blobs_freed += 1;
-                        report.bytes_freed += size;
-                    }
+                for d in plan.links.into_iter().chain(plan.manifests) {
+                    *would_unlink.entry(d).or_default() += 1;
                 }
                 continue;
             }
@@ -301,6 +297,20 @@ impl Store {
                 continue;
             }
             self.collect_repo(&repo, &opts, &mut report)?;
+        }
+        // A dry run frees a file when it would remove every link of it, in whichever
+        // repositories (the counts of one snapshot; a real run may differ by what changes).
+        if opts.dry_run && !would_unlink.is_empty() {
+            let txn = self.db.begin_read()?;
+            let blobs = txn.open_table(super::meta::BLOBS)?;
+            for (d, unlinks) in &would_unlink {
+                if let Some((size, links)) = blobs.get(d.as_str())?.map(|v| v.value()) {
+                    if links <= *unlinks {
+                        report.blobs_freed += 1;
+                        report.bytes_freed += size;
+                    }
+                }
+            }
         }
         if full && !opts.dry_run {
             let txn = self.db.begin_write()?;

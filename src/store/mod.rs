@@ -102,6 +102,8 @@ pub struct Store {
     scrubber: Arc<background::BackgroundControl>,
     /// The quota rules in force (see [`quota`]).
     quotas: quota::Quotas,
+    /// The retention policies a daemon applies (`store::retention`).
+    retention: retention::RetentionPolicies,
 }
 
 impl Drop for Store {
@@ -198,6 +200,7 @@ impl Store {
             walk: Arc::default(),
             scrubber: Arc::default(),
             quotas: quota::Quotas::default(),
+            retention: retention::RetentionPolicies::default(),
         };
         store.recover()?;
         Ok(store)

@@ -19,7 +19,7 @@ use super::Store;
 use crate::core::quota::{quota_for, QuotaRule};
 use crate::core::{Digest, RepoName};
 
-/// The quota rules in force (set at start from the configuration).
+/// The quota rules in force (set at start from the configuration; a reload replaces them).
 #[derive(Default)]
 pub(super) struct Quotas(RwLock<Vec<QuotaRule>>);
 

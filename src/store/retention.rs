@@ -24,7 +24,21 @@ pub struct RetentionReport {
     pub tags_dropped: u64,
 }
 
+/// The retention policies in force in a daemon (`retention:`; a reload replaces them).
+#[derive(Default)]
+pub(super) struct RetentionPolicies(std::sync::RwLock<Vec<RetentionPolicy>>);
+
 impl Store {
+    /// Replaces the retention policies `pier retention` applies in this daemon.
+    pub fn set_retention_policies(&self, policies: Vec<RetentionPolicy>) {
+        *self.retention.0.write().unwrap_or_else(|p| p.into_inner()) = policies;
+    }
+
+    /// The retention policies in force.
+    pub fn retention_policies(&self) -> Vec<RetentionPolicy> {
+        self.retention.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Applies `policies` to every repository (see `core::retention`).
     pub fn apply_retention(&self, policies: &[RetentionPolicy], dry_run: bool) -> Result<RetentionReport> {
         let mut report = RetentionReport { dry_run, ..RetentionReport::default() };

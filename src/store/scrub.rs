@@ -139,7 +139,7 @@ impl Store {
                 }
                 let Some(store) = store.upgrade() else { return };
                 let due = match store.last_scrub() {
-                    Ok(last) => last.is_none_or(|t| now_unix().saturating_sub(t) >= interval.as_secs()),
+                    Ok(last) => last.map_or(true, |t| now_unix().saturating_sub(t) >= interval.as_secs()),
                     Err(e) => {
                         log::warn!("background scrub: {e}");
                         false

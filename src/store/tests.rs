@@ -917,8 +917,14 @@ fn incremental_collection_leaves_nothing_for_a_full_one() {
                 let untagged = next(2) == 0;
                 let grace_secs = [0, 3600][next(2) as usize];
                 let base = GcOptions { grace_secs, untagged, dry_run: false, full: false };
+                let dry = s.collect_garbage(GcOptions { dry_run: true, ..base }, |_| {}).unwrap();
                 let incremental = s.collect_garbage(base, |_| {}).unwrap();
                 assert!(!incremental.full);
+                assert_eq!(
+                    (dry.manifests, dry.links, dry.blobs_freed, dry.bytes_freed),
+                    (incremental.manifests, incremental.links, incremental.blobs_freed, incremental.bytes_freed),
+                    "round {round}: the dry run foretold {dry:?}, the run did {incremental:?}"
+                );
                 assert!(incremental.repositories <= 3);
                 let full = s.collect_garbage(GcOptions { full: true, ..base }, |_| {}).unwrap();
                 assert!(full.full);

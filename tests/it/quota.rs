@@ -73,3 +73,23 @@ fn a_repository_at_its_quota_refuses_new_uploads_at_once_and_skopeo_says_why() {
     assert_eq!(p.get("/v2/small/img/manifests/t").status, 404);
     assert_store_links_consistent(&p.root);
 }
+
+/// `quotas:` is live: a SIGHUP with a larger quota lets the refused push through, without a
+/// restart.
+#[test]
+fn a_reload_changes_the_quota_at_once() {
+    let mut p = with_quota();
+    let (first, second) = (random_bytes(200_000, 74), random_bytes(150_000, 75));
+    push_blob(&p, "small/app", &first);
+    assert_eq!(try_push_blob(&p, "small/app", &second).status, 403);
+    p.opts.extra_yaml = String::from("quotas:\n  - repos: \"small/*\"\n    size: 1MB\n");
+    p.write_config();
+    p.signal("HUP");
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || try_push_blob(&p, "small/app", &second).status == 201),
+        "the larger quota was not applied after SIGHUP:\n{}",
+        p.log_tail()
+    );
+    assert!(!p.log().contains("take effect after a restart"), "quotas are live: {}", p.log_tail());
+    assert!(p.is_running());
+}

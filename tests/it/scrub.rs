@@ -122,8 +122,8 @@ fn the_background_scrub_finds_corruption_at_its_rate() {
     let last = p
         .log()
         .lines()
-        .filter(|l| l.contains("background scrub:") && l.contains("checked in"))
-        .last()
+        .rev()
+        .find(|l| l.contains("background scrub:") && l.contains("checked in"))
         .unwrap()
         .to_string();
     assert!(last.contains(" 0 corrupt"), "{last}");
