@@ -41,6 +41,20 @@ pub enum Request {
         #[serde(default)]
         full: bool,
     },
+    /// Write a bundle (`bundle::export`) into the pipe passed with the request (its write end,
+    /// the first descriptor); with `exclude_inventory`, the second descriptor is the inventory
+    /// file to read (a delta). The daemon writes a plain tar stream; compression and volumes
+    /// are the command's.
+    Export {
+        /// `repo:tag`, `repo@digest` or `repo`.
+        references: Vec<String>,
+        all: bool,
+        /// `os/arch[/variant]`.
+        platforms: Vec<String>,
+        exclude_inventory: bool,
+    },
+    /// Write the store's inventory (`bundle::inventory`) into the pipe passed with the request.
+    Inventory {},
     /// Import the images of the plain tar stream read from the one descriptor passed with
     /// the request (the read end of a pipe the command writes the archive into; see
     /// `bundle::import`).
@@ -65,6 +79,9 @@ impl Request {
             Request::Retention { .. } => "retention",
             Request::Gc { dry_run: true, .. } => "gc --dry-run",
             Request::Gc { .. } => "gc",
+            Request::Export { exclude_inventory: true, .. } => "export --exclude-inventory",
+            Request::Export { .. } => "export",
+            Request::Inventory {} => "inventory",
             Request::Import { .. } => "import",
         }
     }
@@ -79,6 +96,8 @@ impl Request {
             | Request::Fsck { .. }
             | Request::Du { .. }
             | Request::Gc { .. } => 0,
+            Request::Export { exclude_inventory, .. } => 1 + usize::from(*exclude_inventory),
+            Request::Inventory {} => 1,
             Request::Import { .. } => 1,
         }
     }

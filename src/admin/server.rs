@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use super::protocol::{Event, Request, MAX_FDS, MAX_REQUEST};
 use super::status::{self, Daemon};
+use crate::bundle::export::{export_into, ExportEvent, ExportRequest};
 use crate::store::gc::{GcOptions, GcReport};
 use crate::store::Store;
 
@@ -249,6 +250,39 @@ fn run(request: Request, fds: Vec<OwnedFd>, ctx: Arc<AdminContext>, events: toki
                     Err(e) => Err(e.to_string()),
                 }
             }
+            Request::Export { references, all, platforms, exclude_inventory } => {
+                let request = ExportRequest { references, all, platforms };
+                let pipe = fds.next();
+                let inventory = if exclude_inventory { fds.next() } else { None };
+                let mut progress = |event: ExportEvent| {
+                    let _ = events.send(match event {
+                        ExportEvent::Image(message) => Event::progress(message),
+                        ExportEvent::Planned { stream_bytes } => {
+                            Event::Progress { message: "writing".into(), done: Some(0), total: Some(stream_bytes) }
+                        }
+                    });
+                };
+                match export_into(&*ctx.store, &request, pipe, inventory, &mut progress) {
+                    Ok(report) => {
+                        log::info!(
+                            "admin: export: {} image(s), {} blob(s), {} bytes written; {} blob(s), {} bytes excluded",
+                            report.images.len(),
+                            report.blobs,
+                            report.bytes,
+                            report.excluded_blobs,
+                            report.excluded_bytes
+                        );
+                        to_value(report)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Request::Inventory {} => match fds.next() {
+                Some(pipe) => crate::bundle::inventory::write_inventory(&ctx.store, &mut std::fs::File::from(pipe))
+                    .map_err(|e| e.to_string())
+                    .and_then(to_value),
+                None => Err("inventory: no pipe passed".into()),
+            },
             Request::Import { repository, renames } => match fds.next() {
                 Some(fd) => import(&ctx.store, std::fs::File::from(fd), repository, renames, &events),
                 None => Err(String::from("import: no pipe came with the request")),

@@ -12,7 +12,11 @@
 //! naming images with [`archive_names`].
 
 pub mod archive_names;
+pub mod export;
 pub mod import;
+pub mod inventory;
+pub mod plan;
 pub mod source;
 pub mod store_source;
 pub mod tar_in;
+pub mod tar_out;

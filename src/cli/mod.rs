@@ -2,11 +2,14 @@
 
 use std::ffi::OsString;
 
+mod bundle_out;
 pub mod du;
+pub mod export;
 pub mod fsck;
 pub mod gc;
 pub mod htpasswd;
 pub mod import;
+pub mod inventory;
 pub mod migrate;
 mod privileges;
 pub mod progress;
@@ -39,6 +42,12 @@ usage:
   pier retention [--config FILE] [--dry-run] [--json]
                                       drop the tags the retention: policies name
   pier scrub [--config FILE] [--json]  re-hash every blob; quarantine corrupt ones (exit 1)
+  pier export REF... -o FILE|- [--all] [--from-list FILE] [--platform OS/ARCH]...
+              [--exclude-inventory FILE] [--zstd] [--split SIZE] [--json] [--config FILE]
+                                      write a bundle of images for an air-gapped site (see
+                                      `pier export --help`)
+  pier inventory -o FILE|- [--json] [--config FILE]
+                                      list what this registry holds, for a delta export
   pier fsck [--config FILE] [--repair] [--json]
                                       check files, layouts and derived metadata against the
                                       metadata; --repair rebuilds them (exit 1: still broken)
@@ -73,6 +82,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Some("scrub") => scrub::run(&args[1..]),
         Some("fsck") => fsck::run(&args[1..]),
         Some("retention") => retention::run(&args[1..]),
+        Some("export") => export::run(&args[1..]),
+        Some("inventory") => inventory::run(&args[1..]),
         Some("--version") | Some("-V") | Some("version") => {
             println!("pier {}", env!("CARGO_PKG_VERSION"));
             0

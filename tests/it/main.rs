@@ -19,6 +19,7 @@ mod admin;
 mod api;
 mod auth;
 mod auth_legacy;
+mod bundle_export;
 mod bundle_import;
 mod cli;
 mod crash;
