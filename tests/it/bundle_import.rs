@@ -729,3 +729,48 @@ fn an_import_past_a_quota_is_refused_with_nothing_visible() {
     p.serve(&[]);
     assert_image(&p, "large/app", "1", &img);
 }
+
+/// `pier export` → `pier import`: a multi-arch index with a referrer, zstd in volumes, into an
+/// empty store with every digest equal; then a delta against the site's inventory on top.
+#[test]
+fn export_then_import_round_trips_and_a_delta_on_top_carries_only_new_blobs() {
+    let source = Pier::start();
+    let (images, index) = push_multi_arch(&source, "team/app", "1");
+    let (sig, sig_blobs) = referrer(&sha256_digest(&index), index.len(), OCI_INDEX, b"signature");
+    for b in &sig_blobs {
+        push_blob(&source, "team/app", b);
+    }
+    push_manifest(&source, "team/app", &sha256_digest(&sig), OCI_MANIFEST, &sig);
+    let work = tmpdir();
+    let bundle = work.path().join("bundle.tar.zst");
+    let pier = |p: &Pier, args: &[&str]| {
+        run_logged(p, Command::new(PIER).arg(args[0]).arg("--config").arg(&p.config).args(&args[1..]))
+    };
+    pier(&source, &["export", "team/app:1", "-o", s(&bundle), "--split", "64KiB"]);
+    let first = work.path().join("bundle.tar.zst.000");
+    assert!(work.path().join("bundle.tar.zst.001").is_file(), "no second volume");
+
+    let target = Pier::start();
+    let report = import_json(&target, &[s(&first)]);
+    assert_eq!(report["format"], "pier bundle", "{report}");
+    assert_eq!(report["referrers"], 1, "{report}");
+    assert_index_served(&target, "team/app", "1", &index, &images);
+    assert_eq!(referrers(&target, "team/app", &sha256_digest(&index)), vec![sha256_digest(&sig)]);
+
+    // A new image sharing a layer; the site's inventory; a delta of only what it lacks.
+    let next = Image::from_layers(
+        "next",
+        "amd64",
+        vec![images[0].layers[0].clone(), tar_archive(&[("n.txt", nonce().as_bytes())])],
+    );
+    push_image_raw(&source, "team/app", "2", &next);
+    let inventory = work.path().join("site.json");
+    pier(&target, &["inventory", "-o", s(&inventory)]);
+    let delta = work.path().join("delta.tar");
+    pier(&source, &["export", "team/app:2", "--exclude-inventory", s(&inventory), "-o", s(&delta)]);
+    let report = import_json(&target, &[s(&delta)]);
+    // The new config, the new layer and the manifest; the shared layer was left out.
+    assert_eq!(report["blobs_imported"], 3, "{report}");
+    assert_image(&target, "team/app", "2", &next);
+    assert_store_links_consistent(&target.root);
+}
