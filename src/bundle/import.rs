@@ -32,8 +32,12 @@
 //!
 //! Invariants: memory does not grow with the stream or its blobs (one fixed buffer; maps of
 //! digests and names); no path from the archive reaches the file system; staging files are
-//! removed when the import ends, whatever the outcome, and a crash leaves only staging files,
-//! which the next start removes (`store::recovery`); a re-run reads past what was committed.
+//! removed when the import ends, whatever the outcome, and a crash while reading leaves only
+//! staging files, which the next start removes (`store::recovery`); a re-run reads past what
+//! was committed. The commit is per repository and per item, each a transaction of its own (as
+//! pushes are): a crash while committing leaves what an interrupted push leaves (a repository
+//! with some of its blobs linked and no manifest naming them yet, or with the manifests but
+//! not yet the tags), which the re-run completes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
