@@ -774,3 +774,45 @@ fn export_then_import_round_trips_and_a_delta_on_top_carries_only_new_blobs() {
     assert_image(&target, "team/app", "2", &next);
     assert_store_links_consistent(&target.root);
 }
+
+/// Docker 20.10 saves a layer that two images share under different parents once, and links
+/// the second `layer.tar` to the first (a symbolic link in the archive): both images import
+/// and the engine pulls both back as they were.
+#[test]
+fn a_docker_save_archive_of_two_images_sharing_a_layer_through_a_link_imports_both() {
+    let source = Pier::start();
+    let first = Image::new("shareA", "amd64", &[3000, 20_000], 41);
+    let second = Image::from_layers(
+        "shareB",
+        "amd64",
+        vec![tar_archive(&[("other.txt", nonce().as_bytes())]), first.layers[1].clone()],
+    );
+    push_image_raw(&source, "team/first", "1", &first);
+    push_image_raw(&source, "team/second", "1", &second);
+    let engine = Dockerd::start();
+    let names: Vec<String> =
+        ["team/first:1", "team/second:1"].iter().map(|n| format!("{}/{n}", source.host())).collect();
+    let mut ids = Vec::new();
+    for n in &names {
+        engine.d(&["pull", n]);
+        ids.push(engine.inspect(n, "{{.Id}}"));
+    }
+    let work = tmpdir();
+    let saved = work.path().join("both.tar");
+    engine.d(&["save", "-o", s(&saved), &names[0], &names[1]]);
+    let listing = run(Command::new("tar").arg("-tvf").arg(&saved));
+    assert!(listing.lines().any(|l| l.starts_with('l') && l.contains("layer.tar")), "no linked layer.tar:\n{listing}");
+
+    let target = Pier::start();
+    let report = import_json(&target, &[s(&saved)]);
+    let mut repos: Vec<&str> =
+        report["images"].as_array().unwrap().iter().map(|i| i["repository"].as_str().unwrap()).collect();
+    repos.sort();
+    assert_eq!(repos, vec!["team/first", "team/second"], "{report}");
+    for (n, id) in names.iter().zip(&ids) {
+        engine.d(&["rmi", n]);
+        let pulled = n.replace(&source.host(), &target.host());
+        engine.d(&["pull", &pulled]);
+        assert_eq!(&engine.inspect(&pulled, "{{.Id}}"), id, "{pulled} pulled as another image");
+    }
+}
