@@ -5,7 +5,7 @@
 //! same code on the store opened here, on a thread writing into a pipe. Either way this command
 //! reads the pipe and owns the files: the inventory and the list of references are opened with
 //! the invoking user's rights, the output is compressed and cut into volumes here
-//! ([`bundle_out`](super::bundle_out)), and appears under its name only when the export
+//! (`cli::bundle_out`), and appears under its name only when the export
 //! succeeded. [`export_from_source`] is the in-process path for any `BundleSource` (the remote
 //! registry of `--from URL` uses it too).
 
