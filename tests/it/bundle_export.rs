@@ -544,6 +544,13 @@ fn unknown_references_are_refused_with_no_file_left() {
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.contains("export takes 1 file descriptor(s), the request carried 0"), "{answer}");
+    // More references than one admin request holds: refused by the command, with the way out.
+    let list = dir.path().join("many.txt");
+    std::fs::write(&list, (0..3000).map(|i| format!("team/app:tag-number-{i}\n")).collect::<String>()).unwrap();
+    let out = export(&p, &["--from-list", list.to_str().unwrap(), "-o", &t]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("3000 references do not fit one request"), "{}", text(&out));
+    std::fs::remove_file(&list).unwrap();
     // Usage errors.
     for args in [vec!["team/app:v1"], vec!["-o", &t], vec!["team/app:v1", "-o", "-", "--split", "1M"]] {
         let out = export(&p, &args);
