@@ -55,6 +55,15 @@ pub enum Request {
     },
     /// Write the store's inventory (`bundle::inventory`) into the pipe passed with the request.
     Inventory {},
+    /// Import the images of the plain tar stream read from the one descriptor passed with
+    /// the request (the read end of a pipe the command writes the archive into; see
+    /// `bundle::import`).
+    Import {
+        /// `--repo NAME`: the repository of a single-repository archive.
+        repository: Option<String>,
+        /// `--repo OLD=NEW`, as `[OLD, NEW]`.
+        renames: Vec<[String; 2]>,
+    },
 }
 
 impl Request {
@@ -73,6 +82,7 @@ impl Request {
             Request::Export { exclude_inventory: true, .. } => "export --exclude-inventory",
             Request::Export { .. } => "export",
             Request::Inventory {} => "inventory",
+            Request::Import { .. } => "import",
         }
     }
 
@@ -83,11 +93,12 @@ impl Request {
             Request::Status {}
             | Request::Retention { .. }
             | Request::Scrub {}
+            | Request::Fsck { .. }
             | Request::Du { .. }
-            | Request::Gc { .. }
-            | Request::Fsck { .. } => 0,
+            | Request::Gc { .. } => 0,
             Request::Export { exclude_inventory, .. } => 1 + usize::from(*exclude_inventory),
             Request::Inventory {} => 1,
+            Request::Import { .. } => 1,
         }
     }
 }

@@ -283,6 +283,10 @@ fn run(request: Request, fds: Vec<OwnedFd>, ctx: Arc<AdminContext>, events: toki
                     .and_then(to_value),
                 None => Err("inventory: no pipe passed".into()),
             },
+            Request::Import { repository, renames } => match fds.next() {
+                Some(fd) => import(&ctx.store, std::fs::File::from(fd), repository, renames, &events),
+                None => Err(String::from("import: no pipe came with the request")),
+            },
         };
         // The descriptors close before the last event: a client reading a pipe sees its end
         // before it hears the result.
@@ -292,6 +296,30 @@ fn run(request: Request, fds: Vec<OwnedFd>, ctx: Arc<AdminContext>, events: toki
             Err(message) => Event::Error { message },
         });
     });
+}
+
+/// `pier import` in the daemon: the archive is read from `pipe` on this (blocking) thread.
+fn import(
+    store: &Store,
+    pipe: std::fs::File,
+    repository: Option<String>,
+    renames: Vec<[String; 2]>,
+    events: &tokio::sync::mpsc::UnboundedSender<Event>,
+) -> Result<serde_json::Value, String> {
+    let options = crate::bundle::import::options(repository.as_deref(), &renames)?;
+    let mut progress = |message: &str| {
+        let _ = events.send(Event::progress(message));
+    };
+    match crate::bundle::import::import(store, pipe, &options, &mut progress) {
+        Ok(report) => {
+            log::info!("admin: import: {}", report.summary());
+            to_value(report)
+        }
+        Err(e) => {
+            log::warn!("admin: import refused: {e}");
+            Err(e.to_string())
+        }
+    }
 }
 
 fn to_value(result: impl serde::Serialize) -> Result<serde_json::Value, String> {

@@ -178,8 +178,12 @@ pub fn export(
 ) -> Result<ExportReport, ExportError> {
     let started = Instant::now();
     let plan = super::plan::plan(source, request, exclusion, progress)?;
-    progress(ExportEvent::Planned { stream_bytes: plan.stream_bytes() });
+    let planned = plan.stream_bytes();
+    progress(ExportEvent::Planned { stream_bytes: planned });
     let written = super::tar_out::write(source, &plan, out)?;
+    // The plan's length is computed from the entries' paths and sizes alone; the tests export
+    // with debug builds, so a writer that strays from it fails them.
+    debug_assert_eq!(planned, written, "the tar stream's length differs from the plan's");
     Ok(ExportReport {
         images: plan.images.iter().map(|i| i.image.clone()).collect(),
         blobs: plan.blobs.len() as u64,

@@ -8,10 +8,15 @@
 //! with the bundle or its layers.
 //!
 //! Where images come from is a [`source::BundleSource`]: the local store, or a remote registry.
+//! Imports: [`import`] (a plain tar stream into the store), reading tar with [`tar_in`] and
+//! naming images with [`archive_names`].
 
+pub mod archive_names;
 pub mod export;
+pub mod import;
 pub mod inventory;
 pub mod plan;
 pub mod source;
 pub mod store_source;
+pub mod tar_in;
 pub mod tar_out;

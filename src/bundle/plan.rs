@@ -9,7 +9,7 @@
 //!   levels. Every manifest's bytes are checked against its digest and every child's length
 //!   against its descriptor. Each digest is planned once, read from the first repository where
 //!   the walk met it.
-//! - Stream order ([`ExportPlan::blobs`]): layers and configs first, then manifests, children
+//! - Stream order (`ExportPlan::blobs`): layers and configs first, then manifests, children
 //!   before their index, subjects before their referrers.
 //! - `--platform`: an index keeps only the children of those platforms. When every child is
 //!   kept, the index is exported as it is; otherwise it is **rewritten**: the same JSON with

@@ -157,7 +157,8 @@ impl Volumes {
         if self.target == Target::Stdout {
             io::stdout().flush()?;
         }
-        for name in &self.names {
+        // Last volume first: should a rename fail, no first volume is there to start from.
+        for name in self.names.iter().rev() {
             std::fs::rename(partial_name(name), name)?;
         }
         if let (Target::File(path), Some(_)) = (&self.target, self.split) {

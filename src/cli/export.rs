@@ -22,7 +22,7 @@ use super::progress::ProgressDisplay;
 use super::store_access::load_config;
 use crate::admin::client::{ClientError, Connection};
 use crate::admin::human_bytes;
-use crate::admin::protocol::Request;
+use crate::admin::protocol::{Request, MAX_REQUEST};
 use crate::bundle::export::{export, Exclusion, ExportEvent, ExportReport, ExportRequest};
 use crate::bundle::source::BundleSource;
 use crate::remote::options::{take_remote_options, PASSWORD_ENV, USAGE as REMOTE_USAGE};
@@ -234,6 +234,15 @@ fn through_daemon(
         platforms: options.request.platforms.clone(),
         exclude_inventory: inventory.is_some(),
     };
+    let line = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+    if line.len() >= MAX_REQUEST {
+        return Err(format!(
+            "{} references do not fit one request to the daemon ({} bytes, at most {MAX_REQUEST}): name \
+             repositories (every tag) or use --all, or export in several bundles",
+            options.request.references.len(),
+            line.len()
+        ));
+    }
     let mut fds = vec![write_end.as_fd()];
     if let Some(file) = &inventory {
         fds.push(file.as_fd());

@@ -8,6 +8,7 @@ pub mod export;
 pub mod fsck;
 pub mod gc;
 pub mod htpasswd;
+pub mod import;
 pub mod inventory;
 pub mod migrate;
 mod privileges;
@@ -29,6 +30,9 @@ usage:
   pier migrate [--config FILE] [--json] [--dry-run] [DIR]
                                       import registry:2 data (DIR/docker/registry/v2, DIR
                                       defaults to the root directory) in place
+  pier import [--config FILE] [--json] [--repo NAME | --repo OLD=NEW]... FILE...
+                                      load bundles, OCI archives and layouts, docker save
+                                      archives (digests verified; see `pier import --help`)
   pier du [--config FILE] [--json] [REPO]
                                       disk usage per repository, deduplication, what gc
                                       would free
@@ -71,6 +75,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Some("serve") => serve::run(&args[1..]),
         Some("htpasswd") => htpasswd::run(&args[1..]),
         Some("migrate") => migrate::run(&args[1..]),
+        Some("import") => import::run(&args[1..]),
         Some("status") => status::run(&args[1..]),
         Some("gc") => gc::run(&args[1..]),
         Some("du") => du::run(&args[1..]),

@@ -160,12 +160,6 @@ pub fn run(args: &[OsString]) -> i32 {
             config.root.display(),
             if config.delete_enabled { "enabled" } else { "disabled" }
         );
-        for a in &addrs {
-            log::info!("listening on {a}");
-        }
-        if tls.is_some() {
-            log::info!("serving HTTPS (TLS 1.2/1.3, h2 and http/1.1)");
-        }
         store.set_quotas(config.quotas.clone());
         store.set_retention_policies(config.retention.clone());
         let store = Arc::new(store);
@@ -181,6 +175,14 @@ pub fn run(args: &[OsString]) -> i32 {
                 tokio::spawn(crate::admin::server::serve(socket, Arc::new(ctx)));
             }
             Err(e) => log::warn!("admin socket {} not available: {e}", admin_path.display()),
+        }
+        // Logged once the admin socket is bound too: whoever waits for this line (a script, the
+        // tests) finds `pier gc` & co. answered by this daemon.
+        for a in &addrs {
+            log::info!("listening on {a}");
+        }
+        if tls.is_some() {
+            log::info!("serving HTTPS (TLS 1.2/1.3, h2 and http/1.1)");
         }
         if let Some(purging) = config.upload_purging {
             tokio::spawn(purge_uploads(store.clone(), purging));

@@ -188,11 +188,23 @@ pub fn has_registry2_tree(dir: &Path) -> bool {
     Registry2::find(dir).is_some()
 }
 
-/// A file of registry:2 under a private name in `uploads/` (a hardlink, or a copy), verified.
+/// A verified file under a private name in `uploads/`, about to become a blob: a registry:2
+/// file hardlinked or copied there, or an import's staging file (`staging`).
 struct Staged {
     path: PathBuf,
-    copied: bool,
+    origin: Origin,
     size: u64,
+}
+
+/// Where a staged file came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// A hardlink of a registry:2 file (another program's inode: never chmod-ed).
+    Linked,
+    /// A copy (pier's own file, mode 0444).
+    Copied,
+    /// An import's staging file (pier's own file, mode 0444), which the import removes.
+    Imported,
 }
 
 /// How a blob came into a repository.
@@ -206,6 +218,8 @@ pub enum Adopted {
     Linked(u64),
     /// The registry:2 file was copied.
     Copied(u64),
+    /// An import's staging file became the blob (`u64`: its size).
+    Imported(u64),
 }
 
 /// What [`Store::adopt_tag`] did.
@@ -216,10 +230,15 @@ pub enum TagAdoption {
     Present,
     /// The tag names another manifest in pier (left as it is).
     Differs(String),
+    /// The tag named this other manifest and was moved ([`Store::import_tag`] only).
+    Moved(String),
 }
 
 /// The outcome of taking one item from the source: `Err(reason)` skips it.
 type Taken<T> = std::result::Result<T, String>;
+
+/// One outcome per blob of a batch, `None` while undecided.
+type Outcomes = Vec<Option<Taken<Adopted>>>;
 
 impl Store {
     /// Whether the registry:2 tree in `dir` was migrated to the end once.
@@ -243,11 +262,6 @@ impl Store {
     fn has_repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(REPO_BLOBS)?.get((repo.as_str(), digest.as_str()))?.is_some())
-    }
-
-    fn has_blob(&self, digest: &Digest) -> Result<bool> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(BLOBS)?.get(digest.as_str())?.is_some())
     }
 
     fn has_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
@@ -279,19 +293,8 @@ impl Store {
     /// (their directory fsynced once), the repository's links made (each directory fsynced
     /// once) and one transaction records them all. Returns one outcome per blob, in order.
     pub fn adopt_blobs(&self, repo: &RepoName, blobs: &[(Digest, PathBuf)]) -> Result<Vec<Taken<Adopted>>> {
-        let mut outcomes: Vec<Option<Taken<Adopted>>> = vec![None; blobs.len()];
-        let mut shared = Vec::new();
-        {
-            let txn = self.db.begin_read()?;
-            let (links, all) = (txn.open_table(REPO_BLOBS)?, txn.open_table(BLOBS)?);
-            for (i, (d, _)) in blobs.iter().enumerate() {
-                if links.get((repo.as_str(), d.as_str()))?.is_some() {
-                    outcomes[i] = Some(Ok(Adopted::Present));
-                } else if all.get(d.as_str())?.is_some() {
-                    shared.push(i);
-                }
-            }
-        }
+        let digests: Vec<&Digest> = blobs.iter().map(|(d, _)| d).collect();
+        let (mut outcomes, shared) = self.classify_adopted(repo, &digests)?;
         let mut staged = Vec::new();
         for (i, (d, src)) in blobs.iter().enumerate() {
             if outcomes[i].is_some() || shared.contains(&i) {
@@ -313,49 +316,114 @@ impl Store {
             self.remove_staged(&staged);
             return Err(e);
         }
-        let committed = (|| -> Result<()> {
-            let _guard = self.lock();
-            let mut new_names = BTreeSet::new();
-            for (i, s) in &staged {
-                let d = &blobs[*i].0;
-                let dir = self.paths.blob_dir(d.algorithm());
-                self.disk.ensure_dir(&dir)?;
-                if self.disk.link_if_absent(&s.path, &self.paths.blob(d))? {
-                    new_names.insert(dir);
-                }
-            }
-            for dir in &new_names {
-                self.disk.sync_dir(dir)?;
-            }
-            let txn = self.db.begin_write()?;
-            let mut linked: Vec<(usize, u64, Adopted)> = Vec::new();
-            {
-                // Re-check under the lock: a delete may have taken a shared blob's last link.
-                let all = txn.open_table(BLOBS)?;
-                for &i in &shared {
-                    match all.get(blobs[i].0.as_str())? {
-                        Some(v) => linked.push((i, v.value().0, Adopted::Shared)),
-                        None => outcomes[i] = Some(Err(String::from("deleted from pier meanwhile; run again"))),
-                    }
-                }
-            }
-            for (i, s) in &staged {
-                linked.push((*i, s.size, if s.copied { Adopted::Copied(s.size) } else { Adopted::Linked(s.size) }));
-            }
-            let digests: Vec<&Digest> = linked.iter().map(|(i, _, _)| &blobs[*i].0).collect();
-            self.link_all_into_repo(repo, &digests)?;
-            for (i, size, _) in &linked {
-                Self::record_repo_blob(&txn, repo, &blobs[*i].0, *size)?;
-            }
-            self.disk.commit(txn)?;
-            for (i, _, how) in linked {
-                outcomes[i] = Some(Ok(how));
-            }
-            Ok(())
-        })();
+        let committed = self.commit_adopted(repo, &digests, &staged, &shared, &mut outcomes);
         self.remove_staged(&staged);
         committed?;
         Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(String::from("not committed")))).collect())
+    }
+
+    /// [`Store::adopt_blobs`] for an import: each blob is `(digest, its staging file)`, the file
+    /// verified and made durable by the caller ([`Store::sync_staged`]), or `None` when the
+    /// store holds the blob already (the import read past it). The staging files stay (the
+    /// import removes them once every repository has what it needs).
+    pub fn adopt_staged_blobs(
+        &self,
+        repo: &RepoName,
+        blobs: &[(&Digest, Option<&super::staging::StagedFile>)],
+    ) -> Result<Vec<Taken<Adopted>>> {
+        let digests: Vec<&Digest> = blobs.iter().map(|(d, _)| *d).collect();
+        let (mut outcomes, shared) = self.classify_adopted(repo, &digests)?;
+        let mut staged = Vec::new();
+        for (i, (d, file)) in blobs.iter().enumerate() {
+            if outcomes[i].is_some() || shared.contains(&i) {
+                continue;
+            }
+            match file {
+                Some(f) if f.digest() == *d => {
+                    staged.push((i, Staged { path: f.path.clone(), origin: Origin::Imported, size: f.size() }))
+                }
+                Some(f) => outcomes[i] = Some(Err(format!("its staged bytes hash to {}", f.digest()))),
+                None => {
+                    outcomes[i] = Some(Err(String::from("not in the bundle, and no longer in the store; run again")))
+                }
+            }
+        }
+        self.commit_adopted(repo, &digests, &staged, &shared, &mut outcomes)?;
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(String::from("not committed")))).collect())
+    }
+
+    /// Which of `digests` `repo` has (their outcome set to `Present`), and the indexes of those
+    /// the store has in another repository (shared: linked without reading).
+    fn classify_adopted(&self, repo: &RepoName, digests: &[&Digest]) -> Result<(Outcomes, Vec<usize>)> {
+        let mut outcomes: Vec<Option<Taken<Adopted>>> = vec![None; digests.len()];
+        let mut shared = Vec::new();
+        let txn = self.db.begin_read()?;
+        let (links, all) = (txn.open_table(REPO_BLOBS)?, txn.open_table(BLOBS)?);
+        for (i, d) in digests.iter().enumerate() {
+            if links.get((repo.as_str(), d.as_str()))?.is_some() {
+                outcomes[i] = Some(Ok(Adopted::Present));
+            } else if all.get(d.as_str())?.is_some() {
+                shared.push(i);
+            }
+        }
+        Ok((outcomes, shared))
+    }
+
+    /// The commit of adopted blobs: under the write lock, the durable `staged` files become
+    /// global blobs (their directory fsynced once), the repository's links are made (each
+    /// directory fsynced once) for them and the `shared` ones, and one transaction records
+    /// them all; `outcomes` gets theirs.
+    fn commit_adopted(
+        &self,
+        repo: &RepoName,
+        digests: &[&Digest],
+        staged: &[(usize, Staged)],
+        shared: &[usize],
+        outcomes: &mut [Option<Taken<Adopted>>],
+    ) -> Result<()> {
+        let _guard = self.lock();
+        let mut new_names = BTreeSet::new();
+        for (i, s) in staged {
+            let d = digests[*i];
+            let dir = self.paths.blob_dir(d.algorithm());
+            self.disk.ensure_dir(&dir)?;
+            if self.disk.link_if_absent(&s.path, &self.paths.blob(d))? {
+                new_names.insert(dir);
+            }
+        }
+        for dir in &new_names {
+            self.disk.sync_dir(dir)?;
+        }
+        let txn = self.db.begin_write()?;
+        let mut linked: Vec<(usize, u64, Adopted)> = Vec::new();
+        {
+            // Re-check under the lock: a delete may have taken a shared blob's last link.
+            let all = txn.open_table(BLOBS)?;
+            for &i in shared {
+                match all.get(digests[i].as_str())? {
+                    Some(v) => linked.push((i, v.value().0, Adopted::Shared)),
+                    None => outcomes[i] = Some(Err(String::from("deleted from pier meanwhile; run again"))),
+                }
+            }
+        }
+        for (i, s) in staged {
+            let how = match s.origin {
+                Origin::Linked => Adopted::Linked(s.size),
+                Origin::Copied => Adopted::Copied(s.size),
+                Origin::Imported => Adopted::Imported(s.size),
+            };
+            linked.push((*i, s.size, how));
+        }
+        let linking: Vec<&Digest> = linked.iter().map(|(i, _, _)| digests[*i]).collect();
+        self.link_all_into_repo(repo, &linking)?;
+        for (i, size, _) in &linked {
+            Self::record_repo_blob(&txn, repo, digests[*i], *size)?;
+        }
+        self.disk.commit(txn)?;
+        for (i, _, how) in linked {
+            outcomes[i] = Some(Ok(how));
+        }
+        Ok(())
     }
 
     /// Removes staged files (after their commit, or when it failed).
@@ -390,13 +458,8 @@ impl Store {
     /// [`Store::adopt_blobs`] takes a blob), after the checks of a push. `Ok(Err(reason))` when
     /// it cannot be taken (unreadable, corrupt, not a manifest pier stores, a reference missing).
     pub fn adopt_manifest(&self, repo: &RepoName, digest: &Digest, src: &Path) -> Result<Taken<u64>> {
-        // The store has these bytes already (another repository), verified when they came in.
-        if self.has_blob(digest)? {
-            match self.manifest_bytes(digest) {
-                Ok(body) => return self.store_adopted_manifest(repo, digest, &body, None).map(|r| r.map(|()| 0)),
-                Err(StoreError::ManifestUnknown) => {}
-                Err(e) => return Err(e),
-            }
+        if let Some(stored) = self.adopt_stored_manifest(repo, digest)? {
+            return Ok(stored.map(|()| 0));
         }
         let staged = match self.stage(src, digest, true)? {
             Ok(s) => s,
@@ -411,6 +474,35 @@ impl Store {
         })();
         self.disk.remove_if_exists(&staged.path)?;
         stored.map(|r| r.map(|()| staged.size))
+    }
+
+    /// Stores the manifest `digest` in `repo` from the bytes the store holds already (another
+    /// repository has it; verified when they came in), after the checks of a push. `None` when
+    /// the store does not hold it as a manifest.
+    pub fn adopt_stored_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Taken<()>>> {
+        if !self.has_blob(digest)? {
+            return Ok(None);
+        }
+        match self.manifest_bytes(digest) {
+            Ok(body) => self.store_adopted_manifest(repo, digest, &body, None).map(Some),
+            Err(StoreError::ManifestUnknown) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores the manifest whose bytes are `body`, staged by an import in `file` (verified and
+    /// made durable by the caller), in `repo` after the checks of a push: the staging file
+    /// becomes the global blob as it is (a hardlink; the import removes its own name later).
+    pub fn adopt_staged_manifest(
+        &self,
+        repo: &RepoName,
+        file: &super::staging::StagedFile,
+        body: &[u8],
+    ) -> Result<Taken<()>> {
+        if body.len() as u64 != file.size() || Digest::of(file.digest().algorithm(), body) != *file.digest() {
+            return Ok(Err(format!("the bytes given are not those staged as {}", file.digest())));
+        }
+        self.store_adopted_manifest(repo, file.digest(), body, Some(&file.path))
     }
 
     /// Parses and stores a verified manifest (`staged`: its file, to become the global blob).
@@ -437,27 +529,46 @@ impl Store {
     /// Points `tag` of `repo` at the manifest `digest`, which the repository has, unless the
     /// tag exists (then it stays as it is).
     pub fn adopt_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<TagAdoption> {
+        self.adopt_tag_as(repo, tag, digest, false)
+    }
+
+    /// Points `tag` of `repo` at the manifest `digest`, which the repository has, moving it if
+    /// it named another manifest (as a push would: an import of a newer `latest` moves it).
+    pub fn import_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<TagAdoption> {
+        self.adopt_tag_as(repo, tag, digest, true)
+    }
+
+    fn adopt_tag_as(&self, repo: &RepoName, tag: &Tag, digest: &Digest, move_it: bool) -> Result<TagAdoption> {
         let _guard = self.lock();
         let txn = self.db.begin_write()?;
         if txn.open_table(MANIFESTS)?.get((repo.as_str(), digest.as_str()))?.is_none() {
             return Err(StoreError::ManifestUnknown);
         }
+        let outcome;
         {
             let mut tags = txn.open_table(TAGS)?;
             let before = tags.get((repo.as_str(), tag.as_str()))?.map(|d| d.value().to_string());
-            match before {
+            match &before {
                 Some(d) if d == digest.as_str() => return Ok(TagAdoption::Present),
-                Some(d) => return Ok(TagAdoption::Differs(d)),
-                None => {}
+                Some(d) if !move_it => return Ok(TagAdoption::Differs(d.clone())),
+                _ => {}
             }
             tags.insert((repo.as_str(), tag.as_str()), digest.as_str())?;
-            txn.open_table(MANIFEST_TAGS)?.insert((repo.as_str(), digest.as_str(), tag.as_str()), ())?;
+            let mut by_manifest = txn.open_table(MANIFEST_TAGS)?;
+            if let Some(before) = &before {
+                by_manifest.remove((repo.as_str(), before.as_str(), tag.as_str()))?;
+            }
+            by_manifest.insert((repo.as_str(), digest.as_str(), tag.as_str()), ())?;
             txn.open_table(super::meta::TAGGED_AT)?.insert((repo.as_str(), tag.as_str()), super::now_unix())?;
+            outcome = match before {
+                Some(d) => TagAdoption::Moved(d),
+                None => TagAdoption::Set,
+            };
         }
         Self::mark_index_dirty(&txn, repo)?;
         self.disk.commit(txn)?;
         self.indexes.changed();
-        Ok(TagAdoption::Set)
+        Ok(outcome)
     }
 
     /// Puts the bytes of `src` under a private name in `uploads/` (a hardlink, else a copy),
@@ -504,7 +615,7 @@ impl Store {
             self.disk.remove_if_exists(&path)?;
             return Err(e);
         }
-        Ok(Ok(Staged { path, copied, size }))
+        Ok(Ok(Staged { path, origin: if copied { Origin::Copied } else { Origin::Linked }, size }))
     }
 
     /// Copies `src` to the new file `dst` (mode 0444) while hashing it; `Ok(Err(reason))` when
@@ -813,7 +924,7 @@ impl Run<'_> {
                 r.blobs_linked += 1;
                 r.bytes += size;
             }
-            Ok(Adopted::Copied(size)) => {
+            Ok(Adopted::Copied(size) | Adopted::Imported(size)) => {
                 r.blobs_copied += 1;
                 r.bytes += size;
             }
@@ -859,7 +970,7 @@ impl Run<'_> {
             },
         };
         match outcome {
-            TagAdoption::Set => {
+            TagAdoption::Set | TagAdoption::Moved(_) => {
                 self.report.tags += 1;
                 self.plan(repo.as_str(), "tag", tag.as_str());
             }

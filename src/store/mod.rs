@@ -21,7 +21,8 @@
 //! repository's `index.json` and its background writer), [`upload`] (upload sessions),
 //! `upload_writer` (how upload bytes reach the disk), [`recovery`] (the start-up sweep),
 //! [`check`] (the invariant checker), [`migrate`] (importing a registry:2 data directory in
-//! place) and `migrate_source` (reading one).
+//! place, and the commit of foreign files it shares with imports), `migrate_source` (reading
+//! one) and [`staging`] (an import's files, streamed in and hashed before they are committed).
 
 mod background;
 pub mod blobs;
@@ -43,6 +44,7 @@ pub mod recovery;
 pub mod retention;
 pub mod scrub;
 mod space;
+pub mod staging;
 pub mod upload;
 mod upload_writer;
 pub mod usage;

@@ -55,6 +55,27 @@ impl Store {
         Ok(())
     }
 
+    /// Refuses (`QuotaExceeded`) adding `blobs` (digest, size) to `repo` when they would take
+    /// it past its quota; blobs the repository has cost nothing. Advisory, without the lock: an
+    /// import asks before it commits anything, so that a repository it would overfill gets
+    /// nothing at all (the commit's own checks still hold).
+    pub fn check_quota_for(&self, repo: &RepoName, blobs: &[(&Digest, u64)]) -> Result<()> {
+        let Some(quota) = self.quota_bytes(repo) else { return Ok(()) };
+        let txn = self.db.begin_read()?;
+        let links = txn.open_table(REPO_BLOBS)?;
+        let mut adding = 0u64;
+        for (digest, size) in blobs {
+            if links.get((repo.as_str(), digest.as_str()))?.is_none() {
+                adding = adding.saturating_add(*size);
+            }
+        }
+        let usage = Self::repo_bytes(&txn, repo)?;
+        if adding > 0 && usage.saturating_add(adding) > quota {
+            return Err(StoreError::QuotaExceeded { repo: repo.to_string(), quota, usage, adding });
+        }
+        Ok(())
+    }
+
     /// Refuses a new upload to a repository already at or over its quota.
     pub(super) fn check_quota_room(&self, repo: &RepoName) -> Result<()> {
         let Some(quota) = self.quota_bytes(repo) else { return Ok(()) };

@@ -152,7 +152,8 @@ fn check_bundle(bytes: &[u8]) -> (Value, BTreeMap<String, Vec<u8>>) {
     assert_eq!(blob_entries.len(), listed.len(), "{names:?}\n{manifest}");
     for ((name, data), (digest, size)) in blob_entries.iter().zip(&listed) {
         assert_eq!(name, &format!("blobs/{}", digest.replacen(':', "/", 1)), "stream order is the listed order");
-        assert_eq!(&sha256_digest(data), digest, "{name} hashes to its name");
+        let actual = if digest.starts_with("sha512:") { sha512_digest(data) } else { sha256_digest(data) };
+        assert_eq!(&actual, digest, "{name} hashes to its name");
         assert_eq!(data.len() as u64, *size, "{name}");
     }
     let tail: Vec<&str> = names[2 + blob_entries.len()..].to_vec();
@@ -543,6 +544,13 @@ fn unknown_references_are_refused_with_no_file_left() {
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.contains("export takes 1 file descriptor(s), the request carried 0"), "{answer}");
+    // More references than one admin request holds: refused by the command, with the way out.
+    let list = dir.path().join("many.txt");
+    std::fs::write(&list, (0..3000).map(|i| format!("team/app:tag-number-{i}\n")).collect::<String>()).unwrap();
+    let out = export(&p, &["--from-list", list.to_str().unwrap(), "-o", &t]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("3000 references do not fit one request"), "{}", text(&out));
+    std::fs::remove_file(&list).unwrap();
     // Usage errors.
     for args in [vec!["team/app:v1"], vec!["-o", &t], vec!["team/app:v1", "-o", "-", "--split", "1M"]] {
         let out = export(&p, &args);
@@ -662,4 +670,25 @@ fn exporting_a_large_layer_keeps_the_memory_of_the_command_and_the_daemon_bounde
         }
     }
     assert_eq!(seen, 1, "the large layer is in the bundle once");
+}
+
+#[test]
+fn a_sha512_blob_gets_its_long_path_in_the_archive() {
+    let p = Pier::start();
+    let layer = tar_archive(&[("long.bin", &random_bytes(5000, 21))]);
+    let layer_digest = sha512_digest(&layer);
+    let r = p.req("POST", &format!("/v2/team/long/blobs/uploads/?digest={layer_digest}"), &[], &layer);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_digest = push_blob(&p, "team/long", config);
+    let manifest = image_manifest((&config_digest, config.len()), &[(&layer_digest, layer.len())]);
+    push_manifest(&p, "team/long", "v1", OCI_MANIFEST, &manifest);
+    let dir = tmpdir();
+    let bundle = dir.path().join("long.tar");
+    export_ok(&p, &["team/long:v1", "-o", bundle.to_str().unwrap()]);
+    let (listed, entries) = check_bundle(&std::fs::read(&bundle).unwrap());
+    let path = format!("blobs/sha512/{}", &layer_digest[7..]);
+    assert!(path.len() > 100, "a path ustar cannot hold in its name field");
+    assert_eq!(entries.get(&path), Some(&layer), "{:?}", entries.keys().collect::<Vec<_>>());
+    assert!(digests_of(&listed, "blobs").contains(&layer_digest));
 }

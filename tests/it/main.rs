@@ -20,6 +20,7 @@ mod api;
 mod auth;
 mod auth_legacy;
 mod bundle_export;
+mod bundle_import;
 mod cli;
 mod crash;
 mod disk;
