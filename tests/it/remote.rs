@@ -571,7 +571,8 @@ fn pier_export_from_a_remote_registry_writes_the_upstream_images() {
 }
 
 /// `--all` from an anonymous plain-HTTP pier: every tag of every repository (catalog and tag
-/// lists paged by the registry), the referrers from the referrers API.
+/// lists paged by the registry), the referrers from the referrers API; `pier import` of that
+/// bundle at another pier serves the same images.
 #[test]
 fn pier_export_from_all_of_an_anonymous_registry() {
     let p = Pier::start();
@@ -598,6 +599,20 @@ fn pier_export_from_all_of_an_anonymous_registry() {
             ("two/b".into(), "latest".into(), b.digest())
         ]
     );
+
+    // The site's side: `pier import` into an empty pier serves every image byte for byte, the
+    // referrer with its subject.
+    let site = Pier::start();
+    run_logged(
+        &site,
+        Command::new(PIER).arg("import").arg("--config").arg(&site.config).arg(out_dir.path().join("bundle.tar")),
+    );
+    assert_image(&site, "one/a", "1", &a);
+    assert_image(&site, "one/a", "2", &a);
+    assert_image(&site, "two/b", "latest", &b);
+    let r = site.get(&format!("/v2/two/b/referrers/{}", b.digest()));
+    assert_eq!(r.status, 200, "referrers at the site: {}", r.text());
+    assert_eq!(r.json()["manifests"][0]["digest"], sha256_digest(&artifact.manifest), "{}", r.text());
 }
 
 /// Memory does not grow with the blobs: a 160 MiB layer goes from the registry into the bundle
