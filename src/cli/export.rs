@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bundle_out::{BundleOutput, OutputOptions, Target, Written};
 use super::progress::ProgressDisplay;
-use super::store_access::load_config;
+use super::store_access::{load_config, with_store_directly, Missing};
 use crate::admin::client::{ClientError, Connection};
 use crate::admin::human_bytes;
 use crate::admin::protocol::{Request, MAX_REQUEST};
@@ -27,7 +27,6 @@ use crate::bundle::export::{export, Exclusion, ExportEvent, ExportReport, Export
 use crate::bundle::source::BundleSource;
 use crate::remote::options::{take_remote_options, PASSWORD_ENV, USAGE as REMOTE_USAGE};
 use crate::remote::{RemoteConfig, RemoteRegistry};
-use crate::store::Store;
 
 pub const USAGE: &str = "\
 usage: pier export REF... -o FILE|- [--all] [--from-list FILE] [--platform OS/ARCH[/VARIANT]]...
@@ -201,21 +200,10 @@ fn export_via_daemon_or_store(
     match Connection::open(&crate::admin::socket_path(root)) {
         Ok(connection) => through_daemon(connection, options, inventory, display),
         Err(ClientError::NoDaemon { .. }) => {
-            if !root.join("meta.redb").exists() {
-                return Err(format!("{} holds no pier store", root.display()));
-            }
             let exclusion = inventory.map(Exclusion::read).transpose().map_err(|e| e.to_string())?;
-            let store = Store::open(root).map_err(|e| {
-                format!(
-                    "cannot open the store in {} (a daemon that does not answer on its admin socket?): {e}",
-                    root.display()
-                )
-            })?;
-            let result = export_from_source(&store, &options.request, exclusion.as_ref(), &options.output, display);
-            if let Err(e) = store.close() {
-                eprintln!("pier: closing the store: {e}");
-            }
-            result
+            with_store_directly(root, Missing::Refuse, |store| {
+                export_from_source(store, &options.request, exclusion.as_ref(), &options.output, display)
+            })
         }
         Err(e) => Err(e.to_string()),
     }

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::progress::ProgressDisplay;
+use super::store_access::{with_store_directly, Missing};
 use crate::admin::client::{ClientError, Connection};
 use crate::admin::protocol::Request;
 use crate::bundle::import::{self as importer, ImportReport};
@@ -436,10 +437,17 @@ fn on_store(
     display: &ProgressDisplay,
 ) -> Result<ImportReport, String> {
     let options = importer::options(cmd.repository.as_deref(), &cmd.renames)?;
-    let root = &config.root;
-    let store = Store::open(root).map_err(|e| {
-        format!("cannot open the store in {} (a daemon that does not answer on its admin socket?): {e}", root.display())
-    })?;
+    with_store_directly(&config.root, Missing::Create, |store| import_on(store, config, &options, stream, display))
+}
+
+/// [`on_store`]'s import, on the store it opened.
+fn import_on(
+    store: &Store,
+    config: &Config,
+    options: &importer::ImportOptions,
+    stream: Box<dyn Read + Send>,
+    display: &ProgressDisplay,
+) -> Result<ImportReport, String> {
     store.set_quotas(config.quotas.clone());
     store.set_free_space_reserve(config.free_space_reserve);
     let mut progress = |message: &str| {
@@ -449,14 +457,11 @@ fn on_store(
             display.phase(message);
         }
     };
-    let result = importer::import(&store, stream, &options, &mut progress).map_err(|e| e.to_string());
+    let result = importer::import(store, stream, options, &mut progress).map_err(|e| e.to_string());
     if result.is_ok() {
         if let Err(e) = store.stop_index_writer() {
             log::warn!("index.json not written (written at the next start): {e}");
         }
-    }
-    if let Err(e) = store.close() {
-        eprintln!("pier import: closing the store: {e}");
     }
     result
 }

@@ -13,12 +13,11 @@ use serde::{Deserialize, Serialize};
 use super::bundle_out::{OutputOptions, Target, Written};
 use super::export::{copy_into_output, finish, from_value, pipe};
 use super::progress::ProgressDisplay;
-use super::store_access::load_config;
+use super::store_access::{load_config, with_store_directly, Missing};
 use crate::admin::client::{ClientError, Connection};
 use crate::admin::human_bytes;
 use crate::admin::protocol::Request;
 use crate::bundle::inventory::{write_inventory, InventoryReport};
-use crate::store::Store;
 
 pub const USAGE: &str = "\
 usage: pier inventory -o FILE|- [--json] [--config FILE]
@@ -117,30 +116,16 @@ fn inventory(
                 Ok(InventorySummary { inventory, output })
             })
         }
-        Err(ClientError::NoDaemon { .. }) => {
-            if !root.join("meta.redb").exists() {
-                return Err(format!("{} holds no pier store", root.display()));
-            }
-            let store = Store::open(root).map_err(|e| {
-                format!(
-                    "cannot open the store in {} (a daemon that does not answer on its admin socket?): {e}",
-                    root.display()
-                )
-            })?;
-            let result = std::thread::scope(|scope| {
-                let store = &store;
+        Err(ClientError::NoDaemon { .. }) => with_store_directly(root, Missing::Refuse, |store| {
+            std::thread::scope(|scope| {
                 let writer =
                     scope.spawn(move || write_inventory(store, &mut File::from(write_end)).map_err(|e| e.to_string()));
                 let copied = copy_into_output(read_end, output, display);
                 let written = writer.join().unwrap_or_else(|_| Err("the inventory thread panicked".into()));
                 let (inventory, output) = finish(copied, written)?;
                 Ok(InventorySummary { inventory, output })
-            });
-            if let Err(e) = store.close() {
-                eprintln!("pier: closing the store: {e}");
-            }
-            result
-        }
+            })
+        }),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -44,22 +44,7 @@ pub(super) fn on_daemon_or_store<T: DeserializeOwned>(
 ) -> Result<T, String> {
     match client::request(&crate::admin::socket_path(root), request, progress) {
         Ok(result) => serde_json::from_value(result).map_err(|e| format!("unexpected answer from the daemon: {e}")),
-        Err(ClientError::NoDaemon { .. }) => {
-            if !root.join("meta.redb").exists() {
-                return Err(format!("{} holds no pier store", root.display()));
-            }
-            let store = Store::open(root).map_err(|e| {
-                format!(
-                    "cannot open the store in {} (a daemon that does not answer on its admin socket?): {e}",
-                    root.display()
-                )
-            })?;
-            let result = direct(&store);
-            if let Err(e) = store.close() {
-                eprintln!("pier: closing the store: {e}");
-            }
-            result
-        }
+        Err(ClientError::NoDaemon { .. }) => with_store_directly(root, Missing::Refuse, direct),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -76,4 +61,33 @@ pub(super) fn print_json(command: &str, value: &impl serde::Serialize) -> i32 {
             1
         }
     }
+}
+
+/// What [`with_store_directly`] does when `root` holds no store yet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Missing {
+    /// Refuse: the command reads or maintains a store (status, gc, export...).
+    Refuse,
+    /// Create it: the command fills one (import into a new site's empty directory).
+    Create,
+}
+
+/// Runs `f` on the store of `root` opened by the command itself (no daemon answered on the
+/// admin socket), and closes it cleanly after (the next start needs no repair).
+pub(super) fn with_store_directly<T>(
+    root: &Path,
+    missing: Missing,
+    f: impl FnOnce(&Store) -> Result<T, String>,
+) -> Result<T, String> {
+    if missing == Missing::Refuse && !root.join("meta.redb").exists() {
+        return Err(format!("{} holds no pier store", root.display()));
+    }
+    let store = Store::open(root).map_err(|e| {
+        format!("cannot open the store in {} (a daemon that does not answer on its admin socket?): {e}", root.display())
+    })?;
+    let result = f(&store);
+    if let Err(e) = store.close() {
+        eprintln!("pier: closing the store: {e}");
+    }
+    result
 }
