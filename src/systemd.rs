@@ -8,25 +8,49 @@ use std::io;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-/// Listening sockets passed by systemd (or `systemd-socket-activate`), if any. Only stream
-/// sockets are taken; anything else is an error, since pier would not know what to do with it.
-pub fn activated_listeners() -> io::Result<Vec<(std::net::TcpListener, Option<String>)>> {
+/// The listening sockets systemd passed (`LISTEN_FDS`).
+#[derive(Default)]
+pub struct Activated {
+    /// TCP listeners: the registry's (with their `FileDescriptorName=`).
+    pub http: Vec<(std::net::TcpListener, Option<String>)>,
+    /// A Unix stream listener: the admin channel (`admin.sock`), so that a maintenance command
+    /// finds a socket (and starts pier) even while the service is stopped.
+    pub admin: Option<std::os::unix::net::UnixListener>,
+}
+
+/// Listening sockets passed by systemd (or `systemd-socket-activate`), if any: TCP listeners,
+/// and at most one Unix stream listener (the admin socket). Anything else is an error, since
+/// pier would not know what to do with it.
+pub fn activated_listeners() -> io::Result<Activated> {
     let mut fds = listenfd::ListenFd::from_env();
     let names: Vec<String> =
         std::env::var("LISTEN_FDNAMES").map(|n| n.split(':').map(str::to_string).collect()).unwrap_or_default();
-    let mut out = Vec::new();
+    let mut out = Activated::default();
     for i in 0..fds.len() {
-        match fds.take_tcp_listener(i)? {
-            Some(l) => {
+        let fd = i + 3;
+        match fds.take_tcp_listener(i) {
+            Ok(Some(l)) => {
                 l.set_nonblocking(true)?;
-                out.push((l, names.get(i).cloned()));
+                out.http.push((l, names.get(i).cloned()));
             }
-            None => {
-                return Err(io::Error::other(format!(
-                    "inherited file descriptor {} is not a TCP listening socket",
-                    i + 3
-                )))
-            }
+            Ok(None) => {}
+            // Not TCP (the fd stays in place): a Unix stream listener is the admin socket.
+            Err(_) => match fds.take_unix_listener(i) {
+                Ok(Some(l)) if out.admin.is_none() => {
+                    l.set_nonblocking(true)?;
+                    out.admin = Some(l);
+                }
+                Ok(Some(_)) => {
+                    return Err(io::Error::other(format!(
+                        "inherited file descriptor {fd} is a second Unix socket (one admin socket at most)"
+                    )))
+                }
+                Ok(None) | Err(_) => {
+                    return Err(io::Error::other(format!(
+                        "inherited file descriptor {fd} is neither a TCP nor a Unix stream listening socket"
+                    )))
+                }
+            },
         }
     }
     std::env::remove_var("LISTEN_FDNAMES");

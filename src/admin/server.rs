@@ -41,7 +41,9 @@ pub struct AdminContext {
 /// The bound admin socket; its file is removed when this is dropped.
 pub struct AdminSocket {
     listener: UnixListener,
-    path: PathBuf,
+    /// The file this process bound (removed when this is dropped); `None` for a socket systemd
+    /// passed, whose file systemd owns.
+    path: Option<PathBuf>,
 }
 
 /// Binds the admin socket at `path`, mode 0600. A file left there by an earlier run is replaced:
@@ -56,12 +58,31 @@ pub fn bind(path: &Path) -> io::Result<AdminSocket> {
     // Until this chmod the mode follows the umask (usually 0755: only the owner can connect);
     // the peer check below holds either way.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(AdminSocket { listener, path: path.to_path_buf() })
+    Ok(AdminSocket { listener, path: Some(path.to_path_buf()) })
+}
+
+/// Takes the admin socket systemd passed (socket activation), expected at `expected` (where the
+/// commands look for it: the data directory's `admin.sock`); a socket elsewhere is served, with
+/// a warning that the commands will not find it.
+pub fn adopt(listener: std::os::unix::net::UnixListener, expected: &Path) -> io::Result<AdminSocket> {
+    listener.set_nonblocking(true)?;
+    let at = listener.local_addr()?.as_pathname().map(Path::to_path_buf);
+    match at {
+        Some(at) if at == expected => {}
+        at => log::warn!(
+            "the admin socket systemd passed is {}, not {}: pier gc, status... will not find it (point ListenStream= there)",
+            at.map_or_else(|| String::from("unnamed"), |p| p.display().to_string()),
+            expected.display()
+        ),
+    }
+    Ok(AdminSocket { listener: UnixListener::from_std(listener)?, path: None })
 }
 
 impl Drop for AdminSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

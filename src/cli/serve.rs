@@ -129,7 +129,7 @@ pub fn run(args: &[OsString]) -> i32 {
     };
     runtime.block_on(async move {
         let mut listeners = Vec::new();
-        if activated.is_empty() {
+        if activated.http.is_empty() {
             match server::bind(&config.addr).await {
                 Ok(l) => listeners.push(l),
                 Err(e) => {
@@ -138,8 +138,8 @@ pub fn run(args: &[OsString]) -> i32 {
                 }
             }
         } else {
-            log::info!("socket activation: {} socket(s) from systemd; http.addr is not used", activated.len());
-            for (l, name) in activated {
+            log::info!("socket activation: {} socket(s) from systemd; http.addr is not used", activated.http.len());
+            for (l, name) in activated.http {
                 match tokio::net::TcpListener::from_std(l) {
                     Ok(l) => {
                         if let Some(name) = name {
@@ -165,7 +165,14 @@ pub fn run(args: &[OsString]) -> i32 {
         let store = Arc::new(store);
         // The local admin channel (`pier status`...): a Unix socket in the data directory.
         let admin_path = crate::admin::socket_path(&config.root);
-        match crate::admin::server::bind(&admin_path) {
+        let admin_socket = match activated.admin {
+            Some(l) => {
+                log::info!("socket activation: the admin socket from systemd");
+                crate::admin::server::adopt(l, &admin_path)
+            }
+            None => crate::admin::server::bind(&admin_path),
+        };
+        match admin_socket {
             Ok(socket) => {
                 let ctx = crate::admin::server::AdminContext {
                     store: store.clone(),

@@ -116,3 +116,33 @@ fn the_admin_channel_answers_only_its_user_and_refuses_malformed_requests() {
     assert_eq!(events.last().unwrap()["event"], "done", "{events:?}");
     assert_eq!(p.get("/v2/").status, 200);
 }
+
+/// The admin socket can be systemd's (socket activation, `ListenStream=<root>/admin.sock`):
+/// the first maintenance command starts pier, which takes the inherited Unix socket as its admin
+/// channel (beside the registry's TCP socket) and answers; the file stays systemd's.
+#[test]
+fn a_maintenance_command_starts_pier_through_an_activated_admin_socket() {
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut p = Pier::new(Options { listen: occupied.local_addr().unwrap().to_string(), ..Options::default() });
+    std::fs::create_dir_all(&p.root).unwrap();
+    let admin = p.root.join("admin.sock");
+    let addr = free_addrs(1)[0];
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg("-l").arg(addr.to_string()).arg("-l").arg(&admin);
+    cmd.arg(PIER).arg("serve").arg("--config").arg(&p.config);
+    p.spawn_cmd(cmd);
+    wait_until(std::time::Duration::from_secs(10), || admin.exists());
+    assert!(!p.log().contains("listening on"), "pier runs before any connection:\n{}", p.log());
+
+    // `pier status` connects to the socket: systemd-socket-activate execs pier, which answers.
+    let running = status_json(&p);
+    assert_eq!(running["daemon"]["pid"], p.pid(), "{running}");
+    assert_eq!(running["daemon"]["listening"][0], addr.to_string(), "{running}");
+    assert!(p.log().contains("socket activation: the admin socket from systemd"), "{}", p.log_tail());
+    assert!(!p.log().contains("will not find it"), "{}", p.log_tail());
+    p.addr = addr;
+    assert_eq!(p.get("/v2/").status, 200, "the registry serves on the activated TCP socket");
+    p.stop();
+    assert!(admin.exists(), "the socket file is systemd's: pier leaves it");
+    drop(occupied);
+}
