@@ -593,3 +593,15 @@ fn the_background_scrub_takes_an_interval_and_a_rate() {
         assert!(err.contains(key), "{text}: {err}");
     }
 }
+
+/// The shipped configurations load without a warning; the systemd one names the unit's data
+/// directory, so that the maintenance commands given it find the daemon's admin socket.
+#[test]
+fn the_shipped_configurations_load_cleanly() {
+    let systemd = yaml(include_str!("../../systemd/config.yml")).unwrap();
+    assert!(systemd.warnings.is_empty(), "{:?}", systemd.warnings);
+    assert_eq!(systemd.config.root, std::path::PathBuf::from("/var/lib/pier"));
+    let image = yaml(include_str!("../../images/config.yml")).unwrap();
+    assert!(image.warnings.is_empty(), "{:?}", image.warnings);
+    assert_eq!(image.config.root, std::path::PathBuf::from("/var/lib/registry"));
+}
