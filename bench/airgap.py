@@ -4,9 +4,12 @@
   airgap.py layer SIZE OUT        write OUT, an uncompressed layer tar holding one file
                                   (data.bin, SIZE bytes read from stdin): a layer the docker
                                   engine can unpack, incompressible when stdin is
-  airgap.py diskpeak OUT DIR...   sample the bytes allocated under DIRs (st_blocks, every
-                                  200 ms) until SIGTERM; writes "BASE PEAK LAST" to OUT after
-                                  the first sample (OUT.ready marks that) and at the end
+  airgap.py sample OUT PID DIR... until SIGTERM, every 200 ms: the bytes allocated under
+                                  DIRs (st_blocks, each inode once) and the summed VmRSS of
+                                  PID's descendants started after the first sample (PID
+                                  itself not; "-": none); writes
+                                  "BASE PEAK LAST CHILDREN_PEAK_KIB" to OUT after the first
+                                  sample (OUT.ready marks that) and at the end
   airgap.py report TSV            print the results (rows written by airgap.sh) as markdown
 """
 import os
@@ -46,24 +49,63 @@ def allocated(dirs):
     return total
 
 
-def diskpeak(out, dirs):
+def descendants_rss_kib(pid, skip=frozenset()):
+    """Summed VmRSS of PID's descendants but those in SKIP, and the descendants' pids."""
+    parent = {}
+    rss = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+            with open("/proc/%s/status" % entry) as f:
+                kib = 0
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        kib = int(line.split()[1])
+                        break
+        except OSError:
+            continue  # exited meanwhile
+        # the fields after the command (which may hold spaces) start after its last ')'
+        parent[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+        rss[int(entry)] = kib
+    total = 0
+    found = set()
+    for p in parent:
+        q = parent[p]
+        while q > 1 and q != pid:
+            q = parent.get(q, 0)
+        if q == pid:
+            found.add(p)
+            if p not in skip:
+                total += rss[p]
+    return total, found
+
+
+def sample(out, pid, dirs):
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     base = peak = last = allocated(dirs)
+    children = 0
+    # the daemon's long-lived children (the engine's containerd) are not the step's
+    running = frozenset() if pid is None else frozenset(descendants_rss_kib(pid)[1])
 
     def write():
         with open(out + ".tmp", "w") as f:
-            f.write("%d %d %d\n" % (base, peak, last))
+            f.write("%d %d %d %d\n" % (base, peak, last, children))
         os.replace(out + ".tmp", out)
 
     write()
     open(out + ".ready", "w").close()
-    while not stop:
+    while True:
+        if pid is not None:
+            children = max(children, descendants_rss_kib(pid, running)[0])
+        if stop:
+            break
         time.sleep(0.2)
         last = allocated(dirs)
         peak = max(peak, last)
-    last = allocated(dirs)
-    peak = max(peak, last)
     write()
 
 
@@ -87,6 +129,7 @@ def report(tsv):
                     "disk_peak": int(p[9]),
                     "disk_end": int(p[10]),
                     "rss_daemon_idle": int(p[11]) if p[11] != "-" else None,
+                    "rss_children": int(p[12]),
                 }
             )
     order = {"export": 0, "import": 1}
@@ -107,10 +150,10 @@ def report(tsv):
             shown.add(r["dir"])
             print("| %s | | | | | | | | |" % title.get(r["dir"], r["dir"]))
         mib = r["bytes"] / 2**20
-        rss = r["rss_client"] + (r["rss_daemon"] or 0)
+        rss = r["rss_client"] + (r["rss_daemon"] or 0) + r["rss_children"]
         ref = base.get(r["dir"])
         if ref is not None and r["dir"] != "other":
-            ref_rss = ref["rss_client"] + (ref["rss_daemon"] or 0)
+            ref_rss = ref["rss_client"] + (ref["rss_daemon"] or 0) + ref["rss_children"]
             t_ratio = "%.2f" % (r["secs"] / ref["secs"])
             m_ratio = "%.1f" % (rss / ref_rss)
         else:
@@ -125,6 +168,8 @@ def report(tsv):
             if r["rss_daemon"] is None
             else "%.0f (%.0f before)" % (r["rss_daemon"] / 1024, r["rss_daemon_idle"] / 1024),
         )
+        if r["rss_children"]:
+            mem += " + %.0f children" % (r["rss_children"] / 1024)
         print(
             "| %s | %.1f | %.0f | %s | %.1f | %s | %s | %s | %.2f / %.2f |"
             % (
@@ -145,8 +190,8 @@ def report(tsv):
 def main(argv):
     if len(argv) == 4 and argv[1] == "layer":
         layer(int(argv[2]), argv[3])
-    elif len(argv) >= 4 and argv[1] == "diskpeak":
-        diskpeak(argv[2], argv[3:])
+    elif len(argv) >= 5 and argv[1] == "sample":
+        sample(argv[2], None if argv[3] == "-" else int(argv[3]), argv[4:])
     elif len(argv) == 3 and argv[1] == "report":
         report(argv[2])
     else:

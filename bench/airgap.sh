@@ -27,10 +27,12 @@
 # cache shows here), CPU seconds of the client (/usr/bin/time) and of the daemon (utime+stime;
 # for the engine also its reaped children: it unpacks in re-executed child processes), peak
 # RSS of the client (/usr/bin/time) and of the daemon (VmHWM after `echo 5 >
-# /proc/PID/clear_refs`, with its VmRSS before the step; the engine's unpacking children are
-# not in it), and the disk space the step took under the work directory at its peak and at its
-# end (bench/airgap.py diskpeak, every 200 ms: temporary copies show as peak > end). Ratios: a
-# row's time and RSS (client + daemon) divided by those of the first pier row of its direction.
+# /proc/PID/clear_refs`, with its VmRSS before the step) and of the daemon's child processes
+# started during the step (the engine's unpacking children: their summed VmRSS, sampled), and
+# the disk space the step took under the work directory at its peak and at its end (sampled:
+# temporary copies show as peak > end); bench/airgap.py samples every 200 ms. Ratios: a row's
+# time and RSS (client + daemon + children) divided by those of the first pier row of its
+# direction.
 #
 # The page cache is warm for every step (its input was just written). Needs: skopeo, dockerd
 # and docker (Debian docker.io), python3, openssl, flock, /usr/bin/time, curl; about 6x the
@@ -55,8 +57,9 @@ for tool in skopeo python3 openssl flock curl /usr/bin/time "$DOCKERD" "$DOCKER"
 done
 HELPER="python3 $ROOT/bench/airgap.py"
 
-# Peak disk use: the store (1x), pier's bundle, its zstd and skopeo's archive (3x) and the
-# engine's pull (the layer and a temporary copy, 2x) at once; 6x with a margin.
+# Peak disk use, 5x the layer: the import of pier's bundle (the source store, both of pier's
+# bundles, skopeo's archive, the imported copy) and docker save (the source store, pier's
+# bundle, the engine's layer, its temporary copy, docker's archive). Asked: 6x, a margin.
 need_kib=$((MB * 1024 * 6))
 free_kib=$(df -Pk "$BENCH_DIR" | awk 'NR == 2 {print $4}')
 if ((free_kib < need_kib)); then
@@ -205,7 +208,7 @@ step() {
         cpu0=$(cpu_ticks "$dpid")
     fi
     rm -f "$W/disk" "$W/disk.ready"
-    $HELPER diskpeak "$W/disk" "$W" &
+    $HELPER sample "$W/disk" "$dpid" "$W" &
     SAMPLER=$!
     while [[ ! -e $W/disk.ready ]]; do sleep 0.05; done
     local t0 t1 t2
@@ -221,9 +224,9 @@ step() {
     kill "$SAMPLER"
     wait "$SAMPLER" || true
     SAMPLER=
-    local cu cs crss base peak last dcpu=- drss=-
+    local cu cs crss base peak last children dcpu=- drss=-
     read -r cu cs crss <"$W/time"
-    read -r base peak last <"$W/disk"
+    read -r base peak last children <"$W/disk"
     if [[ $dpid != - ]]; then
         dcpu=$(python3 -c "print(($(cpu_ticks "$dpid") - $cpu0) / $TICK)")
         drss=$(awk '/^VmHWM/ {print $2}' "/proc/$dpid/status")
@@ -232,9 +235,9 @@ step() {
     secs=$(python3 -c "print($t1 - $t0)")
     sync_secs=$(python3 -c "print($t2 - $t1)")
     ccpu=$(python3 -c "print($cu + $cs)")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$dir" "$name" "$IMAGE_BYTES" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$dir" "$name" "$IMAGE_BYTES" \
         "$secs" "$sync_secs" "$ccpu" "$dcpu" "$crss" "$drss" "$((peak - base))" "$((last - base))" \
-        "$drss0" >>"$RESULTS"
+        "$drss0" "$children" >>"$RESULTS"
     printf '   %-44s %7.1f s %7.0f MiB/s\n' "$name" "$secs" "$(python3 -c "print($IMAGE_BYTES / 2**20 / $secs)")"
 }
 
