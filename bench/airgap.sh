@@ -251,7 +251,7 @@ mkdir -p "$W/gen" "$W/out"
 { openssl enc -aes-128-ctr -pass pass:pier-airgap -nosalt -pbkdf2 </dev/zero 2>/dev/null || true; } |
     $HELPER layer "$((MB << 20))" "$W/gen/layer.tar"
 MANIFEST=$(python3 "$ROOT/bench/mkoci.py" layout "$W/gen/oci" "$W/gen/layer.tar" bench/big:v1)
-IMAGE_BYTES=$(find "$W/gen/oci/blobs" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
+IMAGE_BYTES=$(find "$W/gen/oci/blobs" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}')
 CONFIG=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["config"]["digest"])' \
     "$W/gen/oci/blobs/sha256/${MANIFEST#sha256:}")
 LAYER=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["layers"][0]["digest"])' \
@@ -273,7 +273,9 @@ step export "pier export (daemon, --zstd)" "${PIERS[src]}" \
 step export "skopeo copy docker:// -> oci-archive:" "${PIERS[src]}" \
     skopeo --insecure-policy copy --quiet --preserve-digests --dest-oci-accept-uncompressed-layers \
     --src-tls-verify=false "docker://127.0.0.1:$PORT_src/bench/big:v1" "oci-archive:$W/out/skopeo.tar:bench/big:v1"
-tar -tf "$W/out/skopeo.tar" | grep -q "blobs/sha256/${LAYER#sha256:}" ||
+# (the listing first: `tar | grep -q` fails under pipefail when grep stops reading early)
+listing=$(tar -tf "$W/out/skopeo.tar")
+grep -q "blobs/sha256/${LAYER#sha256:}" <<<"$listing" ||
     { echo "skopeo's archive does not hold the layer as it is (recompressed?)" >&2; exit 1; }
 
 echo "== import"
