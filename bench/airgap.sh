@@ -251,7 +251,7 @@ mkdir -p "$W/gen" "$W/out"
 { openssl enc -aes-128-ctr -pass pass:pier-airgap -nosalt -pbkdf2 </dev/zero 2>/dev/null || true; } |
     $HELPER layer "$((MB << 20))" "$W/gen/layer.tar"
 MANIFEST=$(python3 "$ROOT/bench/mkoci.py" layout "$W/gen/oci" "$W/gen/layer.tar" bench/big:v1)
-IMAGE_BYTES=$(find "$W/gen/oci/blobs" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}')
+IMAGE_BYTES=$(find "$W/gen/oci/blobs" -type f -printf '%s\n' | awk '{s += $1} END {printf "%.0f\n", s}')
 CONFIG=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["config"]["digest"])' \
     "$W/gen/oci/blobs/sha256/${MANIFEST#sha256:}")
 LAYER=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["layers"][0]["digest"])' \
