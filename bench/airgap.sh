@@ -57,8 +57,8 @@ for tool in skopeo python3 openssl flock curl /usr/bin/time "$DOCKERD" "$DOCKER"
 done
 HELPER="python3 $ROOT/bench/airgap.py"
 
-# Peak disk use, 5x the layer: the import of pier's bundle (the source store, both of pier's
-# bundles, skopeo's archive, the imported copy) and docker save (the source store, pier's
+# Peak disk use, 5x the layer: e.g. skopeo's export (the source store, both of pier's
+# bundles, skopeo's temporary layout and its archive) and docker save (the source store, pier's
 # bundle, the engine's layer, its temporary copy, docker's archive). Asked: 6x, a margin.
 need_kib=$((MB * 1024 * 6))
 free_kib=$(df -Pk "$BENCH_DIR" | awk 'NR == 2 {print $4}')
@@ -247,7 +247,9 @@ echo "   $(skopeo --version); $("$DOCKERD" --version); $(uname -sr); $(nproc) CP
 df -h "$BENCH_DIR" | tail -1 | awk '{print "   " $6 ": " $4 " free of " $2}'
 
 echo "== generating the image"
-mkdir -p "$W/gen" "$W/out"
+# skopeo's oci-archive: transport writes a whole temporary OCI layout first (export) or
+# unpacks the archive into one (import), in /var/tmp unless --tmpdir: under $W it is counted
+mkdir -p "$W/gen" "$W/out" "$W/tmp"
 { openssl enc -aes-128-ctr -pass pass:pier-airgap -nosalt -pbkdf2 </dev/zero 2>/dev/null || true; } |
     $HELPER layer "$((MB << 20))" "$W/gen/layer.tar"
 MANIFEST=$(python3 "$ROOT/bench/mkoci.py" layout "$W/gen/oci" "$W/gen/layer.tar" bench/big:v1)
@@ -271,7 +273,7 @@ step export "pier export (daemon, --zstd)" "${PIERS[src]}" \
 # --preserve-digests: skopeo may not recompress the (uncompressed) layer, and does not;
 # --dest-oci-accept-uncompressed-layers says the same to the OCI destination.
 step export "skopeo copy docker:// -> oci-archive:" "${PIERS[src]}" \
-    skopeo --insecure-policy copy --quiet --preserve-digests --dest-oci-accept-uncompressed-layers \
+    skopeo --tmpdir "$W/tmp" --insecure-policy copy --quiet --preserve-digests --dest-oci-accept-uncompressed-layers \
     --src-tls-verify=false "docker://127.0.0.1:$PORT_src/bench/big:v1" "oci-archive:$W/out/skopeo.tar:bench/big:v1"
 # (the listing first: `tar | grep -q` fails under pipefail when grep stops reading early)
 listing=$(tar -tf "$W/out/skopeo.tar")
@@ -292,7 +294,7 @@ stop_pier dst
 rm -rf "$W/dst" "$W/out/pier.tar.zst"
 start_pier dst
 step import "skopeo copy oci-archive: -> docker://pier" "${PIERS[dst]}" \
-    skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
+    skopeo --tmpdir "$W/tmp" --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
     "oci-archive:$W/out/skopeo.tar:bench/big:v1" "docker://127.0.0.1:$PORT_dst/bench/big:v1"
 check_pier_has_image "$PORT_dst" "skopeo copy"
 stop_pier dst
