@@ -125,40 +125,62 @@ fn htpasswd_file(dir: &Path, user: &str) -> std::path::PathBuf {
     path
 }
 
+/// A pier over TLS (a test CA) with htpasswd (user `alice`), holding `team/app:v1` (an image)
+/// and `team/app:multi` (an index of an amd64 and an arm64 image), pushed with curl.
+struct TlsUpstream {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    p: Pier,
+    base: String,
+    img: Image,
+    amd: Image,
+    arm: Image,
+    index: Vec<u8>,
+}
+
+impl TlsUpstream {
+    /// `image`: (name, layer sizes, seed) of `v1`; `amd`, `arm`: (name, layer size, seed).
+    fn start(image: (&str, &[usize], u64), amd: (&str, usize, u64), arm: (&str, usize, u64)) -> TlsUpstream {
+        let dir = tmpdir();
+        let ca = Ca::root(dir.path(), "ca", KeyType::EcP256);
+        let server = ca.issue("server", KeyType::EcP256, KeyFormat::Pkcs8, Usage::Server);
+        let htpasswd = htpasswd_file(dir.path(), "alice");
+        let p = Pier::start_with(Options {
+            extra_yaml: format!(
+                "{}auth:\n  htpasswd:\n    realm: pier\n    path: {}\n",
+                tls_yaml(&server.cert, &server.key, &[]),
+                htpasswd.display()
+            ),
+            ..Default::default()
+        });
+        let base = format!("https://127.0.0.1:{}", p.addr.port());
+        let creds = format!("alice:{PASSWORD}");
+        let tls: Vec<&str> = vec!["--cacert", s(&ca.cert), "-u", &creds];
+        let push = |repo_name: &str, tag_name: &str, img: &Image| {
+            for b in img.blobs() {
+                curl_push_blob(&tls, &base, repo_name, b, &sha256_digest(b), 1, &|_, _| {});
+            }
+            curl_put_manifest(&tls, &base, repo_name, tag_name, OCI_MANIFEST, &img.manifest);
+        };
+        let img = Image::new(image.0, "amd64", image.1, image.2);
+        push("team/app", "v1", &img);
+        let amd = Image::new(amd.0, "amd64", &[amd.1], amd.2);
+        let arm = Image::new(arm.0, "arm64", &[arm.1], arm.2);
+        push("team/app", &amd.digest(), &amd);
+        push("team/app", &arm.digest(), &arm);
+        let index = image_index(&[&amd, &arm]);
+        curl_put_manifest(&tls, &base, "team/app", "multi", OCI_INDEX, &index);
+        TlsUpstream { dir, ca, p, base, img, amd, arm, index }
+    }
+}
+
 /// pier over TLS (a test CA) with htpasswd: the client trusts the CA through `ca_files`, sends
 /// Basic credentials after pier's challenge, and reads images and an index byte for byte; a
 /// wrong password and no password are denied; without the CA the TLS handshake fails.
 #[test]
 fn pier_over_tls_with_basic_auth_is_read_byte_for_byte() {
-    let dir = tmpdir();
-    let ca = Ca::root(dir.path(), "ca", KeyType::EcP256);
-    let server = ca.issue("server", KeyType::EcP256, KeyFormat::Pkcs8, Usage::Server);
-    let htpasswd = htpasswd_file(dir.path(), "alice");
-    let p = Pier::start_with(Options {
-        extra_yaml: format!(
-            "{}auth:\n  htpasswd:\n    realm: pier\n    path: {}\n",
-            tls_yaml(&server.cert, &server.key, &[]),
-            htpasswd.display()
-        ),
-        ..Default::default()
-    });
-    let base = format!("https://127.0.0.1:{}", p.addr.port());
-    let creds = format!("alice:{PASSWORD}");
-    let tls: Vec<&str> = vec!["--cacert", s(&ca.cert), "-u", &creds];
-    let push = |repo_name: &str, tag_name: &str, img: &Image| {
-        for b in img.blobs() {
-            curl_push_blob(&tls, &base, repo_name, b, &sha256_digest(b), 1, &|_, _| {});
-        }
-        curl_put_manifest(&tls, &base, repo_name, tag_name, OCI_MANIFEST, &img.manifest);
-    };
-    let img = Image::new("tls", "amd64", &[300_000, 2_500_000], 11);
-    push("team/app", "v1", &img);
-    let amd = Image::new("multi-amd", "amd64", &[100_000], 12);
-    let arm = Image::new("multi-arm", "arm64", &[120_000], 13);
-    push("team/app", &amd.digest(), &amd);
-    push("team/app", &arm.digest(), &arm);
-    let index = image_index(&[&amd, &arm]);
-    curl_put_manifest(&tls, &base, "team/app", "multi", OCI_INDEX, &index);
+    let TlsUpstream { dir: _dir, ca, p, base, img, amd, arm, index } =
+        TlsUpstream::start(("tls", &[300_000, 2_500_000], 11), ("multi-amd", 100_000, 12), ("multi-arm", 120_000, 13));
 
     let src = client(&base, Some(("alice", PASSWORD)), Some(&ca.cert), 1000);
     assert_eq!(src.repositories().unwrap(), vec![repo("team/app")]);
@@ -455,35 +477,8 @@ fn all_blobs(images: &[&Image]) -> std::collections::BTreeSet<String> {
 /// nowhere.
 #[test]
 fn pier_export_from_a_remote_registry_writes_the_upstream_images() {
-    let dir = tmpdir();
-    let ca = Ca::root(dir.path(), "ca", KeyType::EcP256);
-    let server = ca.issue("server", KeyType::EcP256, KeyFormat::Pkcs8, Usage::Server);
-    let htpasswd = htpasswd_file(dir.path(), "alice");
-    let p = Pier::start_with(Options {
-        extra_yaml: format!(
-            "{}auth:\n  htpasswd:\n    realm: pier\n    path: {}\n",
-            tls_yaml(&server.cert, &server.key, &[]),
-            htpasswd.display()
-        ),
-        ..Default::default()
-    });
-    let base = format!("https://127.0.0.1:{}", p.addr.port());
-    let creds = format!("alice:{PASSWORD}");
-    let tls: Vec<&str> = vec!["--cacert", s(&ca.cert), "-u", &creds];
-    let push = |repo_name: &str, tag_name: &str, img: &Image| {
-        for b in img.blobs() {
-            curl_push_blob(&tls, &base, repo_name, b, &sha256_digest(b), 1, &|_, _| {});
-        }
-        curl_put_manifest(&tls, &base, repo_name, tag_name, OCI_MANIFEST, &img.manifest);
-    };
-    let img = Image::new("cli-tls", "amd64", &[200_000, 1_200_000], 50);
-    push("team/app", "v1", &img);
-    let amd = Image::new("cli-amd", "amd64", &[80_000], 51);
-    let arm = Image::new("cli-arm", "arm64", &[90_000], 52);
-    push("team/app", &amd.digest(), &amd);
-    push("team/app", &arm.digest(), &arm);
-    let index = image_index(&[&amd, &arm]);
-    curl_put_manifest(&tls, &base, "team/app", "multi", OCI_INDEX, &index);
+    let TlsUpstream { dir, ca, p, base, img, amd, arm, index } =
+        TlsUpstream::start(("cli-tls", &[200_000, 1_200_000], 50), ("cli-amd", 80_000, 51), ("cli-arm", 90_000, 52));
 
     let out_dir = tmpdir();
     let ca_path = s(&ca.cert);
