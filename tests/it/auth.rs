@@ -30,25 +30,8 @@ fn pw(user: &str) -> String {
     format!("Pw.{user}.q8Zr!3")
 }
 
-fn b64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let b = [c[0], c.get(1).copied().unwrap_or(0), c.get(2).copied().unwrap_or(0)];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn basic(user: &str, pass: &str) -> String {
-    format!("Basic {}", b64(format!("{user}:{pass}").as_bytes()))
+    format!("Basic {}", base64(format!("{user}:{pass}").as_bytes()))
 }
 
 /// One `user:$2y$...` line from apache2-utils `htpasswd -nbB`.
@@ -642,7 +625,7 @@ fn every_route_requires_its_action() {
     let log = p.log();
     for u in ["admin", "reader", "writer", "nowrite"] {
         assert!(!log.contains(&pw(u)), "password of {u} in the log");
-        assert!(!log.contains(&b64(format!("{u}:{}", pw(u)).as_bytes())), "Authorization of {u} in the log");
+        assert!(!log.contains(&base64(format!("{u}:{}", pw(u)).as_bytes())), "Authorization of {u} in the log");
     }
 }
 
@@ -781,7 +764,7 @@ fn empty_basic_credentials_are_anonymous() {
     let p = start(&users, Some(rules));
     push_image_as(&p, "admin", "public/x", "v1", b"public layer");
     push_image_as(&p, "admin", "private/x", "v1", b"private layer");
-    let empty = format!("Basic {}", b64(b":"));
+    let empty = format!("Basic {}", base64(b":"));
     assert_eq!(empty, "Basic Og==");
     let r = p.req("GET", "/v2/public/x/manifests/v1", &[("Authorization", &empty), ("Accept", OCI_MANIFEST)], b"");
     assert_status(&r, 200, "public manifest with Basic Og==");
@@ -915,11 +898,11 @@ fn bad_credentials_are_401_and_the_server_stays_healthy() {
         ("empty password", basic("alice", "")),
         ("not Basic", "Bearer abc.def.ghi".into()),
         ("bad base64", "Basic !!!not*base64!!!".into()),
-        ("no colon", format!("Basic {}", b64(b"alicewithoutcolon"))),
+        ("no colon", format!("Basic {}", base64(b"alicewithoutcolon"))),
         ("empty value", "".into()),
         ("scheme only", "Basic".into()),
         ("scheme and space", "Basic ".into()),
-        ("not UTF-8", format!("Basic {}", b64(&[0xff, 0xfe, b':', 0xfd]))),
+        ("not UTF-8", format!("Basic {}", base64(&[0xff, 0xfe, b':', 0xfd]))),
         ("password prefix", basic("alice", &pw("alice")[..5])),
         ("password plus suffix", basic("alice", &format!("{}x", pw("alice")))),
     ];
@@ -941,7 +924,7 @@ fn bad_credentials_are_401_and_the_server_stays_healthy() {
     }
     // Oversized: a 64 KiB Authorization header, a 48 KiB password, and 200 headers.
     let huge = format!("Basic {}", "A".repeat(64 * 1024));
-    let long_creds = format!("Basic {}", b64(format!("alice:{}", "p".repeat(48 * 1024)).as_bytes()));
+    let long_creds = format!("Basic {}", base64(format!("alice:{}", "p".repeat(48 * 1024)).as_bytes()));
     let mut padded = format!("GET {public} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n", basic("alice", "wrong"));
     for i in 0..200 {
         padded.push_str(&format!("X-Pad-{i}: {i}\r\n"));
@@ -1258,9 +1241,9 @@ fn repeated_failures_are_refused_before_bcrypt_and_passwords_not_logged() {
         ghost_pw.to_string(),
         pw("alice"),
         pw("mallory-user"),
-        b64(format!("mallory-user:{wrong}").as_bytes()),
-        b64(format!("ghost-user:{ghost_pw}").as_bytes()),
-        b64(format!("alice:{}", pw("alice")).as_bytes()),
+        base64(format!("mallory-user:{wrong}").as_bytes()),
+        base64(format!("ghost-user:{ghost_pw}").as_bytes()),
+        base64(format!("alice:{}", pw("alice")).as_bytes()),
     ] {
         assert!(!log.contains(&secret), "{secret:?} in the log:\n{log}");
     }

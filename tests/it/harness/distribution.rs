@@ -92,9 +92,8 @@ impl TokenServer {
 
     /// A token for `scope`, asked for as `user` (the test's own pushes use it).
     pub fn token(&self, user: &str, password: &str, scope: &str) -> String {
-        use base64_lite::encode;
         let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
-        let auth = format!("Basic {}", encode(format!("{user}:{password}").as_bytes()));
+        let auth = format!("Basic {}", super::http::base64(format!("{user}:{password}").as_bytes()));
         let path = format!("/token?service={TOKEN_SERVICE}&scope={}", scope.replace(':', "%3A").replace(',', "%2C"));
         let r = request(addr, "GET", &path, &[("Authorization", &auth)], b"");
         assert_eq!(r.status, 200, "token for {scope}: {}\n{}", r.text(), self.output());
@@ -107,26 +106,6 @@ impl Drop for TokenServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Base64 for the test's own Basic headers.
-mod base64_lite {
-    pub fn encode(data: &[u8]) -> String {
-        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for c in data.chunks(3) {
-            let b = [c[0], c.get(1).copied().unwrap_or(0), c.get(2).copied().unwrap_or(0)];
-            let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-            for i in 0..4 {
-                if i <= c.len() {
-                    out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
     }
 }
 
