@@ -6,6 +6,7 @@ use std::io::{self, BufWriter, Write};
 
 use serde::{Deserialize, Serialize};
 
+use super::tar_out::Counted;
 use crate::core::bundle::INVENTORY_VERSION;
 use crate::store::{Store, StoreError};
 
@@ -47,21 +48,4 @@ pub fn write_inventory(store: &Store, out: &mut dyn Write) -> Result<InventoryRe
     out.flush().map_err(InventoryError::Write)?;
     report.file_bytes = out.bytes;
     Ok(report)
-}
-
-struct Counted<W: Write> {
-    inner: W,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Counted<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }

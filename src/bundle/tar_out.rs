@@ -146,13 +146,13 @@ impl Read for Checked<'_> {
     }
 }
 
-/// The output, counted.
-struct Counted<'a> {
-    inner: &'a mut dyn Write,
-    bytes: u64,
+/// A writer that counts the bytes it passed on (the bundle's and the inventory's output).
+pub(super) struct Counted<W: Write> {
+    pub(super) inner: W,
+    pub(super) bytes: u64,
 }
 
-impl Write for Counted<'_> {
+impl<W: Write> Write for Counted<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.bytes += n as u64;
